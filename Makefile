@@ -1,0 +1,39 @@
+GO        ?= go
+PKGS      ?= ./...
+# Packages that move traffic or hold state are always tested under the race detector.
+RACE_PKGS ?= $(shell $(GO) list ./traffic/... ./engine/... ./store/... 2>/dev/null)
+BIN       ?= bin/verdict
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+
+.PHONY: all build test vet fmt-check bench demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/verdict
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: fmt-check vet
+	$(GO) test -count=1 $(PKGS)
+	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -count=1 $(RACE_PKGS); fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Runs the loader fuzz target for FUZZTIME (default 2m).
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test ./experiments -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+
+demo: build
+	./$(BIN) demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+)
+
+// jsonVersion is the version of every JSON message the CLI prints; consumers check it the
+// way Terraform's machine-readable UI is checked.
+const jsonVersion = 1
+
+// writeJSON prints v as one line of JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

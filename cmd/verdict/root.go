@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// globals are the flags every command shares, resolved with the precedence
+// flag > VERDICT_* environment variable > config file > default.
+type globals struct {
+	output   string // text | json
+	logLevel string
+	config   string
+	state    string
+
+	v      *viper.Viper
+	log    *slog.Logger
+	stdio  *streams
+	stdout io.Writer
+}
+
+func newRootCmd(s *streams) *cobra.Command {
+	g := &globals{v: viper.New(), stdio: s, stdout: s.out}
+	root := &cobra.Command{
+		Use:   "verdict",
+		Short: "Infrastructure A/B experiments across whole clusters",
+		Long: `Verdict sends a slice of a load balancer pool's traffic to a canary cluster that runs a
+variant of your infrastructure, compares it live against the other clusters, and promotes or
+rolls back on its own.`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		Version:           version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return g.resolve(cmd) },
+	}
+	root.SetIn(s.in)
+	root.SetOut(s.out)
+	root.SetErr(s.err)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.config, "config", "", "config file (default $XDG_CONFIG_HOME/verdict/config.yaml if present)")
+	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	pf.StringVar(&g.state, "state", "", "state directory (default $XDG_STATE_HOME/verdict)")
+
+	root.AddCommand(
+		newValidateCmd(g),
+		newPlanCmd(g),
+		newVersionCmd(g),
+		newCompletionCmd(),
+	)
+	return root
+}
+
+// resolve fills every flag the user did not set from VERDICT_* or the config file, then
+// checks the global ones.
+func (g *globals) resolve(cmd *cobra.Command) error {
+	v := g.v
+	v.SetEnvPrefix("VERDICT")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	if g.config == "" {
+		g.config = os.Getenv("VERDICT_CONFIG")
+	}
+	if g.config != "" {
+		v.SetConfigFile(g.config)
+		if err := v.ReadInConfig(); err != nil {
+			return usageErrorf("couldn't load configuration (--config=%q): %v", g.config, err)
+		}
+	} else if dir, err := os.UserConfigDir(); err == nil {
+		v.SetConfigFile(dir + "/verdict/config.yaml")
+		if _, statErr := os.Stat(dir + "/verdict/config.yaml"); statErr == nil {
+			if err := v.ReadInConfig(); err != nil {
+				return usageErrorf("couldn't load configuration (%s): %v", dir+"/verdict/config.yaml", err)
+			}
+		}
+	}
+	var firstErr error
+	apply := func(f *pflag.Flag) {
+		if f.Changed || firstErr != nil || f.Name == "config" {
+			return
+		}
+		if !v.IsSet(f.Name) {
+			return
+		}
+		val := v.GetString(f.Name)
+		if err := f.Value.Set(val); err != nil {
+			firstErr = usageErrorf("invalid value %q for %s (from environment or config file): %v", val, f.Name, err)
+		}
+	}
+	cmd.Flags().VisitAll(apply)
+	cmd.InheritedFlags().VisitAll(apply)
+	if firstErr != nil {
+		return firstErr
+	}
+
+	switch g.output {
+	case "text", "json":
+	default:
+		return usageErrorf("--output must be text or json, not %q", g.output)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return usageErrorf("--log-level must be debug, info, warn or error, not %q", g.logLevel)
+	}
+	g.log = slog.New(slog.NewTextHandler(g.stdio.err, &slog.HandlerOptions{Level: lvl}))
+	return nil
+}
+
+func (g *globals) json() bool { return g.output == "json" }
+
+// stateDir is where runs, drains and history live: --state, else $XDG_STATE_HOME/verdict,
+// else ~/.local/state/verdict.
+func (g *globals) stateDir() (string, error) {
+	if g.state != "" {
+		return g.state, nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return d + "/verdict", nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: set --state or XDG_STATE_HOME: %w", err)
+	}
+	return home + "/.local/state/verdict", nil
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.json() {
+				return writeJSON(g.stdout, map[string]string{"type": "version", "version": version})
+			}
+			fmt.Fprintf(g.stdout, "verdict %s\n", version)
+			return nil
+		},
+	}
+}
+
+func newCompletionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:       "completion bash|zsh|fish|powershell",
+		Short:     "Generate a shell completion script",
+		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
+		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root, out := cmd.Root(), cmd.OutOrStdout()
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(out, true)
+			case "zsh":
+				return root.GenZshCompletion(out)
+			case "fish":
+				return root.GenFishCompletion(out, true)
+			default:
+				return root.GenPowerShellCompletionWithDesc(out)
+			}
+		},
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/verdict-dev/verdict/experiments"
+)
+
+// validateArgs are the parsed arguments of verdict validate.
+type validateArgs struct {
+	files []string
+}
+
+func newValidateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check experiment files without touching anything",
+		Long: `Validate loads every experiment in the given files, applies defaults and checks them:
+required fields, cluster and origin mapping, steps, durations, and that every PromQL query
+parses and aggregates by the cluster label. Every problem is printed as
+FILE:LINE:COL: field.path: message. Exit status 0 means all valid, 2 means some are not.`,
+		Example: "  verdict validate examples/*.yaml",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runValidate(g, validateArgs{files: args})
+		},
+	}
+}
+
+type validateFileJSON struct {
+	File        string                    `json:"file"`
+	Valid       bool                      `json:"valid"`
+	Experiments []string                  `json:"experiments"`
+	Errors      []*experiments.FieldError `json:"errors"`
+}
+
+func runValidate(g *globals, a validateArgs) error {
+	results := make([]validateFileJSON, 0, len(a.files))
+	allValid := true
+	for _, f := range a.files {
+		exps, err := experiments.LoadFile(f, experiments.LoadOptions{})
+		r := validateFileJSON{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}}
+		for _, e := range exps {
+			r.Experiments = append(r.Experiments, e.Metadata.Name)
+		}
+		if err != nil {
+			allValid = false
+			var list experiments.ErrorList
+			if !errors.As(err, &list) {
+				return withCode(exitError, err)
+			}
+			r.Errors = list
+		}
+		results = append(results, r)
+		if g.json() {
+			continue
+		}
+		if r.Valid {
+			for _, e := range exps {
+				fmt.Fprintf(g.stdout, "%s: %s is valid (canary %s, %d baseline(s), %d step(s), %d KPI(s))\n",
+					f, e.Metadata.Name, e.Spec.Canary.Cluster, len(e.Spec.Baselines), len(e.Spec.Traffic.Steps), len(e.Spec.KPIs))
+			}
+			continue
+		}
+		for _, fe := range r.Errors {
+			fmt.Fprintln(g.stdio.err, fe.Error())
+		}
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, map[string]any{"type": "validate", "version": jsonVersion, "valid": allValid, "files": results}); err != nil {
+			return withCode(exitError, err)
+		}
+	}
+	if !allValid {
+		if !g.json() {
+			n := 0
+			for _, r := range results {
+				n += len(r.Errors)
+			}
+			fmt.Fprintf(g.stdio.err, "%d problem(s) found\n", n)
+		}
+		return silentExit(exitInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package experiments
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// LoadOptions changes how files are read.
+type LoadOptions struct {
+	// LookupEnv resolves ${VAR} references; nil means the process environment.
+	LookupEnv func(string) (string, bool)
+	// SkipValidation returns decoded experiments with defaults but without validating them.
+	SkipValidation bool
+}
+
+// maxFileSize bounds what Load reads: experiment files are small, and a mistaken path to a
+// huge file should fail fast rather than fill memory.
+const maxFileSize = 4 << 20
+
+// LoadFile reads every experiment in the named file (YAML documents separated by ---),
+// applies defaults and validates them. Any problem comes back as an ErrorList whose entries
+// name the file, line, column and field.
+func LoadFile(path string, opts LoadOptions) ([]*Experiment, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		msg := err.Error()
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			msg = pe.Err.Error()
+		}
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: "cannot read experiment file: " + msg}}
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: "is a directory, not an experiment file"}}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: "cannot read experiment file: " + err.Error()}}
+	}
+	if len(data) > maxFileSize {
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: fmt.Sprintf("file is larger than %d MiB; not an experiment file", maxFileSize>>20)}}
+	}
+	return Load(path, data, opts)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// Load is LoadFile on bytes already read; name is used in error positions.
+func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = osLookupEnv
+	}
+	if err := checkText(name, data); err != nil {
+		return nil, ErrorList{err}
+	}
+	var (
+		exps []*Experiment
+		errs ErrorList
+	)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for doc := 0; ; doc++ {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, syntaxError(name, err))
+			break // the parser cannot resynchronise after a syntax error
+		}
+		n := &root
+		if n.Kind == yaml.DocumentNode {
+			if len(n.Content) == 0 {
+				continue
+			}
+			n = n.Content[0]
+		}
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			continue // an empty document, e.g. a trailing ---
+		}
+		d := &decoder{file: name, lookupEnv: opts.LookupEnv, positions: map[string]Pos{}}
+		e := &Experiment{Source: Pos{File: name, Line: n.Line, Column: n.Column}}
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, "", "an experiment document must be a mapping with apiVersion, kind, metadata and spec; got %s", kindName(n))
+		} else {
+			d.decode(n, reflect.ValueOf(e).Elem(), "")
+		}
+		e.positions = d.positions
+		errs = append(errs, d.errs...)
+		if len(d.errs) == 0 {
+			errs = append(errs, e.checkExplicitZeros()...)
+			e.SetDefaults()
+			if !opts.SkipValidation {
+				errs = append(errs, e.Validate()...)
+			}
+		}
+		exps = append(exps, e)
+	}
+	if len(exps) == 0 && len(errs) == 0 {
+		errs = append(errs, &FieldError{Pos: Pos{File: name, Line: 1, Column: 1}, Msg: "no experiment in file (it is empty)"})
+	}
+	if len(exps) > 1 && len(errs) == 0 {
+		errs = append(errs, duplicateNames(exps)...)
+	}
+	if err := errs.Err(); err != nil {
+		return exps, err
+	}
+	return exps, nil
+}
+
+// checkText refuses binary files before the YAML parser sees them: its messages for
+// garbage are confusing, and a NUL byte almost always means the wrong file.
+func checkText(name string, data []byte) *FieldError {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return &FieldError{Pos: Pos{File: name, Line: line, Column: col}, Msg: fmt.Sprintf("not a text file: invalid UTF-8 at byte %d", i)}
+		case r == 0 || (r < 0x20 && r != '\n' && r != '\r' && r != '\t'):
+			return &FieldError{Pos: Pos{File: name, Line: line, Column: col}, Msg: fmt.Sprintf("not a text file: control character %#02x at byte %d", r, i)}
+		case r == '\n':
+			line, col = line+1, 1
+		default:
+			col++
+		}
+		i += size
+	}
+	return nil
+}
+
+func syntaxError(name string, err error) *FieldError {
+	msg := err.Error()
+	line := 0
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		if m[1] != "" {
+			line, _ = strconv.Atoi(m[1])
+		}
+		msg = m[2]
+	}
+	if line == 0 {
+		line = 1
+	}
+	return &FieldError{Pos: Pos{File: name, Line: line, Column: 1}, Msg: "invalid YAML: " + msg}
+}
+
+func duplicateNames(exps []*Experiment) ErrorList {
+	var errs ErrorList
+	seen := map[string]bool{}
+	for _, e := range exps {
+		if seen[e.Metadata.Name] {
+			errs = append(errs, &FieldError{Pos: e.Pos("metadata.name"), Path: "metadata.name", Msg: fmt.Sprintf("experiment %q is defined more than once in this file", e.Metadata.Name)})
+		}
+		seen[e.Metadata.Name] = true
+	}
+	return errs
+}

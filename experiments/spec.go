@@ -1,0 +1,265 @@
+// Package experiments defines the experiment file: its types, loading with exact error
+// positions, defaults, validation, PromQL templating and the weight plan.
+package experiments
+
+// APIVersion and Kind identify an experiment document.
+const (
+	APIVersion = "verdict.dev/v1alpha1"
+	Kind       = "Experiment"
+)
+
+// Experiment is one experiment document. Field names follow the YAML keys.
+type Experiment struct {
+	APIVersion string   `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string   `yaml:"kind" json:"kind"`
+	Metadata   Metadata `yaml:"metadata" json:"metadata"`
+	Spec       Spec     `yaml:"spec" json:"spec"`
+
+	// Source is where the document starts, and positions maps field paths (spec.kpis[0].name)
+	// to where they were written, so later checks can still point at the right line.
+	Source    Pos            `yaml:"-" json:"-"`
+	positions map[string]Pos `yaml:"-"`
+}
+
+// Pos returns where the field at path (or its nearest written ancestor) is in the file.
+func (e *Experiment) Pos(path string) Pos {
+	for p := path; ; {
+		if pos, ok := e.positions[p]; ok {
+			return pos
+		}
+		i := lastSep(p)
+		if i < 0 {
+			return e.Source
+		}
+		p = p[:i]
+	}
+}
+
+func lastSep(p string) int {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '.' || p[i] == '[' {
+			return i
+		}
+	}
+	return -1
+}
+
+// Metadata names the experiment. The name is its identity in the state store and reports.
+type Metadata struct {
+	Name   string            `yaml:"name" json:"name"`
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
+}
+
+// Spec is what the experiment changes, how traffic moves, and how it is judged.
+type Spec struct {
+	Description   string         `yaml:"description" json:"description,omitempty"`
+	Canary        Canary         `yaml:"canary" json:"canary"`
+	Baselines     []string       `yaml:"baselines" json:"baselines"`
+	Traffic       Traffic        `yaml:"traffic" json:"traffic"`
+	Prometheus    Prometheus     `yaml:"prometheus" json:"prometheus"`
+	KPIs          []KPI          `yaml:"kpis" json:"kpis"`
+	Analysis      Analysis       `yaml:"analysis" json:"analysis"`
+	Preconditions []Precondition `yaml:"preconditions" json:"preconditions,omitempty"`
+	Capacity      *Capacity      `yaml:"capacity" json:"capacity,omitempty"`
+	Notify        []Notify       `yaml:"notify" json:"notify,omitempty"`
+}
+
+// Canary is the cluster that runs the variant.
+type Canary struct {
+	Cluster string `yaml:"cluster" json:"cluster"`
+	// Variant says what differs on the canary (autoscaler: karpenter); it is recorded in
+	// state and reports, never interpreted.
+	Variant map[string]string `yaml:"variant" json:"variant,omitempty"`
+}
+
+// Clusters returns the canary followed by the baselines.
+func (s *Spec) Clusters() []string {
+	return append([]string{s.Canary.Cluster}, s.Baselines...)
+}
+
+// Traffic says which pool carries the experiment and how the canary's share grows.
+type Traffic struct {
+	Cloudflare Cloudflare `yaml:"cloudflare" json:"cloudflare"`
+	Steps      []Step     `yaml:"steps" json:"steps"`
+	// OnPromote is keep (leave the final weights) or restore (put the original weights back).
+	OnPromote string `yaml:"onPromote" json:"onPromote"`
+	// OnRollback is restore (original weights) or drain (canary to 0, baselines take its share).
+	OnRollback string `yaml:"onRollback" json:"onRollback"`
+}
+
+// On* values.
+const (
+	OnPromoteKeep     = "keep"
+	OnPromoteRestore  = "restore"
+	OnRollbackRestore = "restore"
+	OnRollbackDrain   = "drain"
+)
+
+// Cloudflare locates the load balancer pool and maps clusters to its origins.
+type Cloudflare struct {
+	AccountID string            `yaml:"accountID" json:"accountID,omitempty"`
+	PoolID    string            `yaml:"poolID" json:"poolID"`
+	Origins   map[string]string `yaml:"origins" json:"origins"` // cluster -> origin name
+}
+
+// Step is one stage of the ramp: the canary's share of the experiment's traffic, held for
+// a while under analysis.
+type Step struct {
+	Weight Fraction `yaml:"weight" json:"weight"`
+	Hold   Duration `yaml:"hold" json:"hold"`
+}
+
+// Prometheus is where KPIs are read from.
+type Prometheus struct {
+	Address string `yaml:"address" json:"address"`
+	// ClusterLabel is the label that names a cluster in every KPI series (often an external
+	// label added by federation or remote write).
+	ClusterLabel string   `yaml:"clusterLabel" json:"clusterLabel"`
+	Timeout      Duration `yaml:"timeout" json:"timeout"`
+	Auth         *Auth    `yaml:"auth" json:"auth,omitempty"`
+	TLS          *TLS     `yaml:"tls" json:"tls,omitempty"`
+}
+
+// Auth holds references to credentials, never the credentials themselves, so experiment
+// files can live in Git.
+type Auth struct {
+	BearerTokenFile string            `yaml:"bearerTokenFile" json:"bearerTokenFile,omitempty"`
+	Basic           *BasicAuth        `yaml:"basic" json:"basic,omitempty"`
+	Headers         map[string]string `yaml:"headers" json:"-"` // may carry secrets: never serialised
+}
+
+// BasicAuth reads its password from a file.
+type BasicAuth struct {
+	Username     string `yaml:"username" json:"username"`
+	PasswordFile string `yaml:"passwordFile" json:"passwordFile"`
+}
+
+// TLS configures how the Prometheus server's certificate is checked.
+type TLS struct {
+	CAFile             string `yaml:"caFile" json:"caFile,omitempty"`
+	ServerName         string `yaml:"serverName" json:"serverName,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify" json:"insecureSkipVerify,omitempty"`
+}
+
+// KPI kinds.
+const (
+	KPIRatio      = "ratio"      // events / total, tested as counts
+	KPILatency    = "latency"    // a histogram: slow share and mean latency
+	KPIGauge      = "gauge"      // one value per interval per cluster
+	KPIThroughput = "throughput" // requests per cluster, checked against the weights
+)
+
+// Harm directions.
+const (
+	HarmIncrease = "increase"
+	HarmDecrease = "decrease"
+)
+
+// KPI is one measure compared between canary and baselines. Queries are PromQL templates
+// that must return one series per cluster.
+type KPI struct {
+	Name string `yaml:"name" json:"name"`
+	Type string `yaml:"type" json:"type"`
+
+	// ratio
+	Events string `yaml:"events" json:"events,omitempty"`
+	Total  string `yaml:"total" json:"total,omitempty"`
+	// latency
+	Buckets    string    `yaml:"buckets" json:"buckets,omitempty"`
+	Sum        string    `yaml:"sum" json:"sum,omitempty"`
+	Count      string    `yaml:"count" json:"count,omitempty"`
+	SlowerThan *Duration `yaml:"slowerThan" json:"slowerThan,omitempty"`
+	Quantile   float64   `yaml:"quantile" json:"quantile,omitempty"` // shown, never tested
+	// gauge, throughput
+	Query string `yaml:"query" json:"query,omitempty"`
+
+	Harm      string     `yaml:"harm" json:"harm"`
+	Tolerance *Fraction  `yaml:"tolerance" json:"tolerance"`
+	Guardrail *Guardrail `yaml:"guardrail" json:"guardrail,omitempty"`
+	// Critical KPIs roll back on harm alone; for others harm also rolls back, but they may be
+	// left out of promotion with allowInconclusive.
+	AllowInconclusive bool `yaml:"allowInconclusive" json:"allowInconclusive,omitempty"`
+}
+
+// Guardrail is an absolute limit on the canary's own value, acted on whatever the
+// statistics say once it is breached For consecutive intervals.
+type Guardrail struct {
+	Max *Threshold `yaml:"max" json:"max,omitempty"`
+	Min *Threshold `yaml:"min" json:"min,omitempty"`
+	For int        `yaml:"for" json:"for"`
+}
+
+// Analysis tunes how and how long the experiment is judged.
+type Analysis struct {
+	Interval       Duration `yaml:"interval" json:"interval"`
+	Alpha          float64  `yaml:"alpha" json:"alpha"`
+	PrePeriod      Duration `yaml:"prePeriod" json:"prePeriod"`
+	MinIntervals   int      `yaml:"minIntervals" json:"minIntervals"`
+	MaxDuration    Duration `yaml:"maxDuration" json:"maxDuration"`
+	NoDataTimeout  Duration `yaml:"noDataTimeout" json:"noDataTimeout"`
+	OnInconclusive string   `yaml:"onInconclusive" json:"onInconclusive"`
+	OnDrift        string   `yaml:"onDrift" json:"onDrift"`
+}
+
+// Analysis actions.
+const (
+	OnInconclusiveRollback = "rollback"
+	OnInconclusivePromote  = "promote"
+	OnInconclusivePause    = "pause"
+	OnDriftPause           = "pause"
+	OnDriftRollback        = "rollback"
+	OnDriftIgnore          = "ignore"
+)
+
+// Precondition is an instant query that must satisfy Expect before and during the run,
+// e.g. that canary and baselines run the same application versions.
+type Precondition struct {
+	Name   string `yaml:"name" json:"name"`
+	Query  string `yaml:"query" json:"query"`
+	Expect string `yaml:"expect" json:"expect"`
+}
+
+// Capacity pre-scales clusters before their traffic rises, using the HPA formula
+// min = max(defaultMin, minReplicas·p/100), max = max(defaultMax, maxReplicas·p/100) for a
+// cluster with p% of the pool's traffic.
+type Capacity struct {
+	HPA  HPA   `yaml:"hpa" json:"hpa"`
+	Hook *Hook `yaml:"hook" json:"hook,omitempty"`
+}
+
+// HPA holds the service's replica bounds for 100% of the traffic.
+type HPA struct {
+	MinReplicas        int `yaml:"minReplicas" json:"minReplicas"`
+	MaxReplicas        int `yaml:"maxReplicas" json:"maxReplicas"`
+	DefaultMinReplicas int `yaml:"defaultMinReplicas" json:"defaultMinReplicas"`
+	DefaultMaxReplicas int `yaml:"defaultMaxReplicas" json:"defaultMaxReplicas"`
+}
+
+// Hook is a command run to apply replica bounds to a cluster; arguments are templates over
+// {{.Cluster}}, {{.MinReplicas}}, {{.MaxReplicas}} and {{.Percent}}.
+type Hook struct {
+	Command []string `yaml:"command" json:"command"`
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+}
+
+// Notify is one notification target; exactly one of its fields is set.
+type Notify struct {
+	Slack   *SlackNotify   `yaml:"slack" json:"slack,omitempty"`
+	Webhook *WebhookNotify `yaml:"webhook" json:"webhook,omitempty"`
+	// On limits the events sent: start, step, verdict, end. Empty means all.
+	On []string `yaml:"on" json:"on,omitempty"`
+}
+
+// SlackNotify posts to a Slack incoming webhook. The URL is a secret: never serialised.
+type SlackNotify struct {
+	WebhookURL string `yaml:"webhookURL" json:"-"`
+}
+
+// WebhookNotify posts a JSON event to any URL.
+type WebhookNotify struct {
+	URL     string            `yaml:"url" json:"-"`
+	Headers map[string]string `yaml:"headers" json:"-"`
+}
+
+// NotifyEvents are the events a notification can be limited to.
+var NotifyEvents = []string{"start", "step", "verdict", "end"}
