@@ -19,7 +19,14 @@ type decoder struct {
 	lookupEnv func(string) (string, bool)
 	errs      ErrorList
 	positions map[string]Pos
+	// visited and active bound the work aliases can cause: a recursive alias or a
+	// "billion laughs" document must end in an error, not a hang.
+	visited int
+	active  map[*yaml.Node]bool
 }
+
+// maxNodes is far above any real experiment file.
+const maxNodes = 50000
 
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Column: n.Column} }
 
@@ -51,8 +58,23 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.errorf(n, path, "unresolved alias")
 			return
 		}
+		if d.active[n.Alias] {
+			d.errorf(n, path, "alias *%s refers to itself", n.Value)
+			return
+		}
 		n = n.Alias
 	}
+	if d.visited++; d.visited > maxNodes {
+		if d.visited == maxNodes+1 {
+			d.errorf(n, path, "document expands to more than %d values (aliases?); not an experiment file", maxNodes)
+		}
+		return
+	}
+	if d.active == nil {
+		d.active = map[*yaml.Node]bool{}
+	}
+	d.active[n] = true
+	defer delete(d.active, n)
 	if path != "" {
 		d.positions[path] = d.pos(n)
 	}

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -149,10 +150,30 @@ func syntaxError(name string, err error) *FieldError {
 		}
 		msg = m[2]
 	}
+	if line > 0 && isParserError(msg) {
+		line++
+	}
 	if line == 0 {
 		line = 1
 	}
 	return &FieldError{Pos: Pos{File: name, Line: line, Column: 1}, Msg: "invalid YAML: " + msg}
+}
+
+// parserErrorPrefixes are the messages of go.yaml.in/yaml/v3's parser (not its scanner).
+// For those it reports a 0-based line, one above where the problem is.
+var parserErrorPrefixes = []string{
+	"did not find expected <", "did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or",
+	"found undefined tag handle", "found duplicate %", "found incompatible YAML",
+}
+
+func isParserError(msg string) bool {
+	for _, p := range parserErrorPrefixes {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func duplicateNames(exps []*Experiment) ErrorList {

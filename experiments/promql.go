@@ -89,6 +89,8 @@ func keepsLabels(expr parser.Expr, want ...string) bool {
 		return keepsLabels(e.Expr, want...)
 	case *parser.StepInvariantExpr:
 		return keepsLabels(e.Expr, want...)
+	case *parser.SubqueryExpr:
+		return keepsLabels(e.Expr, want...)
 	case *parser.AggregateExpr:
 		if e.Without {
 			for _, w := range want {
@@ -124,8 +126,9 @@ func keepsLabels(expr parser.Expr, want ...string) bool {
 		return false
 	case *parser.Call:
 		// Functions that take one instant vector and keep its labels (abs, clamp, histogram_quantile, ...).
+		// *_over_time functions keep the labels of their range argument.
 		for _, a := range e.Args {
-			if a.Type() == parser.ValueTypeVector {
+			if t := a.Type(); t == parser.ValueTypeVector || t == parser.ValueTypeMatrix {
 				return keepsLabels(a, want...)
 			}
 		}

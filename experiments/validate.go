@@ -232,10 +232,7 @@ func (v *validator) prometheus() {
 
 func checkURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL: %v", s, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return fmt.Errorf("%q must start with http:// or https://", s)
 	}
 	if u.Host == "" {

@@ -1,0 +1,250 @@
+package experiments
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func readBase(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestLoadValid(t *testing.T) {
+	exps, err := Load("valid.yaml", []byte(readBase(t)), LoadOptions{LookupEnv: noEnv})
+	if err != nil {
+		t.Fatalf("valid file rejected:\n%v", err)
+	}
+	if len(exps) != 1 {
+		t.Fatalf("got %d experiments, want 1", len(exps))
+	}
+	e := exps[0]
+	s := e.Spec
+	if got := s.Traffic.Steps[0].Weight; got != 0.05 {
+		t.Errorf("steps[0].weight = %v, want 0.05", got)
+	}
+	if got := s.Traffic.Steps[1].Weight; got != 0.2 {
+		t.Errorf("steps[1].weight = %v, want 0.2", got)
+	}
+	// Defaults.
+	checks := map[string]bool{
+		"onPromote keep":         s.Traffic.OnPromote == OnPromoteKeep,
+		"onRollback restore":     s.Traffic.OnRollback == OnRollbackRestore,
+		"clusterLabel cluster":   s.Prometheus.ClusterLabel == "cluster",
+		"harm increase":          s.KPIs[0].Harm == HarmIncrease,
+		"latency tolerance 5%":   *s.KPIs[1].Tolerance == 0.05,
+		"latency quantile":       s.KPIs[1].Quantile == 0.99,
+		"minIntervals 10":        s.Analysis.MinIntervals == 10,
+		"maxDuration 2x hold":    s.Analysis.MaxDuration.Std() == 2*s.TotalHold(),
+		"noDataTimeout 10m":      s.Analysis.NoDataTimeout.String() == "10m",
+		"onInconclusive":         s.Analysis.OnInconclusive == OnInconclusiveRollback,
+		"onDrift pause":          s.Analysis.OnDrift == OnDriftPause,
+		"variant kept":           s.Canary.Variant["cni"] == "cilium",
+		"slowerThan 500ms":       s.KPIs[1].SlowerThan.String() == "500ms",
+		"position of tolerance":  e.Pos("spec.kpis[0].tolerance").Line == 27,
+		"position of nested key": e.Pos("spec.kpis[1].buckets").Line == 30,
+	}
+	for name, ok := range checks {
+		if !ok {
+			t.Errorf("%s: not as expected", name)
+		}
+	}
+}
+
+func TestLoadMultipleDocuments(t *testing.T) {
+	base := readBase(t)
+	second := strings.Replace(base, "name: base", "name: second", 1)
+	exps, err := Load("multi.yaml", []byte(base+"---\n"+second+"---\n"), LoadOptions{LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exps) != 2 || exps[1].Metadata.Name != "second" {
+		t.Fatalf("got %d experiments", len(exps))
+	}
+	if got := exps[1].Pos("metadata.name").Line; got != 39+4 {
+		t.Errorf("second document's metadata.name at line %d, want %d", got, 43)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	env := map[string]string{"POOL": "abc123", "ACCT": "acct9"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	src := strings.Replace(readBase(t), "poolID: pool1", "poolID: ${POOL}\n      accountID: ${ACCT}", 1)
+	src = strings.Replace(src, "address: http://127.0.0.1:9090", "address: ${PROM:-http://127.0.0.1:9090}", 1)
+	exps, err := Load("env.yaml", []byte(src), LoadOptions{LookupEnv: lookup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := exps[0].Spec.Traffic.Cloudflare
+	if cf.PoolID != "abc123" || cf.AccountID != "acct9" {
+		t.Errorf("expansion: poolID %q accountID %q", cf.PoolID, cf.AccountID)
+	}
+	if got := exps[0].Spec.Prometheus.Address; got != "http://127.0.0.1:9090" {
+		t.Errorf("default expansion: %q", got)
+	}
+}
+
+// TestLoadBadInput is the contract for bad input: every case is rejected with the file, the
+// line and the field path, never a panic.
+func TestLoadBadInput(t *testing.T) {
+	base := readBase(t)
+	replace := func(old, new string) string {
+		if !strings.Contains(base, old) {
+			t.Fatalf("test bug: %q not in base", old)
+		}
+		return strings.Replace(base, old, new, 1)
+	}
+	cases := []struct {
+		name, src string
+		line      int
+		path, msg string
+	}{
+		{"misspelt field", replace("    cluster: c1", "    clustr: c1"), 7, "spec.canary.clustr", `did you mean "cluster"`},
+		{"unknown top-level field", replace("kind: Experiment", "kind: Experiment\nstatus: {}"), 3, "status", `unknown field "status"`},
+		{"case mistake", replace("poolID: pool1", "poolId: pool1"), 12, "spec.traffic.cloudflare.poolId", `did you mean "poolID"`},
+		{"list expected", replace("baselines: [c2, c3]", "baselines: c2"), 9, "spec.baselines", "want a list"},
+		{"mapping expected", replace("    variant: {cni: cilium}", "    variant: [cilium]"), 8, "spec.canary.variant", "want a mapping"},
+		{"canary among baselines", replace("baselines: [c2, c3]", "baselines: [c1, c3]"), 9, "spec.baselines[0]", "cannot be its own baseline"},
+		{"duplicate baseline", replace("baselines: [c2, c3]", "baselines: [c2, c2]"), 9, "spec.baselines[1]", "duplicate cluster"},
+		{"missing origin", replace("        c3: o3\n", ""), 13, "spec.traffic.cloudflare.origins", `no origin for cluster "c3"`},
+		{"origin for unknown cluster", replace("        c3: o3\n", "        c3: o3\n        c4: o4\n"), 17, "spec.traffic.cloudflare.origins.c4", "neither the canary nor a baseline"},
+		{"shared origin", replace("c3: o3", "c3: o2"), 16, "spec.traffic.cloudflare.origins.c3", `already the origin of cluster "c2"`},
+		{"steps not increasing", replace("{weight: 0.2, hold: 10m}", "{weight: 0.05, hold: 10m}"), 19, "spec.traffic.steps[1].weight", "increase strictly"},
+		{"zero weight", replace("{weight: 5%, hold: 10m}", "{weight: 0%, hold: 10m}"), 18, "spec.traffic.steps[0].weight", "above 0%"},
+		{"weight above 100%", replace("{weight: 0.2, hold: 10m}", "{weight: 120%, hold: 10m}"), 19, "spec.traffic.steps[1].weight", "at most 100%"},
+		{"ambiguous weight", replace("{weight: 5%, hold: 10m}", "{weight: 5, hold: 10m}"), 18, "spec.traffic.steps[0].weight", "ambiguous"},
+		{"weight not a number", replace("{weight: 5%, hold: 10m}", "{weight: lots, hold: 10m}"), 18, "spec.traffic.steps[0].weight", "not a percentage"},
+		{"negative hold", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: -5m}"), 18, "spec.traffic.steps[0].hold", "not a duration"},
+		{"zero hold", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 0s}"), 18, "spec.traffic.steps[0].hold", "positive"},
+		{"hold shorter than interval", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 30s}"), 18, "spec.traffic.steps[0].hold", "shorter than one analysis interval"},
+		{"missing hold", replace("{weight: 5%, hold: 10m}", "{weight: 5%}"), 18, "spec.traffic.steps[0]", "hold is required"},
+		{"no steps", replace("    steps:\n      - {weight: 5%, hold: 10m}\n      - {weight: 0.2, hold: 10m}\n", "    steps: []\n"), 17, "spec.traffic.steps", "at least one step"},
+		{"alpha too large", replace("alpha: 0.05", "alpha: 0.7"), 34, "spec.analysis.alpha", "between 0 and 0.5"},
+		{"alpha explicit zero", replace("alpha: 0.05", "alpha: 0"), 34, "spec.analysis.alpha", "must be positive"},
+		{"alpha wrong type", replace("alpha: 0.05", "alpha: five percent"), 34, "spec.analysis.alpha", "want a number"},
+		{"interval garbage", replace("interval: 1m", "interval: 1 minute"), 33, "spec.analysis.interval", "not a duration"},
+		{"broken PromQL", replace(`events: sum by (cluster) (increase(http_requests_total{code=~"5.."}[{{.Interval}}]))`, `events: sum by (cluster) (increase(http_requests_total{code=~"5.."}[{{.Interval}}])`), 25, "spec.kpis[0].events", "invalid PromQL"},
+		{"unknown template variable", replace("total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))", "total: sum by (cluster) (increase(http_requests_total[{{.Intervall}}]))"), 26, "spec.kpis[0].total", "unknown template variable {{.Intervall}}"},
+		{"broken template", replace("total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))", "total: sum by (cluster) (increase(http_requests_total[{{.Interval}]))"), 26, "spec.kpis[0].total", "bad template"},
+		{"not aggregated by cluster", replace("total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))", "total: sum(increase(http_requests_total[{{.Interval}}]))"), 26, "spec.kpis[0].total", "must aggregate by the cluster label"},
+		{"raw selector", replace("total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))", "total: http_requests_total"), 26, "spec.kpis[0].total", "must aggregate by the cluster label"},
+		{"buckets without le", replace("sum by (cluster, le) (increase(http_request_duration_seconds_bucket", "sum by (cluster) (increase(http_request_duration_seconds_bucket"), 30, "spec.kpis[1].buckets", "sum by (cluster, le)"},
+		{"unknown KPI type", replace("type: ratio", "type: ratoi"), 24, "spec.kpis[0].type", `did you mean "ratio"`},
+		{"ratio without total", replace("      total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))\n", ""), 23, "spec.kpis[0]", "total is required"},
+		{"query on a ratio", replace("      tolerance: 10%\n", "      tolerance: 10%\n      query: sum by (cluster) (up)\n"), 28, "spec.kpis[0].query", "not used by a ratio KPI"},
+		{"tolerance above 100%", replace("tolerance: 10%", "tolerance: 150%"), 27, "spec.kpis[0].tolerance", "between 0% and 100%"},
+		{"duplicate KPI name", replace("    - name: latency", "    - name: errors"), 28, "spec.kpis[1].name", "duplicate KPI name"},
+		{"bad harm", replace("      tolerance: 10%\n", "      tolerance: 10%\n      harm: up\n"), 28, "spec.kpis[0].harm", "increase or decrease"},
+		{"empty guardrail", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {for: 3}\n"), 28, "spec.kpis[0].guardrail", "set max, min or both"},
+		{"guardrail min above max", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {min: 5%, max: 2%}\n"), 28, "spec.kpis[0].guardrail.min", "not below max"},
+		{"slowerThan on a ratio", replace("      tolerance: 10%\n", "      tolerance: 10%\n      slowerThan: 1s\n"), 28, "spec.kpis[0].slowerThan", "only latency KPIs"},
+		{"address without scheme", replace("address: http://127.0.0.1:9090", "address: 127.0.0.1:9090"), 21, "spec.prometheus.address", "http://"},
+		{"address with credentials", replace("address: http://127.0.0.1:9090", "address: http://admin:hunter2@127.0.0.1:9090"), 21, "spec.prometheus.address", "credentials in the URL"},
+		{"bad cluster label", replace("    address: http://127.0.0.1:9090\n", "    address: http://127.0.0.1:9090\n    clusterLabel: k8s-cluster\n"), 22, "spec.prometheus.clusterLabel", "not a Prometheus label name"},
+		{"basic auth without password file", replace("    address: http://127.0.0.1:9090\n", "    address: http://127.0.0.1:9090\n    auth: {basic: {username: u}}\n"), 22, "spec.prometheus.auth.basic.passwordFile", "required"},
+		{"wrong apiVersion", replace("verdict.dev/v1alpha1", "verdict.dev/v1"), 1, "apiVersion", "unsupported version"},
+		{"wrong kind", replace("kind: Experiment", "kind: Rollout"), 2, "kind", "must be Experiment"},
+		{"bad name", replace("name: base", "name: Base_1"), 4, "metadata.name", "lowercase"},
+		{"missing name", replace("  name: base\n", "  labels: {a: b}\n"), 3, "metadata.name", "required"},
+		{"unset env var", replace("poolID: pool1", "poolID: ${NOPE_POOL}"), 12, "spec.traffic.cloudflare.poolID", "environment variable NOPE_POOL is not set"},
+		{"bad env reference", replace("poolID: pool1", "poolID: ${1POOL}"), 12, "spec.traffic.cloudflare.poolID", "not a valid environment variable reference"},
+		{"bad expect", replace(`expect: ">= 3"`, `expect: "about 3"`), 38, "spec.preconditions[0].expect", "must be a comparison"},
+		{"expect without number", replace(`expect: ">= 3"`, `expect: "< x"`), 38, "spec.preconditions[0].expect", "is not a number"},
+		{"precondition bad query", replace(`query: count(kube_pod_info{cluster=~"{{.Clusters}}"})`, `query: count(kube_pod_info{cluster=~"{{.Clusters}}"}`), 37, "spec.preconditions[0].query", "invalid PromQL"},
+		{"onRollback typo", replace("    steps:\n", "    onRollback: drian\n    steps:\n"), 17, "spec.traffic.onRollback", "restore or drain"},
+		{"minIntervals beyond the steps", replace("alpha: 0.05", "alpha: 0.05\n    minIntervals: 100"), 35, "spec.analysis.minIntervals", "need 1h40m"},
+		{"maxDuration shorter than holds", replace("alpha: 0.05", "alpha: 0.05\n    maxDuration: 5m"), 35, "spec.analysis.maxDuration", "shorter than the steps' total hold"},
+		{"noDataTimeout below interval", replace("alpha: 0.05", "alpha: 0.05\n    noDataTimeout: 10s"), 35, "spec.analysis.noDataTimeout", "shorter than one interval"},
+		{"onDrift typo", replace("alpha: 0.05", "alpha: 0.05\n    onDrift: stop"), 35, "spec.analysis.onDrift", "pause, rollback or ignore"},
+		{"duplicate key", replace("kind: Experiment", "kind: Experiment\nkind: Experiment"), 3, "kind", "set more than once"},
+		{"merge key", replace("  canary:\n", "  canary:\n    <<: {cluster: c9}\n"), 7, "spec.canary", "merge keys"},
+		{"notify without target", replace("  preconditions:\n", "  notify:\n    - on: [start]\n  preconditions:\n"), 36, "spec.notify[0]", "set slack or webhook"},
+		{"notify bad event", replace("  preconditions:\n", "  notify:\n    - webhook: {url: https://example.com/hook}\n      on: [begin]\n  preconditions:\n"), 37, "spec.notify[0].on[0]", `unknown event "begin"`},
+		{"capacity max below min", replace("  preconditions:\n", "  capacity:\n    hpa: {minReplicas: 10, maxReplicas: 5}\n  preconditions:\n"), 36, "spec.capacity.hpa.maxReplicas", "below minReplicas"},
+		{"hook unknown variable", replace("  preconditions:\n", "  capacity:\n    hpa: {minReplicas: 10, maxReplicas: 50}\n    hook: {command: [scale, \"{{.Replicas}}\"]}\n  preconditions:\n"), 37, "spec.capacity.hook.command[1]", "unknown template variable {{.Replicas}}"},
+		{"document is a list", "- a\n- b\n", 1, "", "must be a mapping"},
+		{"document is a scalar", "hello\n", 1, "", "must be a mapping"},
+		{"empty file", "", 1, "", "no experiment in file"},
+		{"only comments", "# nothing here\n", 1, "", "no experiment in file"},
+		{"malformed YAML", replace("baselines: [c2, c3]", "baselines: [c2, c3"), 9, "", "invalid YAML"},
+		{"tab indentation", replace("    cluster: c1", "\tcluster: c1"), 7, "", "invalid YAML"},
+		{"binary garbage", "\x7fELF\x02\x01\x01\x00\x00\x00", 1, "", "not a text file"},
+		{"invalid UTF-8", "apiVersion: \xff\xfe\n", 1, "", "invalid UTF-8"},
+		{"duplicate experiment names", base + "---\n" + base, 43, "metadata.name", "defined more than once"},
+	}
+	if len(cases) < 30 {
+		t.Fatalf("the bad-input contract needs at least 30 cases, have %d", len(cases))
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("exp.yaml", []byte(tc.src), LoadOptions{LookupEnv: noEnv})
+			if err == nil {
+				t.Fatal("accepted bad input")
+			}
+			var list ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("error is %T, want ErrorList: %v", err, err)
+			}
+			for _, fe := range list {
+				if fe.File != "exp.yaml" || fe.Line < 1 || fe.Column < 1 {
+					t.Errorf("error without a full position: %v", fe)
+				}
+				if !strings.HasPrefix(fe.Error(), "exp.yaml:") {
+					t.Errorf("error does not start with the file: %v", fe)
+				}
+			}
+			for _, fe := range list {
+				if fe.Path == tc.path && fe.Line == tc.line && strings.Contains(fe.Msg, tc.msg) {
+					return
+				}
+			}
+			t.Errorf("want line %d, path %q, message containing %q; got:\n%v", tc.line, tc.path, tc.msg, err)
+		})
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for name, path := range map[string]string{
+		"missing":   filepath.Join(dir, "nope.yaml"),
+		"directory": dir,
+	} {
+		_, err := LoadFile(path, LoadOptions{})
+		var list ErrorList
+		if !errors.As(err, &list) || len(list) != 1 || list[0].File != path {
+			t.Errorf("%s: want one error naming %s, got %v", name, path, err)
+		}
+	}
+}
+
+func TestErrorsCollectAll(t *testing.T) {
+	src := strings.NewReplacer("alpha: 0.05", "alpha: 0.9", "tolerance: 10%", "tolerance: 200%", "kind: Experiment", "kind: Nope").Replace(readBase(t))
+	_, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 3 {
+		t.Fatalf("want 3 errors at once, got %v", err)
+	}
+	for i := 1; i < len(list); i++ {
+		if list[i-1].Line > list[i].Line {
+			t.Errorf("errors not in file order: %v", err)
+		}
+	}
+}
+
+func TestSecretsNotInErrors(t *testing.T) {
+	secret := "https://hooks.slack.com/services/T0/B0/s3cr3t"
+	src := strings.Replace(readBase(t), "  preconditions:\n", "  notify:\n    - slack: {webhookURL: \"ftp:"+secret[6:]+"\"}\n  preconditions:\n", 1)
+	_, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("want an error that does not repeat the webhook URL, got %v", err)
+	}
+}
