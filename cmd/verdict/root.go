@@ -53,6 +53,7 @@ rolls back on its own.`,
 	root.AddCommand(
 		newValidateCmd(g),
 		newPlanCmd(g),
+		newDrainCmd(g), newRestoreCmd(g), newEmulateCmd(g),
 		newVersionCmd(g),
 		newCompletionCmd(),
 	)

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// drainArgs are the parsed arguments of verdict drain and verdict restore.
+type drainArgs struct {
+	origin  string // drain: required; restore: optional (only this origin)
+	pool    string
+	account string
+	yes     bool
+}
+
+func addPoolFlags(cmd *cobra.Command, a *drainArgs) {
+	cmd.Flags().StringVar(&a.pool, "pool", "", "Cloudflare pool ID (required)")
+	cmd.Flags().StringVar(&a.account, "account", "", "Cloudflare account ID (default $"+traffic.EnvCloudflareAccount+")")
+	cmd.Flags().BoolVar(&a.yes, "yes", false, "apply the change; without it the command is a dry run")
+}
+
+func newDrainCmd(g *globals) *cobra.Command {
+	var a drainArgs
+	cmd := &cobra.Command{
+		Use:   "drain CLUSTER --pool POOL_ID",
+		Short: "Take a cluster's origin out of a pool's traffic (before upgrading it)",
+		Long: `Drain sets the cluster's origin in the pool to weight 0. Every other origin keeps its
+weight, so the drained origin's share goes to the other enabled origins in proportion to
+their weights. The weight it had is saved in the state directory (drains/POOL_ID.json)
+for verdict restore.
+
+Drain refuses to take away the last origin carrying traffic, or to leave fewer origins
+carrying traffic than the pool's minimum_origins. Without --yes it only shows the
+before/after table.
+
+Credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE),
+CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL (point it at verdict emulate cloudflare to
+rehearse).`,
+		Example: "  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c\n  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c --yes",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a.origin = args[0]
+			a.yes = explicitYes(cmd, g, a.yes)
+			return runDrain(cmd.Context(), g, a)
+		},
+	}
+	addPoolFlags(cmd, &a)
+	return cmd
+}
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var a drainArgs
+	cmd := &cobra.Command{
+		Use:   "restore [CLUSTER] --pool POOL_ID",
+		Short: "Put back the weights saved by verdict drain",
+		Long: `Restore gives every origin drained from the pool (or only CLUSTER) the weight it had
+before the drain, as saved in the state directory. It refuses if a drained origin is no
+longer at weight 0 — someone changed the pool since — and writes nothing. Without --yes it
+only shows the before/after table.`,
+		Example: "  verdict restore --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c --yes",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				a.origin = args[0]
+			}
+			a.yes = explicitYes(cmd, g, a.yes)
+			return runRestore(cmd.Context(), g, a)
+		},
+	}
+	addPoolFlags(cmd, &a)
+	return cmd
+}
+
+// explicitYes honours --yes only when it was typed on the command line: a VERDICT_YES in
+// the environment or "yes: true" in a config file must not turn every drain into a live one.
+func explicitYes(cmd *cobra.Command, g *globals, yes bool) bool {
+	if yes && !cmd.Flags().Changed("yes") {
+		g.log.Warn("ignoring --yes from the environment or config file; pass --yes on the command line to apply")
+		return false
+	}
+	return yes
+}
+
+// cloudflareFromEnv builds the Cloudflare Steerer from the environment, with --account
+// taking precedence over CLOUDFLARE_ACCOUNT_ID.
+func cloudflareFromEnv(g *globals, account string) (*traffic.Cloudflare, error) {
+	o, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv)
+	if errors.Is(err, traffic.ErrNoCredentials) {
+		return nil, usageErrorf("%v", err)
+	}
+	if account != "" {
+		o.AccountID = account
+	}
+	if o.AccountID == "" {
+		return nil, usageErrorf("no Cloudflare account: pass --account or set %s", traffic.EnvCloudflareAccount)
+	}
+	o.Logger = g.log
+	c, err := traffic.NewCloudflare(o)
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	return c, nil
+}
+
+func checkPoolArgs(a drainArgs) error {
+	if a.pool == "" {
+		return usageErrorf("--pool is required: the Cloudflare pool ID")
+	}
+	if _, err := traffic.DrainRecordPath("", a.pool); err != nil {
+		return usageErrorf("--pool: %v", err)
+	}
+	return nil
+}
+
+// readPool reads the pool; an unknown pool is the user's input, hence exit 2.
+func readPool(ctx context.Context, s traffic.Steerer, ref traffic.PoolRef) (traffic.Pool, error) {
+	p, err := s.Pool(ctx, ref)
+	if errors.Is(err, traffic.ErrNotFound) {
+		return p, withCode(exitInvalid, fmt.Errorf("--pool %s: %w", ref.Pool, err))
+	}
+	if err != nil {
+		return p, withCode(exitError, err)
+	}
+	return p, nil
+}
+
+func runDrain(ctx context.Context, g *globals, a drainArgs) error {
+	if err := checkPoolArgs(a); err != nil {
+		return err
+	}
+	state, err := g.stateDir()
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	cf, err := cloudflareFromEnv(g, a.account)
+	if err != nil {
+		return err
+	}
+	ref := traffic.PoolRef{Account: a.account, Pool: a.pool}
+	p, err := readPool(ctx, cf, ref)
+	if err != nil {
+		return err
+	}
+	plan, err := traffic.PlanDrain(p, a.origin)
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	v := changeView{g: g, kind: "drain", origin: a.origin, plan: plan}
+	if plan.NoOp() {
+		return v.render(false, fmt.Sprintf("Origin %q already has weight 0; nothing to do.", a.origin))
+	}
+	if !a.yes {
+		return v.render(false, "Dry run: nothing changed. Re-run with --yes to apply.")
+	}
+
+	// Save the weight to come back to before touching the pool, so a crash after the
+	// write still leaves a way back.
+	rec, _, err := traffic.LoadDrainRecord(state, a.pool)
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	prev, had := rec.Origins[a.origin]
+	rec.Account = a.account
+	rec.Origins[a.origin] = traffic.DrainedOrigin{Weight: plan.Expect[a.origin], DrainedAt: time.Now().UTC()}
+	if err := traffic.SaveDrainRecord(state, rec); err != nil {
+		return withCode(exitError, err)
+	}
+	if err := cf.SetWeights(ctx, ref, plan.Want, plan.Expect); err != nil {
+		var de *traffic.DriftError
+		if errors.As(err, &de) && de.Phase == "before write" {
+			// Nothing was written: forget the weight we just saved.
+			if had {
+				rec.Origins[a.origin] = prev
+			} else {
+				delete(rec.Origins, a.origin)
+			}
+			if serr := traffic.SaveDrainRecord(state, rec); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
+		return withCode(exitError, fmt.Errorf("drain %q: %w", a.origin, err))
+	}
+	path, _ := traffic.DrainRecordPath(state, a.pool)
+	return v.render(true, fmt.Sprintf("Drained %q. Saved its weight %s to %s; put it back with: verdict restore --pool %s --yes",
+		a.origin, traffic.FormatWeight(plan.Expect[a.origin]), path, a.pool))
+}
+
+func runRestore(ctx context.Context, g *globals, a drainArgs) error {
+	if err := checkPoolArgs(a); err != nil {
+		return err
+	}
+	state, err := g.stateDir()
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	rec, ok, err := traffic.LoadDrainRecord(state, a.pool)
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	path, _ := traffic.DrainRecordPath(state, a.pool)
+	if !ok {
+		return usageErrorf("nothing to restore: no drain of pool %s is saved (%s)", a.pool, path)
+	}
+	if a.account == "" {
+		a.account = rec.Account
+	}
+	cf, err := cloudflareFromEnv(g, a.account)
+	if err != nil {
+		return err
+	}
+	ref := traffic.PoolRef{Account: a.account, Pool: a.pool}
+	p, err := readPool(ctx, cf, ref)
+	if err != nil {
+		return err
+	}
+	plan, err := traffic.PlanRestore(p, rec, a.origin)
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	v := changeView{g: g, kind: "restore", origin: a.origin, plan: plan}
+	if err := traffic.CheckDrift(p, ref, "before write", plan.Expect); err != nil {
+		_ = v.render(false, "")
+		return withCode(exitError, fmt.Errorf("%w\nThe pool changed since the drain; check it, then edit or delete %s", err, path))
+	}
+	if plan.NoOp() {
+		return v.render(false, "Weights are already as saved; nothing to do.")
+	}
+	if !a.yes {
+		return v.render(false, "Dry run: nothing changed. Re-run with --yes to apply.")
+	}
+	if err := cf.SetWeights(ctx, ref, plan.Want, plan.Expect); err != nil {
+		return withCode(exitError, fmt.Errorf("restore pool %s: %w", a.pool, err))
+	}
+	for name := range plan.Want {
+		delete(rec.Origins, name)
+	}
+	if err := traffic.SaveDrainRecord(state, rec); err != nil {
+		return withCode(exitError, fmt.Errorf("weights restored, but updating %s failed: %w", path, err))
+	}
+	return v.render(true, "Restored the saved weights.")
+}
+
+// changeView renders a drain or restore as a before/after table, or as one JSON message.
+type changeView struct {
+	g      *globals
+	kind   string // drain | restore
+	origin string
+	plan   traffic.ChangePlan
+}
+
+type changeOriginJSON struct {
+	Name         string  `json:"name"`
+	Enabled      bool    `json:"enabled"`
+	WeightBefore float64 `json:"weight_before"`
+	WeightAfter  float64 `json:"weight_after"`
+	ShareBefore  float64 `json:"share_before"`
+	ShareAfter   float64 `json:"share_after"`
+}
+
+type changeJSON struct {
+	Type     string             `json:"type"`
+	Version  int                `json:"version"`
+	Pool     string             `json:"pool"`
+	PoolName string             `json:"pool_name"`
+	Origin   string             `json:"origin,omitempty"`
+	Applied  bool               `json:"applied"`
+	Message  string             `json:"message,omitempty"`
+	Origins  []changeOriginJSON `json:"origins"`
+}
+
+func (v changeView) render(applied bool, message string) error {
+	if v.g.json() {
+		msg := changeJSON{Type: v.kind, Version: jsonVersion, Pool: v.plan.Pool.ID, PoolName: v.plan.Pool.Name,
+			Origin: v.origin, Applied: applied, Message: message}
+		for _, c := range v.plan.Changes {
+			msg.Origins = append(msg.Origins, changeOriginJSON{Name: c.Name, Enabled: c.Enabled,
+				WeightBefore: c.Before, WeightAfter: c.After, ShareBefore: round4(c.ShareBefore), ShareAfter: round4(c.ShareAfter)})
+		}
+		if err := writeJSON(v.g.stdout, msg); err != nil {
+			return withCode(exitError, err)
+		}
+		return nil
+	}
+	printChangeTable(v.g.stdout, v.kind, v.plan)
+	if message != "" {
+		fmt.Fprintf(v.g.stdout, "\n%s\n", message)
+	}
+	return nil
+}
+
+func round4(f float64) float64 { return float64(int64(f*10000+0.5)) / 10000 }
+
+// printChangeTable prints every origin's weight and traffic share before and after, with
+// ~ marking the origins whose weight changes (as terraform plan marks updates).
+func printChangeTable(w io.Writer, kind string, plan traffic.ChangePlan) {
+	fmt.Fprintf(w, "%s pool %s (%s)\n\n", strings.ToUpper(kind[:1])+kind[1:], plan.Pool.ID, plan.Pool.Name)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ORIGIN\tENABLED\tWEIGHT BEFORE\tWEIGHT AFTER\tSHARE BEFORE\tSHARE AFTER")
+	for _, c := range plan.Changes {
+		mark := "  "
+		if c.Changed() {
+			mark = "~ "
+		}
+		enabled := "yes"
+		if !c.Enabled {
+			enabled = "no"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%.2f\t%.2f\t%s\t%s\n", mark, c.Name, enabled, c.Before, c.After, sharePct(c.ShareBefore), sharePct(c.ShareAfter))
+	}
+	tw.Flush()
+}
+
+func sharePct(f float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.1f", f*100), "0"), ".") + "%"
+}

@@ -1,0 +1,278 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/verdict-dev/verdict/analysis"
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/metrics"
+)
+
+// clusterValues are one cluster's numbers for one KPI and one interval, reduced to what
+// the analysis needs. They are what the store keeps, so replaying them rebuilds the exact
+// analysis state after a restart.
+type clusterValues struct {
+	Events float64  `json:"events,omitempty"` // ratio events; latency: requests slower than slowerThan
+	Total  float64  `json:"total,omitempty"`  // ratio total; latency: request count
+	Sum    *float64 `json:"sum,omitempty"`    // latency sum of durations, when queried
+	Value  *float64 `json:"value,omitempty"`  // gauge, throughput
+}
+
+// observation is the stored form of one KPI's interval.
+type observation struct {
+	Clusters map[string]clusterValues `json:"clusters"`
+	// Weights are the clusters' origin weights during the interval, for the share check.
+	Weights map[string]float64 `json:"weights,omitempty"`
+}
+
+// kpiState is one experiment KPI with its live analysis. A latency KPI judges up to two
+// things (the slow share and the mean), so it owns up to two sequences.
+type kpiState struct {
+	spec  experiments.KPI
+	query metrics.KPI
+	ratio *analysis.RatioSequence // ratio, or latency slow share
+	gauge *analysis.GaugeSequence // gauge, or latency mean
+	// latest canary and baselines values, for live views
+	lastCanary, lastBaseline float64
+	lastEnd                  time.Time
+}
+
+func (k *kpiState) judged() []analysis.KPI {
+	harm := analysis.Increase
+	if k.spec.Harm == experiments.HarmDecrease {
+		harm = analysis.Decrease
+	}
+	tol := float64(*k.spec.Tolerance)
+	var out []analysis.KPI
+	if k.ratio != nil {
+		name := k.spec.Name
+		if k.spec.Type == experiments.KPILatency {
+			name += " (slower than " + k.spec.SlowerThan.String() + ")"
+		}
+		out = append(out, analysis.KPI{Name: name, State: k.ratio, Harm: harm, Tolerance: tol})
+	}
+	if k.gauge != nil {
+		name := k.spec.Name
+		if k.spec.Type == experiments.KPILatency {
+			name += " (mean)"
+		}
+		out = append(out, analysis.KPI{Name: name, State: k.gauge, Harm: harm, Tolerance: tol})
+	}
+	return out
+}
+
+func guardrail(g *experiments.Guardrail, scale float64) *analysis.Guardrail {
+	if g == nil {
+		return nil
+	}
+	if g.Max != nil {
+		return &analysis.Guardrail{Limit: g.Max.Float() * scale, Consecutive: g.For}
+	}
+	return &analysis.Guardrail{Limit: g.Min.Float() * scale, Below: true, Consecutive: g.For}
+}
+
+// newKPIStates builds the analysis state of every KPI of the experiment.
+func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiState, error) {
+	var out []*kpiState
+	vars := exp.Vars(exp.Spec.Canary.Cluster)
+	minIv := exp.Spec.Analysis.MinIntervals
+	for _, k := range exp.Spec.KPIs {
+		render := func(t string) (string, error) {
+			if t == "" {
+				return "", nil
+			}
+			return experiments.RenderQuery(t, vars)
+		}
+		q := metrics.KPI{Name: k.Name, Kind: metrics.Kind(k.Type)}
+		var err error
+		for _, p := range []struct {
+			dst *string
+			src string
+		}{{&q.Events, k.Events}, {&q.Total, k.Total}, {&q.Buckets, k.Buckets}, {&q.Sum, k.Sum}, {&q.Count, k.Count}, {&q.Query, k.Query}} {
+			if *p.dst, err = render(p.src); err != nil {
+				return nil, fmt.Errorf("kpi %s: %w", k.Name, err)
+			}
+		}
+		st := &kpiState{spec: k, query: q}
+		switch k.Type {
+		case experiments.KPIRatio:
+			st.ratio = analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv, Guardrail: guardrail(k.Guardrail, 1)})
+		case experiments.KPILatency:
+			if k.SlowerThan != nil {
+				st.ratio = analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv})
+			}
+			if k.Sum != "" && k.Count != "" {
+				st.gauge = analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)})
+			}
+		case experiments.KPIGauge:
+			st.gauge = analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)})
+		case experiments.KPIThroughput:
+			// Throughput feeds the traffic-share check only.
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// reduce turns the metrics layer's interval into the stored per-cluster values.
+func (k *kpiState) reduce(iv metrics.Interval) (clusterValues, bool) {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch k.spec.Type {
+	case experiments.KPIRatio:
+		return clusterValues{Events: iv.Events, Total: iv.Total}, finite(iv.Events) && finite(iv.Total)
+	case experiments.KPILatency:
+		cv := clusterValues{Total: iv.Count}
+		if !finite(iv.Count) {
+			return cv, false
+		}
+		if k.spec.SlowerThan != nil {
+			limit := k.spec.SlowerThan.Std().Seconds()
+			fast, found := 0.0, false
+			bs := append([]metrics.Bucket(nil), iv.Buckets...)
+			sort.Slice(bs, func(i, j int) bool { return bs[i].UpperBound < bs[j].UpperBound })
+			// The largest bucket boundary at or below the limit: requests above it count as
+			// slow, which errs towards calling requests slow when the limit is not a boundary.
+			for _, b := range bs {
+				if b.UpperBound <= limit*(1+1e-9) {
+					fast, found = b.Count, true
+				}
+			}
+			if !found {
+				fast = 0
+			}
+			cv.Events = math.Max(0, iv.Count-fast)
+		}
+		if finite(iv.Sum) {
+			s := iv.Sum
+			cv.Sum = &s
+		}
+		return cv, true
+	default:
+		v := iv.Value
+		return clusterValues{Value: &v}, finite(v)
+	}
+}
+
+// observe converts one interval of fetched data to an observation; ok is false when the
+// canary or every baseline has no data for it.
+func (k *kpiState) observe(d *metrics.Data, end time.Time, canary string, baselines []string) (observation, bool) {
+	o := observation{Clusters: map[string]clusterValues{}}
+	for c, cd := range d.Clusters {
+		if cd == nil {
+			continue
+		}
+		for _, iv := range cd.Intervals {
+			if iv.End.Equal(end) {
+				if cv, ok := k.reduce(iv); ok {
+					o.Clusters[c] = cv
+				}
+			}
+		}
+	}
+	if _, ok := o.Clusters[canary]; !ok {
+		return o, false
+	}
+	for _, b := range baselines {
+		if _, ok := o.Clusters[b]; ok {
+			return o, true
+		}
+	}
+	return o, false
+}
+
+// add feeds one observation to the sequences; pre selects the pre-period.
+func (k *kpiState) add(o observation, canary string, baselines []string, pre bool) {
+	c, ok := o.Clusters[canary]
+	if !ok {
+		return
+	}
+	var b clusterValues
+	var bSum, bVal float64
+	nVal, hasSum := 0, true
+	for _, name := range baselines {
+		v, ok := o.Clusters[name]
+		if !ok {
+			continue
+		}
+		b.Events += v.Events
+		b.Total += v.Total
+		if v.Sum != nil {
+			bSum += *v.Sum
+		} else {
+			hasSum = false
+		}
+		if v.Value != nil {
+			bVal += *v.Value
+			nVal++
+		}
+	}
+	switch k.spec.Type {
+	case experiments.KPIRatio:
+		k.addRatio(c.Events, c.Total, b.Events, b.Total, pre)
+		if c.Total > 0 {
+			k.lastCanary = c.Events / c.Total
+		}
+		if b.Total > 0 {
+			k.lastBaseline = b.Events / b.Total
+		}
+	case experiments.KPILatency:
+		if k.ratio != nil {
+			k.addRatio(c.Events, c.Total, b.Events, b.Total, pre)
+		}
+		if k.gauge != nil && c.Sum != nil && hasSum && c.Total > 0 && b.Total > 0 {
+			cm, bm := *c.Sum/c.Total, bSum/b.Total
+			k.addGauge(cm, bm, pre)
+			k.lastCanary, k.lastBaseline = cm, bm
+		} else if k.ratio != nil && c.Total > 0 && b.Total > 0 {
+			k.lastCanary, k.lastBaseline = c.Events/c.Total, b.Events/b.Total
+		}
+	case experiments.KPIGauge:
+		if c.Value != nil && nVal > 0 {
+			k.addGauge(*c.Value, bVal/float64(nVal), pre)
+			k.lastCanary, k.lastBaseline = *c.Value, bVal/float64(nVal)
+		}
+	case experiments.KPIThroughput:
+		if c.Value != nil && nVal > 0 {
+			k.lastCanary, k.lastBaseline = *c.Value, bVal/float64(nVal)
+		}
+	}
+}
+
+func (k *kpiState) addRatio(c, nc, b, nb float64, pre bool) {
+	if pre {
+		k.ratio.AddPre(c, nc, b, nb)
+	} else {
+		k.ratio.Add(c, nc, b, nb)
+	}
+}
+
+func (k *kpiState) addGauge(c, b float64, pre bool) {
+	if pre {
+		k.gauge.AddPre(c, b)
+	} else {
+		k.gauge.Add(c, b)
+	}
+}
+
+// requests returns each cluster's request count in the observation, for the share check.
+func (k *kpiState) requests(o observation, cluster string) (float64, bool) {
+	v, ok := o.Clusters[cluster]
+	if !ok {
+		return 0, false
+	}
+	switch k.spec.Type {
+	case experiments.KPIRatio, experiments.KPILatency:
+		return v.Total, true
+	case experiments.KPIThroughput:
+		if v.Value != nil {
+			return *v.Value, true
+		}
+	}
+	return 0, false
+}
+
+func encodeObservation(o observation) json.RawMessage { return mustJSON(o) }

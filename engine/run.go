@@ -1,0 +1,1039 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/verdict-dev/verdict/analysis"
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/metrics"
+	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// Verdicts a run can end with.
+const (
+	VerdictPromoted     = "promoted"
+	VerdictRolledBack   = "rolled_back"
+	VerdictAborted      = "aborted"
+	VerdictInconclusive = "inconclusive"
+	VerdictFailed       = "failed"
+	VerdictCheckFailed  = "check_failed"
+)
+
+// book is the engine's bookkeeping for a run, persisted in store.Run.Data with every save.
+type book struct {
+	// Plan holds the experiment origins' weights: [0] before the experiment, [i] at step i.
+	Plan     []store.Weights `json:"plan,omitempty"`
+	Rollback store.Weights   `json:"rollback,omitempty"`
+	// Others is the summed weight of the pool's enabled origins outside the experiment,
+	// for the traffic percentages of the capacity formula.
+	Others float64 `json:"others"`
+
+	LastEnd    time.Time `json:"lastEnd,omitzero"`    // end of the last interval consumed
+	LastDataAt time.Time `json:"lastDataAt,omitzero"` // when complete data last arrived
+	RampStart  time.Time `json:"rampStart,omitzero"`
+	StepStart  time.Time `json:"stepStart,omitzero"`
+	Outage     bool      `json:"outage,omitempty"` // inside a no-data streak, so it is reported once
+	Faults     int       `json:"faults,omitempty"` // consecutive failed pool operations
+	HookFails  int       `json:"hookFails,omitempty"`
+	// End is what the run becomes once the rollback or promotion write is confirmed.
+	EndState   store.State `json:"endState,omitempty"`
+	EndVerdict string      `json:"endVerdict,omitempty"`
+	EndReason  string      `json:"endReason,omitempty"`
+	EndBy      string      `json:"endBy,omitempty"`
+	PauseNote  string      `json:"pauseNote,omitempty"`
+	IntentSeq  int64       `json:"intentSeq,omitempty"`
+}
+
+// Run is one live run of an experiment.
+type Run struct {
+	e      *Engine
+	exp    *experiments.Experiment
+	rec    *store.Run
+	ref    traffic.PoolRef
+	origin map[string]string // cluster -> origin
+	kpis   []*kpiState
+	share  *analysis.ShareCheck
+	book   book
+	last   *analysis.Decision
+}
+
+func (e *Engine) newRun(exp *experiments.Experiment, rec *store.Run) (*Run, error) {
+	planned := 0
+	if iv := exp.Spec.Analysis.Interval.Std(); iv > 0 {
+		planned = int(exp.Spec.TotalHold() / iv)
+	}
+	kpis, err := newKPIStates(exp, max(planned, exp.Spec.Analysis.MinIntervals))
+	if err != nil {
+		return nil, err
+	}
+	r := &Run{e: e, exp: exp, rec: rec, ref: poolRef(exp), origin: exp.Spec.Traffic.Cloudflare.Origins, kpis: kpis, share: analysis.NewShareCheck(1000)}
+	if len(rec.Data) > 0 {
+		if err := json.Unmarshal(rec.Data, &r.book); err != nil {
+			return nil, fmt.Errorf("run %s: stored bookkeeping: %w", rec.ID, err)
+		}
+	}
+	return r, nil
+}
+
+// ID is the run's ID.
+func (r *Run) ID() string { return r.rec.ID }
+
+// Record returns a copy of the persisted run.
+func (r *Run) Record() store.Run { return *r.rec }
+
+// Experiment is the experiment being run.
+func (r *Run) Experiment() *experiments.Experiment { return r.exp }
+
+// Done reports whether the run has ended.
+func (r *Run) Done() bool { return r.rec.State.Terminal() }
+
+func (r *Run) interval() time.Duration { return r.exp.Spec.Analysis.Interval.Std() }
+
+func (r *Run) settle() time.Duration {
+	if r.e.opts.Settle > 0 {
+		return r.e.opts.Settle
+	}
+	return min(r.interval()/4, 15*time.Second)
+}
+
+func (r *Run) event(typ string, at time.Time, msg string, data any) store.Event {
+	ev := store.Event{RunID: r.rec.ID, At: at, Type: typ, Message: msg}
+	if data != nil {
+		ev.Data = mustJSON(data)
+	}
+	return ev
+}
+
+func (r *Run) emit(events ...store.Event) {
+	for _, ev := range events {
+		r.e.opts.Logger.Info(ev.Message, "run", r.rec.ID, "type", ev.Type)
+		if r.e.opts.Observer != nil {
+			r.e.opts.Observer.Observe(Event{Type: ev.Type, RunID: ev.RunID, At: ev.At, Message: ev.Message, Data: ev.Data})
+		}
+	}
+}
+
+// save persists the run with its bookkeeping and events, then tells observers. Nothing is
+// acted on before save returns: it is the write-ahead log.
+func (r *Run) save(ctx context.Context, events ...store.Event) error {
+	r.rec.Data = mustJSON(r.book)
+	if err := r.e.opts.Store.SaveRun(ctx, r.rec, events...); err != nil {
+		return fmt.Errorf("persist run %s: %w", r.rec.ID, err)
+	}
+	r.emit(events...)
+	return nil
+}
+
+func (r *Run) transition(ctx context.Context, now time.Time, to store.State, why string, extra ...store.Event) error {
+	from := r.rec.State
+	r.rec.State = to
+	ev := r.event(EventStateChanged, now, fmt.Sprintf("%s → %s: %s", from, to, why), map[string]any{"from": from, "to": to, "reason": why, "step": r.rec.Step})
+	return r.save(ctx, append([]store.Event{ev}, extra...)...)
+}
+
+// Step moves the run one phase on at time now. An error means the run could not be
+// persisted (or is misconfigured): the caller should stop and resume later. Faults of
+// Prometheus or the load balancer are not errors: they are recorded and retried.
+func (r *Run) Step(ctx context.Context, now time.Time) error {
+	if r.Done() {
+		return nil
+	}
+	if r.rec.Intent != nil {
+		return r.reconcile(ctx, now)
+	}
+	if err := r.commands(ctx, now); err != nil || r.Done() || r.rec.Intent != nil {
+		return err
+	}
+	switch r.rec.State {
+	case store.StatePending, store.StatePreflight:
+		return r.preflight(ctx, now)
+	case store.StateRamping:
+		return r.ramp(ctx, now)
+	case store.StatePromoting:
+		return r.writeFinal(ctx, now, "promote", r.promoteTarget())
+	case store.StateRollingBack:
+		return r.writeFinal(ctx, now, "rollback", r.book.Rollback)
+	}
+	return nil // Paused: only commands move it
+}
+
+// fault records a failure that will be retried.
+func (r *Run) fault(ctx context.Context, now time.Time, what string, err error) error {
+	r.book.Faults++
+	return r.save(ctx, r.event(EventFault, now, fmt.Sprintf("%s: %v (will retry)", what, err), map[string]any{"error": err.Error(), "consecutive": r.book.Faults}))
+}
+
+// ---- preflight -------------------------------------------------------------------------
+
+func (r *Run) preflight(ctx context.Context, now time.Time) error {
+	if r.rec.State == store.StatePending {
+		r.rec.StartedAt = now
+		if err := r.transition(ctx, now, store.StatePreflight, "checking the pool, the preconditions and the pre-period"); err != nil {
+			return err
+		}
+	}
+	timeout := r.exp.Spec.Analysis.NoDataTimeout.Std()
+	pool, err := r.e.opts.Steerer.Pool(ctx, r.ref)
+	if err != nil {
+		if now.Sub(r.rec.StartedAt) > timeout {
+			return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the pool could not be read for %s: %v", timeout, err), r.e.opts.Who)
+		}
+		return r.fault(ctx, now, "read pool "+r.ref.String(), err)
+	}
+	var origins []experiments.PoolOrigin
+	for _, o := range pool.Origins {
+		origins = append(origins, experiments.PoolOrigin{Name: o.Name, Weight: o.Weight, Enabled: o.Enabled})
+	}
+	plan, err := experiments.WeightPlan(r.exp, origins)
+	if err != nil {
+		return r.end(ctx, now, store.StateFailed, VerdictFailed, "the pool cannot carry this experiment: "+err.Error(), r.e.opts.Who)
+	}
+	r.book.Plan = nil
+	for _, st := range plan.Steps {
+		r.book.Plan = append(r.book.Plan, r.owned(st))
+	}
+	r.book.Rollback = r.owned(plan.Rollback)
+	r.book.Others = 0
+	for _, o := range pool.Origins {
+		if _, mine := r.book.Plan[0][o.Name]; !mine && o.Enabled {
+			r.book.Others += o.Weight
+		}
+	}
+
+	if ok, failed, err := r.checkPreconditions(ctx, now); err != nil {
+		if now.Sub(r.rec.StartedAt) > timeout {
+			return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("preconditions could not be evaluated for %s: %v", timeout, err), r.e.opts.Who)
+		}
+		return r.fault(ctx, now, "evaluate preconditions", err)
+	} else if !ok {
+		return r.end(ctx, now, store.StateFailed, VerdictCheckFailed, "precondition failed before any change: "+failed, r.e.opts.Who)
+	}
+
+	if pre := r.exp.Spec.Analysis.PrePeriod.Std(); pre > 0 && !r.hasPre() {
+		if err := r.prePeriod(ctx, now, pre); err != nil {
+			if now.Sub(r.rec.StartedAt) > timeout {
+				return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the pre-period could not be read for %s: %v", timeout, err), r.e.opts.Who)
+			}
+			return r.fault(ctx, now, "read the pre-period", err)
+		}
+	}
+
+	r.rec.Original = r.book.Plan[0]
+	r.rec.Current = r.book.Plan[0]
+	r.book.RampStart = now
+	r.book.LastDataAt = now
+	r.book.Faults = 0
+	return r.setWeights(ctx, now, "step:1", r.book.Plan[1])
+}
+
+// owned keeps the weights of the experiment's origins.
+func (r *Run) owned(st experiments.PlanStep) store.Weights {
+	w := store.Weights{}
+	for _, o := range st.Origins {
+		if o.Cluster != "" {
+			w[o.Name] = o.Weight
+		}
+	}
+	return w
+}
+
+func (r *Run) hasPre() bool {
+	for _, k := range r.kpis {
+		if (k.ratio != nil && k.ratio.Interval(0.05).PreAdjusted) || (k.gauge != nil && k.gauge.Interval(0.05).PreAdjusted) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPreconditions evaluates every precondition now; failed names the first that fails.
+func (r *Run) checkPreconditions(ctx context.Context, now time.Time) (ok bool, failed string, err error) {
+	vars := r.exp.Vars(r.exp.Spec.Canary.Cluster)
+	var events []store.Event
+	ok = true
+	for _, pc := range r.exp.Spec.Preconditions {
+		q, err := experiments.RenderQuery(pc.Query, vars)
+		if err != nil {
+			return false, "", err
+		}
+		val, _, err := r.e.opts.Metrics.Instant(ctx, q, now)
+		if err != nil {
+			return false, "", fmt.Errorf("precondition %s: %w", pc.Name, err)
+		}
+		x, got := scalarOf(val)
+		exp, _ := experiments.ParseExpect(pc.Expect)
+		holds := got && exp.Holds(x)
+		msg := fmt.Sprintf("precondition %s: value %s, expect %s: ", pc.Name, formatValue(x, got), pc.Expect)
+		if holds {
+			msg += "holds"
+		} else {
+			msg += "FAILS"
+			if ok {
+				failed = fmt.Sprintf("%s (value %s, expected %s)", pc.Name, formatValue(x, got), pc.Expect)
+			}
+			ok = false
+		}
+		events = append(events, r.event(EventPrecondition, now, msg, map[string]any{"name": pc.Name, "value": jsonFloat(x, got), "expect": pc.Expect, "ok": holds}))
+	}
+	if len(events) > 0 {
+		if err := r.save(ctx, events...); err != nil {
+			return false, "", err
+		}
+	}
+	return ok, failed, nil
+}
+
+func formatValue(x float64, ok bool) string {
+	if !ok {
+		return "none"
+	}
+	return strconv.FormatFloat(x, 'g', 6, 64)
+}
+
+func jsonFloat(x float64, ok bool) any {
+	if !ok || math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return x
+}
+
+// scalarOf reads a precondition's single value: a scalar or a one-element vector.
+func scalarOf(v model.Value) (float64, bool) {
+	switch t := v.(type) {
+	case *model.Scalar:
+		return float64(t.Value), true
+	case model.Vector:
+		if len(t) == 1 {
+			return float64(t[0].Value), true
+		}
+	}
+	return math.NaN(), false
+}
+
+func (r *Run) prePeriod(ctx context.Context, now time.Time, pre time.Duration) error {
+	iv := r.interval()
+	end := now.Add(-r.settle()).Truncate(iv)
+	n := int(pre / iv)
+	if n < 1 {
+		return nil
+	}
+	rng := metrics.AlignedRange(end, iv, n)
+	data, err := r.fetchAll(ctx, rng)
+	if err != nil {
+		return err
+	}
+	var obs []store.Observation
+	for _, e := range rng.Ends() {
+		for i, k := range r.kpis {
+			o, ok := k.observe(data[i], e, r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines)
+			if !ok {
+				continue
+			}
+			k.add(o, r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines, true)
+			obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: k.spec.Name, Start: e.Add(-iv), End: e, Phase: "pre", Values: encodeObservation(o)})
+		}
+	}
+	if err := r.e.opts.Store.AddObservations(ctx, obs); err != nil {
+		return err
+	}
+	return r.save(ctx, r.event(EventNoData, now, fmt.Sprintf("pre-period: %d KPI intervals over the last %s calibrate canary against baselines", len(obs), experiments.Duration(pre)), nil))
+}
+
+func (r *Run) fetchAll(ctx context.Context, rng metrics.Range) ([]*metrics.Data, error) {
+	clusters := r.exp.Spec.Clusters()
+	out := make([]*metrics.Data, len(r.kpis))
+	for i, k := range r.kpis {
+		d, err := r.e.opts.Metrics.Fetch(ctx, k.query, rng, clusters)
+		if err != nil {
+			return nil, fmt.Errorf("KPI %s: %w", k.spec.Name, err)
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// ---- weights ---------------------------------------------------------------------------
+
+func sameWeights(a, b store.Weights) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || !traffic.SameWeight(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func toTraffic(w store.Weights) traffic.Weights {
+	out := traffic.Weights{}
+	for k, v := range w {
+		out[k] = v
+	}
+	return out
+}
+
+// setWeights records the intent to write want, then writes it. purpose says what the
+// write completes once confirmed: "step:N", "promote" or "rollback".
+func (r *Run) setWeights(ctx context.Context, now time.Time, purpose string, want store.Weights) error {
+	r.book.IntentSeq++
+	r.rec.Intent = &store.Intent{ID: r.book.IntentSeq, Purpose: purpose, Want: want, Expect: r.rec.Current, At: now}
+	if err := r.save(ctx, r.event(EventWeightsIntent, now, fmt.Sprintf("about to set weights for %s: %s", purposeText(purpose), formatWeights(want)), r.rec.Intent)); err != nil {
+		r.rec.Intent = nil
+		return err
+	}
+	return r.write(ctx, now)
+}
+
+func purposeText(p string) string {
+	if n, ok := strings.CutPrefix(p, "step:"); ok {
+		return "step " + n
+	}
+	return p
+}
+
+func formatWeights(w store.Weights) string {
+	var parts []string
+	for _, k := range sortedKeys(w) {
+		parts = append(parts, k+"="+traffic.FormatWeight(w[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// write applies the recorded intent: capacity first when a cluster gains traffic, then the
+// pool, then the read-back confirmation.
+func (r *Run) write(ctx context.Context, now time.Time) error {
+	in := r.rec.Intent
+	if err := r.scale(ctx, now, in.Expect, in.Want, true); err != nil {
+		r.book.HookFails++
+		if r.book.HookFails >= 3 && in.Purpose != "rollback" {
+			r.rec.Intent = nil
+			return r.rollback(ctx, now, VerdictRolledBack, "the capacity hook failed 3 times before raising a cluster's weight: "+err.Error(), r.e.opts.Who, store.StateRolledBack)
+		}
+		return r.save(ctx, r.event(EventFault, now, "capacity hook failed; weights not changed: "+err.Error(), nil))
+	}
+	r.book.HookFails = 0
+	err := r.e.opts.Steerer.SetWeights(ctx, r.ref, toTraffic(in.Want), toTraffic(in.Expect))
+	var drift *traffic.DriftError
+	switch {
+	case err == nil:
+		return r.confirm(ctx, now)
+	case errors.As(err, &drift) && drift.Phase != "after write":
+		r.rec.Intent = nil
+		return r.drifted(ctx, now, in.Purpose, err)
+	default:
+		// The write may or may not have happened: keep the intent, reconcile next step.
+		return r.fault(ctx, now, "set weights on pool "+r.ref.String(), err)
+	}
+}
+
+// reconcile finds out what happened to an intent whose outcome is unknown (a crash, a
+// timeout, a 5xx) by reading the pool.
+func (r *Run) reconcile(ctx context.Context, now time.Time) error {
+	in := r.rec.Intent
+	pool, err := r.e.opts.Steerer.Pool(ctx, r.ref)
+	if err != nil {
+		return r.fault(ctx, now, "read pool "+r.ref.String()+" to reconcile "+purposeText(in.Purpose), err)
+	}
+	actual := r.actual(pool)
+	switch {
+	case sameWeights(actual, in.Want):
+		return r.confirm(ctx, now)
+	case sameWeights(actual, in.Expect):
+		return r.write(ctx, now)
+	case in.Purpose == "rollback":
+		// Someone changed the pool while a rollback was in flight. A rollback must finish:
+		// take the pool as it is and write the rollback weights over the owned origins only.
+		in.Expect = actual
+		r.rec.Current = actual
+		if err := r.save(ctx, r.event(EventDrift, now, "pool changed during the rollback; rolling back from its current weights "+formatWeights(actual), nil)); err != nil {
+			return err
+		}
+		return r.write(ctx, now)
+	default:
+		r.rec.Intent = nil
+		return r.drifted(ctx, now, in.Purpose, fmt.Errorf("pool %s holds %s, neither the weights before (%s) nor after (%s) the interrupted write", r.ref, formatWeights(actual), formatWeights(in.Expect), formatWeights(in.Want)))
+	}
+}
+
+func (r *Run) actual(p traffic.Pool) store.Weights {
+	w := store.Weights{}
+	for name := range r.book.Plan[0] {
+		if o, ok := p.Origin(name); ok {
+			w[name] = o.Weight
+		} else {
+			w[name] = math.NaN()
+		}
+	}
+	return w
+}
+
+// confirm marks the intent as applied and completes what it was for.
+func (r *Run) confirm(ctx context.Context, now time.Time) error {
+	in := r.rec.Intent
+	prev := r.rec.Current
+	r.rec.Current = in.Want
+	r.rec.Intent = nil
+	r.book.Faults = 0
+	evs := []store.Event{r.event(EventWeightsConfirmed, now, fmt.Sprintf("weights for %s confirmed by read-back: %s", purposeText(in.Purpose), formatWeights(in.Want)), in)}
+	switch {
+	case strings.HasPrefix(in.Purpose, "step:"):
+		n, _ := strconv.Atoi(strings.TrimPrefix(in.Purpose, "step:"))
+		r.rec.Step = n
+		r.rec.StepElapsed = 0
+		r.book.StepStart = now
+		// The interval in progress saw both the old and the new weights: skip it.
+		r.book.LastEnd = ceilTime(now, r.interval())
+		if r.rec.State != store.StateRamping {
+			r.rec.State = store.StateRamping
+			evs = append(evs, r.event(EventStateChanged, now, fmt.Sprintf("Preflight → Ramping: step %d, canary at %s of the experiment's traffic", n, r.stepWeight(n)), map[string]any{"to": store.StateRamping, "step": n}))
+		}
+		if err := r.save(ctx, evs...); err != nil {
+			return err
+		}
+		r.notify(ctx, "step", fmt.Sprintf("%s: step %d of %d, canary %s at %s of the traffic", r.exp.Metadata.Name, n, len(r.exp.Spec.Traffic.Steps), r.exp.Spec.Canary.Cluster, r.stepWeight(n)))
+	case in.Purpose == "promote", in.Purpose == "rollback":
+		if err := r.save(ctx, evs...); err != nil {
+			return err
+		}
+		if err := r.end(ctx, now, r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy); err != nil {
+			return err
+		}
+	default:
+		if err := r.save(ctx, evs...); err != nil {
+			return err
+		}
+	}
+	// Scale down only after the traffic has left.
+	if err := r.scale(ctx, now, prev, in.Want, false); err != nil {
+		r.emit(r.event(EventFault, now, "capacity hook failed while scaling down (traffic already moved): "+err.Error(), nil))
+	}
+	return nil
+}
+
+func (r *Run) stepWeight(n int) string {
+	if n < 1 || n > len(r.exp.Spec.Traffic.Steps) {
+		return "?"
+	}
+	return r.exp.Spec.Traffic.Steps[n-1].Weight.String()
+}
+
+func ceilTime(t time.Time, d time.Duration) time.Time {
+	tr := t.Truncate(d)
+	if tr.Equal(t) {
+		return t
+	}
+	return tr.Add(d)
+}
+
+// drifted follows onDrift after the pool was changed by someone else.
+func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause error) error {
+	msg := fmt.Sprintf("pool %s changed outside Verdict: %v", r.ref, cause)
+	ev := r.event(EventDrift, now, msg, map[string]any{"during": during, "onDrift": r.exp.Spec.Analysis.OnDrift})
+	r.notify(ctx, "verdict", r.exp.Metadata.Name+": "+msg)
+	switch {
+	case during == "rollback" || r.exp.Spec.Analysis.OnDrift == experiments.OnDriftRollback:
+		if err := r.adoptPool(ctx, now); err != nil {
+			return err
+		}
+		return r.rollback(ctx, now, VerdictRolledBack, msg, r.e.opts.Who, store.StateRolledBack, ev)
+	case r.exp.Spec.Analysis.OnDrift == experiments.OnDriftIgnore:
+		if err := r.adoptPool(ctx, now); err != nil {
+			return err
+		}
+		return r.save(ctx, ev)
+	default:
+		r.book.PauseNote = msg
+		if r.rec.State != store.StatePaused {
+			r.rec.PausedFrom = r.rec.State
+			if r.rec.PausedFrom == store.StatePreflight || r.rec.PausedFrom == store.StatePending {
+				r.rec.PausedFrom = store.StateRamping
+			}
+		}
+		return r.transition(ctx, now, store.StatePaused, "paused on drift; resume to carry on from the pool's current weights, or abort to roll back", ev)
+	}
+}
+
+// adoptPool takes the pool's current owned weights as the truth, after a person or a
+// policy accepted a change made outside Verdict.
+func (r *Run) adoptPool(ctx context.Context, now time.Time) error {
+	pool, err := r.e.opts.Steerer.Pool(ctx, r.ref)
+	if err != nil {
+		return r.fault(ctx, now, "read pool "+r.ref.String(), err)
+	}
+	r.rec.Current = r.actual(pool)
+	return nil
+}
+
+// checkDrift compares the pool with the last confirmed weights.
+func (r *Run) checkDrift(ctx context.Context, now time.Time) (drifted bool, err error) {
+	pool, perr := r.e.opts.Steerer.Pool(ctx, r.ref)
+	if perr != nil {
+		return false, r.fault(ctx, now, "read pool "+r.ref.String(), perr)
+	}
+	if actual := r.actual(pool); !sameWeights(actual, r.rec.Current) {
+		return true, r.drifted(ctx, now, "ramp", fmt.Errorf("expected %s, found %s", formatWeights(r.rec.Current), formatWeights(actual)))
+	}
+	return false, nil
+}
+
+// ---- ramping ---------------------------------------------------------------------------
+
+func (r *Run) ramp(ctx context.Context, now time.Time) error {
+	if drifted, err := r.checkDrift(ctx, now); err != nil || drifted {
+		return err
+	}
+	fresh, err := r.collect(ctx, now)
+	if err != nil {
+		return err
+	}
+	a := &r.exp.Spec.Analysis
+	if silent := now.Sub(r.book.LastDataAt); silent > a.NoDataTimeout.Std() {
+		return r.rollback(ctx, now, VerdictRolledBack, fmt.Sprintf("no complete KPI data for %s (noDataTimeout %s): never promote blind", experiments.Duration(silent.Truncate(time.Second)), a.NoDataTimeout), r.e.opts.Who, store.StateRolledBack)
+	}
+	d := r.decide(now)
+	maxed := now.Sub(r.book.RampStart) >= a.MaxDuration.Std()
+	if fresh > 0 || d.Action != analysis.Continue {
+		if err := r.recordDecision(ctx, now, d); err != nil {
+			return err
+		}
+	}
+	switch d.Action {
+	case analysis.Advance:
+		if r.rec.Step >= len(r.exp.Spec.Traffic.Steps) {
+			return nil
+		}
+		if ok, failed, err := r.checkPreconditions(ctx, now); err != nil {
+			return r.fault(ctx, now, "evaluate preconditions before advancing", err)
+		} else if !ok {
+			return r.rollback(ctx, now, VerdictCheckFailed, "precondition failed during the run: "+failed, r.e.opts.Who, store.StateRolledBack)
+		}
+		next := r.rec.Step + 1
+		return r.setWeights(ctx, now, fmt.Sprintf("step:%d", next), r.book.Plan[next])
+	case analysis.Promote:
+		return r.promote(ctx, now, d.Reason, r.e.opts.Who)
+	case analysis.Rollback:
+		verdict := VerdictRolledBack
+		if maxed && !anyHarm(d) {
+			verdict = VerdictInconclusive
+		}
+		return r.rollback(ctx, now, verdict, d.Reason, r.e.opts.Who, store.StateRolledBack)
+	}
+	if maxed && a.OnInconclusive == experiments.OnInconclusivePause {
+		r.rec.PausedFrom = store.StateRamping
+		r.book.PauseNote = "maxDuration reached while inconclusive: " + d.Reason
+		return r.transition(ctx, now, store.StatePaused, r.book.PauseNote+"; promote or abort by hand")
+	}
+	return nil
+}
+
+func anyHarm(d analysis.Decision) bool {
+	for _, k := range d.KPIs {
+		if k.Status == analysis.Harm || k.Interval.GuardrailBreached {
+			return true
+		}
+	}
+	return false
+}
+
+// collect reads every complete interval since the last one consumed and feeds the analysis;
+// it returns how many intervals had complete data.
+func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
+	iv := r.interval()
+	avail := now.Add(-r.settle())
+	n := int(avail.Sub(r.book.LastEnd) / iv)
+	if n <= 0 {
+		return 0, nil
+	}
+	n = min(n, 120)
+	rng := metrics.Range{Start: r.book.LastEnd, End: r.book.LastEnd.Add(time.Duration(n) * iv), Interval: iv}
+	data, err := r.fetchAll(ctx, rng)
+	if err != nil {
+		if !r.book.Outage {
+			r.book.Outage = true
+			return 0, r.save(ctx, r.event(EventNoData, now, "KPIs unavailable, the step clock is stopped: "+err.Error(), map[string]any{"error": err.Error()}))
+		}
+		return 0, nil
+	}
+	canary, baselines := r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
+	clusters := r.exp.Spec.Clusters()
+	var obs []store.Observation
+	complete := 0
+	var missing []string
+	for _, end := range rng.Ends() {
+		full := true
+		var shareObs *observation
+		var shareKPI *kpiState
+		for i, k := range r.kpis {
+			o, ok := k.observe(data[i], end, canary, baselines)
+			if !ok {
+				full = false
+				if !slices.Contains(missing, k.spec.Name) {
+					missing = append(missing, k.spec.Name)
+				}
+				continue
+			}
+			o.Weights = map[string]float64{}
+			for _, c := range clusters {
+				o.Weights[c] = r.rec.Current[r.origin[c]]
+			}
+			k.add(o, canary, baselines, false)
+			k.lastEnd = end
+			obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: k.spec.Name, Start: end.Add(-iv), End: end, Step: r.rec.Step, Phase: "run", Values: encodeObservation(o)})
+			if shareObs == nil || k.spec.Type == experiments.KPIThroughput {
+				oc := o
+				shareObs, shareKPI = &oc, k
+			}
+		}
+		if shareObs != nil {
+			r.addShare(shareKPI, *shareObs)
+		}
+		if full {
+			complete++
+			r.rec.StepElapsed += iv
+		}
+	}
+	r.book.LastEnd = rng.End
+	var evs []store.Event
+	if complete > 0 {
+		r.book.LastDataAt = now
+		if r.book.Outage {
+			evs = append(evs, r.event(EventNoData, now, "KPI data is back; the step clock runs again", nil))
+		}
+		r.book.Outage = false
+	} else if !r.book.Outage {
+		r.book.Outage = true
+		evs = append(evs, r.event(EventNoData, now, "no data for "+strings.Join(missing, ", ")+"; the step clock is stopped", map[string]any{"kpis": missing}))
+	}
+	if len(obs) > 0 {
+		if err := r.e.opts.Store.AddObservations(ctx, obs); err != nil {
+			return 0, fmt.Errorf("persist observations of %s: %w", r.rec.ID, err)
+		}
+	}
+	return complete, r.save(ctx, evs...)
+}
+
+func (r *Run) addShare(k *kpiState, o observation) {
+	var counts, weights []float64
+	for _, c := range r.exp.Spec.Clusters() {
+		n, ok := k.requests(o, c)
+		if !ok {
+			return
+		}
+		counts = append(counts, n)
+		weights = append(weights, o.Weights[c])
+	}
+	_ = r.share.Add(counts, weights) // invalid input (all-zero weights) is skipped by design
+}
+
+func (r *Run) decide(now time.Time) analysis.Decision {
+	var ks []analysis.KPI
+	for _, k := range r.kpis {
+		ks = append(ks, k.judged()...)
+	}
+	a := &r.exp.Spec.Analysis
+	hold := r.exp.Spec.Traffic.Steps[max(r.rec.Step, 1)-1].Hold.Std()
+	onInc := analysis.Rollback
+	switch a.OnInconclusive {
+	case experiments.OnInconclusivePromote:
+		onInc = analysis.Promote
+	case experiments.OnInconclusivePause:
+		onInc = analysis.Continue
+	}
+	share := r.share.Result(a.Alpha)
+	d := analysis.Decide(ks, analysis.Step{
+		Alpha:              a.Alpha,
+		HoldComplete:       r.rec.StepElapsed >= hold,
+		Final:              r.rec.Step >= len(r.exp.Spec.Traffic.Steps),
+		MaxDurationReached: now.Sub(r.book.RampStart) >= a.MaxDuration.Std(),
+		OnInconclusive:     onInc,
+		Share:              &share,
+	})
+	r.last = &d
+	return d
+}
+
+func (r *Run) recordDecision(ctx context.Context, now time.Time, d analysis.Decision) error {
+	details := map[string]any{"decision": d, "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues()}
+	dec := &store.Decision{RunID: r.rec.ID, At: now, Step: r.rec.Step, Action: string(d.Action), Reason: d.Reason, Details: mustJSON(details)}
+	if err := r.e.opts.Store.AddDecision(ctx, dec); err != nil {
+		return fmt.Errorf("persist decision of %s: %w", r.rec.ID, err)
+	}
+	r.emit(r.event(EventDecision, now, fmt.Sprintf("step %d: %s — %s", r.rec.Step, d.Action, d.Reason), details))
+	return nil
+}
+
+// KPIValue is a KPI's latest canary and baseline values, for live views.
+type KPIValue struct {
+	KPI      string  `json:"kpi"`
+	Canary   float64 `json:"canary"`
+	Baseline float64 `json:"baseline"`
+}
+
+func (r *Run) latestValues() []KPIValue {
+	var out []KPIValue
+	for _, k := range r.kpis {
+		out = append(out, KPIValue{KPI: k.spec.Name, Canary: finiteOr0(k.lastCanary), Baseline: finiteOr0(k.lastBaseline)})
+	}
+	return out
+}
+
+func finiteOr0(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	return x
+}
+
+// ---- endings ---------------------------------------------------------------------------
+
+func (r *Run) promoteTarget() store.Weights {
+	if r.exp.Spec.Traffic.OnPromote == experiments.OnPromoteRestore {
+		return r.book.Plan[0]
+	}
+	return r.book.Plan[len(r.book.Plan)-1]
+}
+
+func (r *Run) promote(ctx context.Context, now time.Time, reason, by string) error {
+	r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = store.StatePromoted, VerdictPromoted, reason, by
+	if err := r.transition(ctx, now, store.StatePromoting, reason); err != nil {
+		return err
+	}
+	return r.writeFinal(ctx, now, "promote", r.promoteTarget())
+}
+
+func (r *Run) rollback(ctx context.Context, now time.Time, verdict, reason, by string, end store.State, extra ...store.Event) error {
+	r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = end, verdict, reason, by
+	if err := r.transition(ctx, now, store.StateRollingBack, reason, extra...); err != nil {
+		return err
+	}
+	return r.writeFinal(ctx, now, "rollback", r.book.Rollback)
+}
+
+// writeFinal writes the weights an ending needs, or ends at once when they are in place.
+func (r *Run) writeFinal(ctx context.Context, now time.Time, purpose string, want store.Weights) error {
+	if len(want) == 0 || r.rec.Current == nil || sameWeights(r.rec.Current, want) {
+		return r.end(ctx, now, r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy)
+	}
+	return r.setWeights(ctx, now, purpose, want)
+}
+
+func (r *Run) end(ctx context.Context, now time.Time, state store.State, verdict, reason, by string) error {
+	from := r.rec.State
+	r.rec.State, r.rec.Verdict, r.rec.Reason, r.rec.EndedBy, r.rec.EndedAt = state, verdict, reason, by, now
+	ev := r.event(EventRunEnded, now, fmt.Sprintf("%s: %s — %s", r.exp.Metadata.Name, verdict, reason), map[string]any{
+		"from": from, "state": state, "verdict": verdict, "reason": reason, "by": by, "weights": r.rec.Current,
+	})
+	if err := r.save(ctx, ev); err != nil {
+		return err
+	}
+	r.notify(ctx, "verdict", fmt.Sprintf("%s %s: %s", r.exp.Metadata.Name, strings.ReplaceAll(verdict, "_", " "), reason))
+	r.notify(ctx, "end", fmt.Sprintf("%s ended (%s) after %s; weights %s", r.exp.Metadata.Name, state, now.Sub(r.rec.CreatedAt).Truncate(time.Second), formatWeights(r.rec.Current)))
+	return nil
+}
+
+// ---- manual actions --------------------------------------------------------------------
+
+// Manual actions.
+const (
+	ActionPause   = "pause"
+	ActionResume  = "resume"
+	ActionPromote = "promote"
+	ActionAbort   = "abort"
+)
+
+// Actions lists the manual actions.
+var Actions = []string{ActionPause, ActionResume, ActionPromote, ActionAbort}
+
+func (r *Run) commands(ctx context.Context, now time.Time) error {
+	cmds, err := r.e.opts.Store.PendingCommands(ctx, r.rec.ID)
+	if err != nil {
+		return fmt.Errorf("read commands of %s: %w", r.rec.ID, err)
+	}
+	for _, c := range cmds {
+		result, err := r.apply(ctx, now, c)
+		if err != nil {
+			return err
+		}
+		if err := r.e.opts.Store.CompleteCommand(ctx, c.ID, result, now); err != nil {
+			return err
+		}
+		if r.Done() || r.rec.Intent != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (r *Run) apply(ctx context.Context, now time.Time, c store.Command) (string, error) {
+	who := c.Who
+	why := c.Reason
+	if why == "" {
+		why = "no reason given"
+	}
+	act := r.event(EventAction, now, fmt.Sprintf("%s asked to %s: %s", who, c.Action, why), c)
+	st := r.rec.State
+	switch c.Action {
+	case ActionPause:
+		if st != store.StateRamping && st != store.StatePreflight && st != store.StatePending {
+			return "ignored: run is " + string(st), r.save(ctx, act)
+		}
+		r.rec.PausedFrom = st
+		r.book.PauseNote = fmt.Sprintf("paused by %s: %s", who, why)
+		return "paused", r.transition(ctx, now, store.StatePaused, r.book.PauseNote, act)
+	case ActionResume:
+		if st != store.StatePaused {
+			return "ignored: run is " + string(st), r.save(ctx, act)
+		}
+		to := r.rec.PausedFrom
+		if to == "" {
+			to = store.StateRamping
+		}
+		if to == store.StateRamping {
+			// Whatever changed while paused was seen by a person: carry on from the pool.
+			if err := r.adoptPool(ctx, now); err != nil {
+				return "", err
+			}
+			r.book.LastDataAt = now
+			r.book.LastEnd = ceilTime(now, r.interval())
+		}
+		r.book.PauseNote = ""
+		return "resumed", r.transition(ctx, now, to, fmt.Sprintf("resumed by %s: %s", who, why), act)
+	case ActionPromote:
+		if st != store.StateRamping && !(st == store.StatePaused && r.rec.PausedFrom == store.StateRamping) {
+			return "ignored: only a ramping run can be promoted (run is " + string(st) + ")", r.save(ctx, act)
+		}
+		if err := r.save(ctx, act); err != nil {
+			return "", err
+		}
+		return "promoting", r.promote(ctx, now, fmt.Sprintf("promoted by %s, skipping the remaining steps: %s", who, why), who)
+	case ActionAbort:
+		if st == store.StateRollingBack || st == store.StatePromoting || st.Terminal() {
+			return "ignored: run is " + string(st), r.save(ctx, act)
+		}
+		if err := r.save(ctx, act); err != nil {
+			return "", err
+		}
+		if r.rec.Current == nil { // nothing was changed yet
+			return "aborted", r.end(ctx, now, store.StateAborted, VerdictAborted, fmt.Sprintf("aborted by %s before any change: %s", who, why), who)
+		}
+		return "rolling back", r.rollback(ctx, now, VerdictAborted, fmt.Sprintf("aborted by %s: %s", who, why), who, store.StateAborted)
+	}
+	return "ignored: unknown action " + c.Action, r.save(ctx, act)
+}
+
+// ---- replay ----------------------------------------------------------------------------
+
+// replay rebuilds the analysis state from the stored observations, in their order.
+func (r *Run) replay(ctx context.Context) error {
+	obs, err := r.e.opts.Store.Observations(ctx, r.rec.ID)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*kpiState{}
+	for _, k := range r.kpis {
+		byName[k.spec.Name] = k
+	}
+	canary, baselines := r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
+	// Observations come ordered by end time then KPI name; the share check needs one
+	// observation per interval, chosen as collect chose it.
+	var curEnd time.Time
+	var shareObs *observation
+	var shareKPI *kpiState
+	flush := func() {
+		if shareObs != nil {
+			r.addShare(shareKPI, *shareObs)
+		}
+		shareObs, shareKPI = nil, nil
+	}
+	for _, so := range obs {
+		k := byName[so.KPI]
+		if k == nil {
+			continue
+		}
+		var o observation
+		if err := json.Unmarshal(so.Values, &o); err != nil {
+			return fmt.Errorf("observation %s at %s: %w", so.KPI, so.End, err)
+		}
+		if !so.End.Equal(curEnd) {
+			flush()
+			curEnd = so.End
+		}
+		k.add(o, canary, baselines, so.Phase == "pre")
+		if so.Phase == "run" {
+			k.lastEnd = so.End
+			if shareObs == nil || k.spec.Type == experiments.KPIThroughput || kpiIndex(r.kpis, k) < kpiIndex(r.kpis, shareKPI) && shareKPI.spec.Type != experiments.KPIThroughput {
+				oc := o
+				shareObs, shareKPI = &oc, k
+			}
+		}
+	}
+	flush()
+	return nil
+}
+
+func kpiIndex(ks []*kpiState, k *kpiState) int {
+	for i, x := range ks {
+		if x == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// ---- views -----------------------------------------------------------------------------
+
+// Snapshot is what a live view shows about a run.
+type Snapshot struct {
+	Run         store.Run            `json:"run"`
+	Steps       int                  `json:"steps"`
+	Hold        time.Duration        `json:"hold"`
+	Decision    *analysis.Decision   `json:"decision,omitempty"`
+	Values      []KPIValue           `json:"values"`
+	Share       analysis.ShareResult `json:"share"`
+	PauseNote   string               `json:"pauseNote,omitempty"`
+	RampStart   time.Time            `json:"rampStart,omitzero"`
+	MaxDuration time.Duration        `json:"maxDuration"`
+}
+
+// Snapshot returns the run's current state for display.
+func (r *Run) Snapshot() Snapshot {
+	s := Snapshot{Run: *r.rec, Steps: len(r.exp.Spec.Traffic.Steps), Decision: r.last, Values: r.latestValues(),
+		Share: r.share.Result(r.exp.Spec.Analysis.Alpha), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
+	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
+		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
+	}
+	return s
+}
+
+// Drive steps the run every tick until it ends or ctx is cancelled. It returns the first
+// error that makes continuing unsafe (the run is then left for a later resume).
+func (r *Run) Drive(ctx context.Context, clk Clock, tick time.Duration) error {
+	for !r.Done() {
+		if err := r.Step(ctx, clk.Now()); err != nil {
+			return err
+		}
+		if r.Done() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-clk.After(tick):
+		}
+	}
+	return nil
+}
