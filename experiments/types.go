@@ -103,3 +103,12 @@ func (t *Threshold) decodeScalar(s string) error {
 
 // Float returns the threshold as a plain number.
 func (t *Threshold) Float() float64 { return float64(*t) }
+
+// UnmarshalJSON reads the string form MarshalJSON writes, so a stored spec round-trips.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	return d.decodeScalar(s)
+}
