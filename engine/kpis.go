@@ -75,29 +75,40 @@ func guardrail(g *experiments.Guardrail, scale float64) *analysis.Guardrail {
 	return &analysis.Guardrail{Limit: g.Min.Float() * scale, Below: true, Consecutive: g.For}
 }
 
-// newKPIStates builds the analysis state of every KPI of the experiment.
-func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiState, error) {
-	var out []*kpiState
+// MetricsKPIs renders the experiment's KPI templates into the queries the metrics layer runs.
+func MetricsKPIs(exp *experiments.Experiment) ([]metrics.KPI, error) {
 	vars := exp.Vars(exp.Spec.Canary.Cluster)
-	minIv := exp.Spec.Analysis.MinIntervals
+	var out []metrics.KPI
 	for _, k := range exp.Spec.KPIs {
-		render := func(t string) (string, error) {
-			if t == "" {
-				return "", nil
-			}
-			return experiments.RenderQuery(t, vars)
-		}
 		q := metrics.KPI{Name: k.Name, Kind: metrics.Kind(k.Type)}
-		var err error
 		for _, p := range []struct {
 			dst *string
 			src string
 		}{{&q.Events, k.Events}, {&q.Total, k.Total}, {&q.Buckets, k.Buckets}, {&q.Sum, k.Sum}, {&q.Count, k.Count}, {&q.Query, k.Query}} {
-			if *p.dst, err = render(p.src); err != nil {
+			if p.src == "" {
+				continue
+			}
+			s, err := experiments.RenderQuery(p.src, vars)
+			if err != nil {
 				return nil, fmt.Errorf("kpi %s: %w", k.Name, err)
 			}
+			*p.dst = s
 		}
-		st := &kpiState{spec: k, query: q}
+		out = append(out, q)
+	}
+	return out, nil
+}
+
+// newKPIStates builds the analysis state of every KPI of the experiment.
+func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiState, error) {
+	queries, err := MetricsKPIs(exp)
+	if err != nil {
+		return nil, err
+	}
+	var out []*kpiState
+	minIv := exp.Spec.Analysis.MinIntervals
+	for i, k := range exp.Spec.KPIs {
+		st := &kpiState{spec: k, query: queries[i]}
 		switch k.Type {
 		case experiments.KPIRatio:
 			st.ratio = analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv, Guardrail: guardrail(k.Guardrail, 1)})

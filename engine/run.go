@@ -271,9 +271,21 @@ func (r *Run) checkPreconditions(ctx context.Context, now time.Time) (ok bool, f
 		if err != nil {
 			return false, "", fmt.Errorf("precondition %s: %w", pc.Name, err)
 		}
-		x, got := scalarOf(val)
-		exp, _ := experiments.ParseExpect(pc.Expect)
-		holds := got && exp.Holds(x)
+		expect, err := metrics.ParseExpect(pc.Expect)
+		if err != nil {
+			return false, "", fmt.Errorf("precondition %s: %w", pc.Name, err)
+		}
+		// Every series must satisfy the expectation; no data satisfies nothing.
+		values := valuesOf(val)
+		x, got := math.NaN(), len(values) > 0
+		holds := got
+		for _, v := range values {
+			if !expect.Holds(v) {
+				x, holds = v, false
+				break
+			}
+			x = v
+		}
 		msg := fmt.Sprintf("precondition %s: value %s, expect %s: ", pc.Name, formatValue(x, got), pc.Expect)
 		if holds {
 			msg += "holds"
@@ -308,17 +320,19 @@ func jsonFloat(x float64, ok bool) any {
 	return x
 }
 
-// scalarOf reads a precondition's single value: a scalar or a one-element vector.
-func scalarOf(v model.Value) (float64, bool) {
+// valuesOf returns every value of an instant query's result.
+func valuesOf(v model.Value) []float64 {
 	switch t := v.(type) {
 	case *model.Scalar:
-		return float64(t.Value), true
+		return []float64{float64(t.Value)}
 	case model.Vector:
-		if len(t) == 1 {
-			return float64(t[0].Value), true
+		out := make([]float64, 0, len(t))
+		for _, s := range t {
+			out = append(out, float64(s.Value))
 		}
+		return out
 	}
-	return math.NaN(), false
+	return nil
 }
 
 func (r *Run) prePeriod(ctx context.Context, now time.Time, pre time.Duration) error {

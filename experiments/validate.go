@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/verdict-dev/verdict/metrics"
 )
 
 // validator accumulates problems with their positions.
@@ -420,7 +422,7 @@ func (v *validator) preconditions() {
 		}
 		if pc.Expect == "" {
 			v.errorf(p+".expect", `required, e.g. "== 0" or "< 0.01"`)
-		} else if _, err := ParseExpect(pc.Expect); err != nil {
+		} else if _, err := metrics.ParseExpect(pc.Expect); err != nil {
 			v.errorf(p+".expect", "%v", err)
 		}
 	}

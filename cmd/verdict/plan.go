@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -30,12 +31,13 @@ promotion or a rollback, without changing anything. Origins outside the experime
 their weights; the experiment's origins keep their total; baselines keep their proportions.
 
 The pool comes from --pool-file (Cloudflare's JSON, as GET .../pools/{id} returns it,
-with or without the API envelope).`,
+with or without the API envelope), or, without it, is read live from Cloudflare with the
+CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL variables.`,
 		Example: "  verdict plan examples/karpenter.yaml --pool-file examples/pools/use1.json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.file = args[0]
-			return runPlan(g, a)
+			return runPlan(cmd.Context(), g, a)
 		},
 	}
 	cmd.Flags().StringVar(&a.poolFile, "pool-file", "", "pool as Cloudflare JSON (offline plan)")
@@ -43,7 +45,7 @@ with or without the API envelope).`,
 	return cmd
 }
 
-func runPlan(g *globals, a planArgs) error {
+func runPlan(ctx context.Context, g *globals, a planArgs) error {
 	exps, err := experiments.LoadFile(a.file, experiments.LoadOptions{})
 	if err != nil {
 		return withCode(exitInvalid, err)
@@ -60,18 +62,27 @@ func runPlan(g *globals, a planArgs) error {
 		}
 		exps = picked
 	}
-	if a.poolFile == "" {
-		return usageErrorf("plan needs the pool: pass --pool-file POOL.json")
-	}
-	data, err := os.ReadFile(a.poolFile)
-	if err != nil {
-		return usageErrorf("read pool file: %v", err)
-	}
-	pool, err := traffic.DecodePool(data)
-	if err != nil {
-		return usageErrorf("%s: %v", a.poolFile, err)
+	var pool traffic.Pool
+	if a.poolFile != "" {
+		data, err := os.ReadFile(a.poolFile)
+		if err != nil {
+			return usageErrorf("read pool file: %v", err)
+		}
+		if pool, err = traffic.DecodePool(data); err != nil {
+			return usageErrorf("%s: %v", a.poolFile, err)
+		}
 	}
 	for _, e := range exps {
+		if a.poolFile == "" {
+			// Live: read the pool through the Steerer, exactly as run will.
+			steer, err := steererFromEnv(g)
+			if err != nil {
+				return usageErrorf("plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
+			}
+			if pool, err = steer.Pool(ctx, traffic.PoolRef{Account: e.Spec.Traffic.Cloudflare.AccountID, Pool: e.Spec.Traffic.Cloudflare.PoolID}); err != nil {
+				return withCode(exitError, fmt.Errorf("read pool %s: %w", e.Spec.Traffic.Cloudflare.PoolID, err))
+			}
+		}
 		if id := e.Spec.Traffic.Cloudflare.PoolID; pool.ID != "" && id != pool.ID {
 			return usageErrorf("%s: pool %s is not the experiment's pool %s (spec.traffic.cloudflare.poolID)", a.poolFile, pool.ID, id)
 		}

@@ -53,10 +53,14 @@ rolls back on its own.`,
 	root.AddCommand(
 		newValidateCmd(g),
 		newPlanCmd(g),
+		newCheckCmd(g),
+		newRunCmd(g),
+		newStatusCmd(g),
 		newDrainCmd(g), newRestoreCmd(g), newEmulateCmd(g),
 		newVersionCmd(g),
 		newCompletionCmd(),
 	)
+	root.AddCommand(newActionCmds(g)...)
 	return root
 }
 

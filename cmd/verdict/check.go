@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/metrics"
+)
+
+// checkArgs are the parsed arguments of verdict check.
+type checkArgs struct {
+	file       string
+	experiment string
+}
+
+func newCheckCmd(g *globals) *cobra.Command {
+	var a checkArgs
+	cmd := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Check that the experiment's KPIs and preconditions return what they should",
+		Long: `Check connects to the experiment's Prometheus and runs every KPI and precondition query over
+the recent past, printing per cluster the values and the number of intervals with data, and
+every problem: no series for a cluster, series without the cluster label, counter resets,
+too little traffic, a failing precondition. Nothing is changed.
+
+Exit status: 0 the experiment can run, 1 Prometheus cannot be reached, 2 invalid input,
+6 a check failed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a.file = args[0]
+			return runCheck(cmd.Context(), g, a)
+		},
+	}
+	cmd.Flags().StringVar(&a.experiment, "experiment", "", "check this experiment of a multi-document file")
+	return cmd
+}
+
+func runCheck(ctx context.Context, g *globals, a checkArgs) error {
+	exp, err := loadExperiment(a.file, a.experiment)
+	if err != nil {
+		return err
+	}
+	src, err := metricsSource(exp)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	kpis, err := engine.MetricsKPIs(exp)
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	vars := exp.Vars(exp.Spec.Canary.Cluster)
+	var pcs []metrics.Precondition
+	for _, pc := range exp.Spec.Preconditions {
+		q, err := experiments.RenderQuery(pc.Query, vars)
+		if err != nil {
+			return withCode(exitInvalid, err)
+		}
+		pcs = append(pcs, metrics.Precondition{Name: pc.Name, Query: q, Expect: pc.Expect})
+	}
+	rep, err := metrics.Check(ctx, src, metrics.CheckRequest{
+		KPIs: kpis, Preconditions: pcs, Clusters: exp.Spec.Clusters(),
+		Interval: exp.Spec.Analysis.Interval.Std(), MinIntervals: exp.Spec.Analysis.MinIntervals,
+	})
+	switch {
+	case errors.Is(err, metrics.ErrInvalidRequest):
+		return withCode(exitInvalid, err)
+	case err != nil:
+		return withCode(exitError, err)
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, rep); err != nil {
+			return withCode(exitError, err)
+		}
+	} else {
+		printCheck(g, exp, rep)
+	}
+	if !rep.OK {
+		return silentExit(exitCheckFailed)
+	}
+	return nil
+}
+
+func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
+	w := g.stdout
+	fmt.Fprintf(w, "Prometheus %s (version %s)\n", rep.Prometheus.Address, rep.Prometheus.Version)
+	fmt.Fprintf(w, "Window %s to %s, intervals of %s\n", rep.Window.Start.Local().Format("15:04:05"), rep.Window.End.Local().Format("15:04:05"), exp.Spec.Analysis.Interval)
+	for _, k := range rep.KPIs {
+		fmt.Fprintf(w, "\nKPI %s (%s)\n", k.Name, k.Kind)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  CLUSTER\tINTERVALS\tVALUES")
+		for _, c := range exp.Spec.Clusters() {
+			cr := k.Clusters[c]
+			var parts []string
+			for _, name := range sortedKeysF64(cr.Values) {
+				parts = append(parts, fmt.Sprintf("%s=%s", name, num(cr.Values[name])))
+			}
+			vals := strings.Join(parts, " ")
+			if vals == "" {
+				vals = "no data"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\n", c, cr.Intervals, vals)
+		}
+		tw.Flush()
+		for _, p := range k.Problems {
+			fmt.Fprintf(w, "  %s: %s\n", strings.ToUpper(p.Severity), p.Message)
+		}
+	}
+	if len(rep.Preconditions) > 0 {
+		fmt.Fprintln(w, "\nPreconditions")
+		for _, p := range rep.Preconditions {
+			val := "no data"
+			if p.Value != nil {
+				val = num(*p.Value)
+			}
+			mark := "ok  "
+			if !p.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "  %s %s: value %s, expect %s %s\n", mark, p.Name, val, p.Expect, p.Problem)
+		}
+	}
+	if rep.OK {
+		fmt.Fprintln(w, "\nOK: the experiment can run.")
+	} else {
+		fmt.Fprintln(w, "\nFAILED: fix the problems above before running the experiment.")
+	}
+}
+
+func sortedKeysF64(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

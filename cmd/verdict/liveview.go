@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/verdict-dev/verdict/analysis"
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// renderRun draws the live view of a run: where it is, the weights, every KPI's evidence,
+// the latest decision and recent events.
+func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event, now time.Time) {
+	s := r.Snapshot()
+	exp := r.Experiment()
+	rec := s.Run
+	if banner != "" {
+		fmt.Fprintf(w, "%s\n\n", banner)
+	}
+	fmt.Fprintf(w, "Experiment %s   run %s\n", exp.Metadata.Name, rec.ID)
+	fmt.Fprintf(w, "Canary %s (%s) vs %s\n\n", exp.Spec.Canary.Cluster, variantText(exp.Spec.Canary.Variant), strings.Join(exp.Spec.Baselines, ", "))
+
+	state := string(rec.State)
+	if rec.Step > 0 && !rec.State.Terminal() {
+		st := exp.Spec.Traffic.Steps[rec.Step-1]
+		state += fmt.Sprintf(" — step %d/%d at %s", rec.Step, s.Steps, st.Weight)
+	}
+	fmt.Fprintf(w, "State   %s\n", state)
+	if rec.State == "Ramping" && s.Hold > 0 {
+		frac := math.Min(1, float64(rec.StepElapsed)/float64(s.Hold))
+		left := max(s.Hold-rec.StepElapsed, 0)
+		fmt.Fprintf(w, "Hold    %s %3.0f%%  %s analysed of %s, %s left (the clock stops without data)\n", bar(frac, 30), frac*100, rec.StepElapsed.Truncate(time.Second), s.Hold, left.Truncate(time.Second))
+	}
+	if !s.RampStart.IsZero() && !rec.State.Terminal() {
+		fmt.Fprintf(w, "Elapsed %s of at most %s\n", now.Sub(s.RampStart).Truncate(time.Second), s.MaxDuration)
+	}
+	if s.PauseNote != "" {
+		fmt.Fprintf(w, "Paused  %s\n", s.PauseNote)
+	}
+
+	fmt.Fprintln(w, "\nWeights")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range exp.Spec.Clusters() {
+		o := exp.Spec.Traffic.Cloudflare.Origins[c]
+		cur, orig := rec.Current[o], rec.Original[o]
+		role := "baseline"
+		if c == exp.Spec.Canary.Cluster {
+			role = "canary"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t(was %s)\n", c, role, traffic.FormatWeight(cur), traffic.FormatWeight(orig))
+	}
+	tw.Flush()
+	if rec.Intent != nil {
+		fmt.Fprintf(w, "  writing %s …\n", rec.Intent.Purpose)
+	}
+
+	fmt.Fprintln(w, "\nKPIs")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  KPI\tSTATUS\tCANARY\tBASELINE\tEFFECT\tCONFIDENCE SEQUENCE\tTOLERANCE")
+	vals := map[string]engine.KPIValue{}
+	for _, v := range s.Values {
+		vals[v.KPI] = v
+	}
+	if s.Decision != nil {
+		for _, k := range s.Decision.KPIs {
+			base := strings.SplitN(k.Name, " (", 2)[0]
+			v := vals[base]
+			iv := k.Interval
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, statusText(k.Status), num(v.Canary), num(v.Baseline), signedPct(iv.Estimate), csText(iv), "+"+pctText(k.Tolerance))
+		}
+	} else {
+		fmt.Fprintln(tw, "  (waiting for the first complete interval)")
+	}
+	tw.Flush()
+	if s.Share.Mismatch {
+		fmt.Fprintf(w, "  traffic share MISMATCH: %s\n", s.Share.Reason)
+	}
+	if s.Decision != nil {
+		fmt.Fprintf(w, "\nDecision  %s — %s\n", s.Decision.Action, s.Decision.Reason)
+	}
+	if rec.State.Terminal() {
+		fmt.Fprintf(w, "\nVerdict   %s — %s\n", strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " ")), rec.Reason)
+	}
+
+	fmt.Fprintln(w, "\nRecent events")
+	shown := 0
+	for i := len(recent) - 1; i >= 0 && shown < 8; i-- {
+		e := recent[i]
+		if e.Type == engine.EventDecision {
+			continue
+		}
+		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format("15:04:05"), e.Type, e.Message)
+		shown++
+	}
+}
+
+func variantText(v map[string]string) string {
+	var parts []string
+	for _, k := range sortedMapKeys(v) {
+		parts = append(parts, k+"="+v[k])
+	}
+	if len(parts) == 0 {
+		return "no variant recorded"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func bar(frac float64, width int) string {
+	n := int(math.Round(frac * float64(width)))
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "]"
+}
+
+func statusText(s analysis.Status) string {
+	switch s {
+	case analysis.Harm:
+		return "HARM"
+	case analysis.NonInferior:
+		return "ok"
+	}
+	return string(s)
+}
+
+func num(x float64) string {
+	switch {
+	case x == 0:
+		return "0"
+	case math.Abs(x) < 0.01:
+		return fmt.Sprintf("%.3g", x)
+	case math.Abs(x) < 10:
+		return fmt.Sprintf("%.4f", x)
+	}
+	return fmt.Sprintf("%.1f", x)
+}
+
+func pctText(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
+
+func signedPct(f float64) string { return fmt.Sprintf("%+.1f%%", f*100) }
+
+func csText(iv analysis.Interval) string {
+	if !iv.Ready {
+		return fmt.Sprintf("warming up (%d intervals)", iv.Informative)
+	}
+	lo, hi := signedPct(iv.Lower), signedPct(iv.Upper)
+	if !iv.LowerBounded {
+		lo = "-∞"
+	}
+	if !iv.UpperBounded {
+		hi = "+∞"
+	}
+	return "[" + lo + ", " + hi + "]"
+}
+
+func sortedMapKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/store"
+)
+
+// runArgs are the parsed arguments of verdict run.
+type runArgs struct {
+	file       string
+	experiment string
+	resume     string
+	tick       time.Duration
+	noUI       bool
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var a runArgs
+	cmd := &cobra.Command{
+		Use:   "run FILE",
+		Short: "Run an experiment in the foreground until it is promoted or rolled back",
+		Long: `Run shifts traffic step by step, judges the KPIs at every interval and promotes or rolls
+back on its own. On a terminal it shows a live view; otherwise (or with --output json) it
+prints one JSON event per line.
+
+Ctrl-C asks whether to roll back now or to leave the run as it is for a later
+'verdict run FILE --resume RUN-ID'. State lives in the state directory (--state).
+
+Exit status: 0 promoted, 3 rolled back, 4 aborted, 5 inconclusive, 6 a precondition failed,
+1 error, 2 invalid input.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a.file = args[0]
+			return runRun(cmd.Context(), g, a)
+		},
+	}
+	cmd.Flags().StringVar(&a.experiment, "experiment", "", "run this experiment of a multi-document file")
+	cmd.Flags().StringVar(&a.resume, "resume", "", "resume the unfinished run RUN-ID instead of starting a new one")
+	cmd.Flags().DurationVar(&a.tick, "tick", 0, "how often the engine steps (default: a sixth of the analysis interval, 1s–10s)")
+	cmd.Flags().BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
+	return cmd
+}
+
+func defaultTick(exp *experiments.Experiment) time.Duration {
+	return min(max(exp.Spec.Analysis.Interval.Std()/6, time.Second), 10*time.Second)
+}
+
+func runRun(ctx context.Context, g *globals, a runArgs) error {
+	exp, err := loadExperiment(a.file, a.experiment)
+	if err != nil {
+		return err
+	}
+	steer, err := steererFromEnv(g)
+	if err != nil {
+		return err
+	}
+	src, err := metricsSource(exp)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, err := openStore(context.WithoutCancel(ctx), g)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if a.tick <= 0 {
+		a.tick = defaultTick(exp)
+	}
+	return driveRun(ctx, g, runSetup{exp: exp, file: a.file, resume: a.resume, tick: a.tick, noUI: a.noUI,
+		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log}})
+}
+
+type runSetup struct {
+	exp    *experiments.Experiment
+	file   string
+	resume string
+	tick   time.Duration
+	noUI   bool
+	opts   engine.Options
+	// banner is printed above the live view (the demo's scenario).
+	banner string
+	clock  engine.Clock
+}
+
+// driveRun starts or resumes a run and drives it to its end with a live view or a JSON
+// event stream, then maps its ending to the exit status.
+func driveRun(ctx context.Context, g *globals, s runSetup) error {
+	view := newRunView(g, s.noUI, s.banner)
+	s.opts.Observer = view
+	eng, err := engine.New(s.opts)
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	clk := s.clock
+	if clk == nil {
+		clk = engine.RealClock{}
+	}
+	// The run must outlive Ctrl-C long enough to roll back, so it gets its own context.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	var r *engine.Run
+	if s.resume != "" {
+		r, err = eng.Resume(runCtx, s.resume, s.exp)
+	} else {
+		r, err = eng.Start(runCtx, s.exp, s.file, clk.Now())
+	}
+	if errors.Is(err, store.ErrPoolBusy) || errors.Is(err, engine.ErrSpecChanged) {
+		return withCode(exitInvalid, err)
+	}
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	view.attach(r)
+
+	done := make(chan error, 1)
+	go func() { done <- r.Drive(runCtx, clk, s.tick) }()
+	stopView := view.start()
+	defer stopView()
+
+	interrupted := ctx.Done()
+	for {
+		select {
+		case err := <-done:
+			stopView()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), err, s.file, r.ID()))
+			}
+			return view.finish(r, s.file)
+		case <-interrupted:
+			interrupted = nil
+			stopView()
+			if view.askRollback(g) {
+				if err := s.opts.Store.PostCommand(runCtx, &store.Command{RunID: r.ID(), Action: engine.ActionAbort, Who: actor(""), Reason: "interrupted with Ctrl-C"}); err != nil {
+					return withCode(exitError, err)
+				}
+				fmt.Fprintln(g.stdio.err, "Rolling back…")
+				continue
+			}
+			cancelRun()
+			<-done
+			rec := r.Record()
+			fmt.Fprintf(g.stdio.err, "Left run %s as it is (%s, step %d). Resume it with:\n  verdict run %s --resume %s\n", rec.ID, rec.State, rec.Step, s.file, rec.ID)
+			return &exitErr{code: exitError, silent: true}
+		}
+	}
+}
+
+// exitCode maps a finished run to the CLI contract's exit status.
+func exitCode(rec store.Run) int {
+	switch {
+	case rec.Verdict == engine.VerdictCheckFailed:
+		return exitCheckFailed
+	case rec.Verdict == engine.VerdictInconclusive:
+		return exitInconclusive
+	case rec.State == store.StatePromoted:
+		return exitOK
+	case rec.State == store.StateRolledBack:
+		return exitRolledBack
+	case rec.State == store.StateAborted:
+		return exitAborted
+	}
+	return exitError
+}
+
+// runView renders a run: a live terminal view refreshed every second, or JSON lines.
+type runView struct {
+	g      *globals
+	json   bool
+	tty    bool
+	banner string
+	mu     sync.Mutex
+	run    *engine.Run
+	recent []engine.Event
+	out    io.Writer
+	stop   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newRunView(g *globals, noUI bool, banner string) *runView {
+	tty := isTerminal(g.stdout)
+	return &runView{g: g, json: g.json() || noUI || !tty, tty: tty, banner: banner, out: g.stdout, stop: make(chan struct{})}
+}
+
+func (v *runView) attach(r *engine.Run) {
+	v.mu.Lock()
+	v.run = r
+	v.mu.Unlock()
+}
+
+// Observe implements engine.Observer.
+func (v *runView) Observe(e engine.Event) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.json {
+		writeJSON(v.out, map[string]any{"type": e.Type, "version": jsonVersion, "run": e.RunID, "at": e.At, "message": e.Message, "data": e.Data})
+		return
+	}
+	v.recent = append(v.recent, e)
+	if len(v.recent) > 200 {
+		v.recent = v.recent[len(v.recent)-200:]
+	}
+}
+
+func (v *runView) start() func() {
+	if v.json {
+		return func() {}
+	}
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			v.render()
+			select {
+			case <-v.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		v.once.Do(func() { close(v.stop) })
+		v.wg.Wait()
+	}
+}
+
+func (v *runView) render() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.run == nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("\x1b[H\x1b[2J")
+	renderRun(&b, v.banner, v.run, v.recent, time.Now())
+	io.WriteString(v.out, b.String())
+}
+
+func (v *runView) askRollback(g *globals) bool {
+	if !v.tty || !isTerminal(os.Stdin) {
+		return false
+	}
+	fmt.Fprint(g.stdio.err, "\nInterrupted. Roll back now [r], or leave the run for a later --resume [l]? ")
+	line, _ := bufio.NewReader(g.stdio.in).ReadString('\n')
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "r")
+}
+
+func (v *runView) finish(r *engine.Run, file string) error {
+	rec := r.Record()
+	code := exitCode(rec)
+	if v.json {
+		v.mu.Lock()
+		writeJSON(v.out, map[string]any{"type": "run_result", "version": jsonVersion, "run": rec.ID, "state": rec.State, "verdict": rec.Verdict, "reason": rec.Reason, "exitCode": code, "weights": rec.Current})
+		v.mu.Unlock()
+	} else {
+		v.render()
+		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: verdict report %s\n", rec.Experiment, strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " ")), rec.Reason, rec.ID, rec.ID)
+	}
+	if code == exitOK {
+		return nil
+	}
+	return &exitErr{code: code, silent: true}
+}
