@@ -12,19 +12,20 @@ import (
 	"github.com/verdict-dev/verdict/metrics"
 )
 
-// clusterValues are one cluster's numbers for one KPI and one interval, reduced to what
-// the analysis needs. They are what the store keeps, so replaying them rebuilds the exact
-// analysis state after a restart.
-type clusterValues struct {
+// ClusterValues are one cluster's numbers for one KPI and one interval, reduced to what
+// the analysis needs. They are what the store keeps (as store.Observation.Values), so
+// replaying them rebuilds the exact analysis state after a restart, and reports read them.
+type ClusterValues struct {
 	Events float64  `json:"events,omitempty"` // ratio events; latency: requests slower than slowerThan
 	Total  float64  `json:"total,omitempty"`  // ratio total; latency: request count
 	Sum    *float64 `json:"sum,omitempty"`    // latency sum of durations, when queried
 	Value  *float64 `json:"value,omitempty"`  // gauge, throughput
 }
 
-// observation is the stored form of one KPI's interval.
-type observation struct {
-	Clusters map[string]clusterValues `json:"clusters"`
+// Observation is the stored form of one KPI's interval: the JSON in
+// store.Observation.Values.
+type Observation struct {
+	Clusters map[string]ClusterValues `json:"clusters"`
 	// Weights are the clusters' origin weights during the interval, for the share check.
 	Weights map[string]float64 `json:"weights,omitempty"`
 }
@@ -130,13 +131,13 @@ func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiStat
 }
 
 // reduce turns the metrics layer's interval into the stored per-cluster values.
-func (k *kpiState) reduce(iv metrics.Interval) (clusterValues, bool) {
+func (k *kpiState) reduce(iv metrics.Interval) (ClusterValues, bool) {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch k.spec.Type {
 	case experiments.KPIRatio:
-		return clusterValues{Events: iv.Events, Total: iv.Total}, finite(iv.Events) && finite(iv.Total)
+		return ClusterValues{Events: iv.Events, Total: iv.Total}, finite(iv.Events) && finite(iv.Total)
 	case experiments.KPILatency:
-		cv := clusterValues{Total: iv.Count}
+		cv := ClusterValues{Total: iv.Count}
 		if !finite(iv.Count) {
 			return cv, false
 		}
@@ -164,14 +165,14 @@ func (k *kpiState) reduce(iv metrics.Interval) (clusterValues, bool) {
 		return cv, true
 	default:
 		v := iv.Value
-		return clusterValues{Value: &v}, finite(v)
+		return ClusterValues{Value: &v}, finite(v)
 	}
 }
 
-// observe converts one interval of fetched data to an observation; ok is false when the
+// observe converts one interval of fetched data to an Observation; ok is false when the
 // canary or every baseline has no data for it.
-func (k *kpiState) observe(d *metrics.Data, end time.Time, canary string, baselines []string) (observation, bool) {
-	o := observation{Clusters: map[string]clusterValues{}}
+func (k *kpiState) observe(d *metrics.Data, end time.Time, canary string, baselines []string) (Observation, bool) {
+	o := Observation{Clusters: map[string]ClusterValues{}}
 	for c, cd := range d.Clusters {
 		if cd == nil {
 			continue
@@ -195,13 +196,13 @@ func (k *kpiState) observe(d *metrics.Data, end time.Time, canary string, baseli
 	return o, false
 }
 
-// add feeds one observation to the sequences; pre selects the pre-period.
-func (k *kpiState) add(o observation, canary string, baselines []string, pre bool) {
+// add feeds one Observation to the sequences; pre selects the pre-period.
+func (k *kpiState) add(o Observation, canary string, baselines []string, pre bool) {
 	c, ok := o.Clusters[canary]
 	if !ok {
 		return
 	}
-	var b clusterValues
+	var b ClusterValues
 	var bSum, bVal float64
 	nVal, hasSum := 0, true
 	for _, name := range baselines {
@@ -269,8 +270,8 @@ func (k *kpiState) addGauge(c, b float64, pre bool) {
 	}
 }
 
-// requests returns each cluster's request count in the observation, for the share check.
-func (k *kpiState) requests(o observation, cluster string) (float64, bool) {
+// requests returns each cluster's request count in the Observation, for the share check.
+func (k *kpiState) requests(o Observation, cluster string) (float64, bool) {
 	v, ok := o.Clusters[cluster]
 	if !ok {
 		return 0, false
@@ -286,4 +287,4 @@ func (k *kpiState) requests(o observation, cluster string) (float64, bool) {
 	return 0, false
 }
 
-func encodeObservation(o observation) json.RawMessage { return mustJSON(o) }
+func encodeObservation(o Observation) json.RawMessage { return mustJSON(o) }

@@ -689,7 +689,7 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 	var missing []string
 	for _, end := range rng.Ends() {
 		full := true
-		var shareObs *observation
+		var shareObs *Observation
 		var shareKPI *kpiState
 		for i, k := range r.kpis {
 			o, ok := k.observe(data[i], end, canary, baselines)
@@ -740,7 +740,7 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 	return complete, r.save(ctx, evs...)
 }
 
-func (r *Run) addShare(k *kpiState, o observation) {
+func (r *Run) addShare(k *kpiState, o Observation) {
 	var counts, weights []float64
 	for _, c := range r.exp.Spec.Clusters() {
 		n, ok := k.requests(o, c)
@@ -963,9 +963,9 @@ func (r *Run) replay(ctx context.Context) error {
 	}
 	canary, baselines := r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
 	// Observations come ordered by end time then KPI name; the share check needs one
-	// observation per interval, chosen as collect chose it.
+	// Observation per interval, chosen as collect chose it.
 	var curEnd time.Time
-	var shareObs *observation
+	var shareObs *Observation
 	var shareKPI *kpiState
 	flush := func() {
 		if shareObs != nil {
@@ -978,9 +978,9 @@ func (r *Run) replay(ctx context.Context) error {
 		if k == nil {
 			continue
 		}
-		var o observation
+		var o Observation
 		if err := json.Unmarshal(so.Values, &o); err != nil {
-			return fmt.Errorf("observation %s at %s: %w", so.KPI, so.End, err)
+			return fmt.Errorf("Observation %s at %s: %w", so.KPI, so.End, err)
 		}
 		if !so.End.Equal(curEnd) {
 			flush()
