@@ -130,7 +130,7 @@ func Judge(name string, iv Interval, harm Direction, tol float64) KPIVerdict {
 		}
 		return fmt.Sprintf("%+.4g", x)
 	}
-	csText := fmt.Sprintf("%s (anytime-valid %s%% bounds %s to %s)", unit(iv.Estimate), strconv.FormatFloat(100*(1-iv.Alpha), 'f', -1, 64), unit(iv.Lower), unit(iv.Upper))
+	csText := fmt.Sprintf("%s (anytime-valid %s%% bounds %s to %s)", unit(iv.Estimate), confText(iv.Alpha), unit(iv.Lower), unit(iv.Upper))
 	if iv.Dispersion > 1.5 {
 		csText += fmt.Sprintf(", counts %.1f× noisier than Poisson", iv.Dispersion)
 	}
@@ -278,4 +278,9 @@ func openIssues(missing, pending []string, mismatch bool, share *ShareResult) st
 		parts = append(parts, share.Reason)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// confText prints a confidence level the way people write it: 95, 98.3, 99.5.
+func confText(alpha float64) string {
+	return strconv.FormatFloat(math.Round(1000*(1-alpha))/10, 'f', -1, 64)
 }

@@ -324,3 +324,37 @@ func BenchmarkMannWhitneyHodgesLehmann1e5(b *testing.B) {
 		}
 	}
 }
+
+func TestCompareRanksMatchesSeparateCalls(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	tests := map[string]struct{ nx, ny int }{"small": {5, 7}, "medium": {200, 150}}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			x, y := make([]float64, tc.nx), make([]float64, tc.ny)
+			for i := range x {
+				x[i] = math.Round(rng.ExpFloat64()*20) / 2 // ties
+			}
+			for i := range y {
+				y[i] = math.Round(rng.ExpFloat64()*18) / 2
+			}
+			got, err := CompareRanks(x, y, 0.95)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mw, _ := MannWhitneyUTest(x, y)
+			hl, err := HodgesLehmann(x, y, 0.95)
+			if err != nil || !got.ShiftOK {
+				t.Fatalf("shift: %v %v", err, got.ShiftOK)
+			}
+			if got.Test != mw || got.Shift != hl {
+				t.Fatalf("combined %+v differs from separate %+v %+v", got, mw, hl)
+			}
+		})
+	}
+	if _, err := CompareRanks([]float64{1}, nil, 0.95); !errors.Is(err, ErrNotEnoughData) {
+		t.Fatalf("empty: %v", err)
+	}
+	if r, err := CompareRanks([]float64{2, 2}, []float64{2}, 0.95); err != nil || r.ShiftOK || r.Test.PValue != 1 {
+		t.Fatalf("all tied: %+v %v", r, err)
+	}
+}
