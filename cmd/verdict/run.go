@@ -95,6 +95,8 @@ type runSetup struct {
 	// banner is printed above the live view (the demo's scenario).
 	banner string
 	clock  engine.Clock
+	// onEnd, if set, receives the finished run (the demo summarises several).
+	onEnd func(store.Run)
 }
 
 // driveRun starts or resumes a run and drives it to its end with a live view or a JSON
@@ -139,6 +141,9 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 			stopView()
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), err, s.file, r.ID()))
+			}
+			if s.onEnd != nil {
+				s.onEnd(r.Record())
 			}
 			return view.finish(r, s.file)
 		case <-interrupted:
