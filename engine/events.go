@@ -15,6 +15,7 @@ const (
 	EventDrift            = "drift"
 	EventFault            = "fault"
 	EventNoData           = "no_data"
+	EventPrePeriod        = "pre_period"
 	EventPrecondition     = "precondition"
 	EventCapacity         = "capacity"
 	EventAction           = "action"

@@ -277,7 +277,12 @@ func (r *Run) checkPreconditions(ctx context.Context, now time.Time) (ok bool, f
 		}
 		// Every series must satisfy the expectation; no data satisfies nothing.
 		values := valuesOf(val)
-		x, got := math.NaN(), len(values) > 0
+		if len(values) == 0 {
+			// No data is not a verdict on the precondition: a fresh or lagging Prometheus
+			// looks the same. Retry until noDataTimeout makes it a failure.
+			return false, "", fmt.Errorf("precondition %s: query returned no data: %s", pc.Name, q)
+		}
+		x, got := math.NaN(), true
 		holds := got
 		for _, v := range values {
 			if !expect.Holds(v) {
@@ -361,7 +366,7 @@ func (r *Run) prePeriod(ctx context.Context, now time.Time, pre time.Duration) e
 	if err := r.e.opts.Store.AddObservations(ctx, obs); err != nil {
 		return err
 	}
-	return r.save(ctx, r.event(EventNoData, now, fmt.Sprintf("pre-period: %d KPI intervals over the last %s calibrate canary against baselines", len(obs), experiments.Duration(pre)), nil))
+	return r.save(ctx, r.event(EventPrePeriod, now, fmt.Sprintf("pre-period: %d KPI intervals over the last %s calibrate canary against baselines", len(obs), experiments.Duration(pre)), nil))
 }
 
 func (r *Run) fetchAll(ctx context.Context, rng metrics.Range) ([]*metrics.Data, error) {

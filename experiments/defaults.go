@@ -63,8 +63,8 @@ func (e *Experiment) SetDefaults() {
 	if a.Alpha == 0 {
 		a.Alpha = DefaultAlpha
 	}
-	if a.PrePeriod == 0 {
-		a.PrePeriod = Duration(DefaultPrePeriod)
+	if _, written := e.positions["spec.analysis.prePeriod"]; a.PrePeriod == 0 && !written {
+		a.PrePeriod = Duration(DefaultPrePeriod) // prePeriod: 0s turns calibration off
 	}
 	if a.MinIntervals == 0 {
 		a.MinIntervals = DefaultMinIntervals
