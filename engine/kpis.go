@@ -130,10 +130,14 @@ func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiStat
 	return out, nil
 }
 
-// reduce turns the metrics layer's interval into the stored per-cluster values.
-func (k *kpiState) reduce(iv metrics.Interval) (ClusterValues, bool) {
+func (k *kpiState) reduce(iv metrics.Interval) (ClusterValues, bool) { return Reduce(k.spec, iv) }
+
+// Reduce turns one cluster's interval from the metrics layer into the values the engine
+// stores and judges (for latency: the count of requests slower than slowerThan). Reports
+// and verdict analyze use it so a past window is read exactly as a live run reads it.
+func Reduce(spec experiments.KPI, iv metrics.Interval) (ClusterValues, bool) {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-	switch k.spec.Type {
+	switch spec.Type {
 	case experiments.KPIRatio:
 		return ClusterValues{Events: iv.Events, Total: iv.Total}, finite(iv.Events) && finite(iv.Total)
 	case experiments.KPILatency:
@@ -141,8 +145,8 @@ func (k *kpiState) reduce(iv metrics.Interval) (ClusterValues, bool) {
 		if !finite(iv.Count) {
 			return cv, false
 		}
-		if k.spec.SlowerThan != nil {
-			limit := k.spec.SlowerThan.Std().Seconds()
+		if spec.SlowerThan != nil {
+			limit := spec.SlowerThan.Std().Seconds()
 			fast, found := 0.0, false
 			bs := append([]metrics.Bucket(nil), iv.Buckets...)
 			sort.Slice(bs, func(i, j int) bool { return bs[i].UpperBound < bs[j].UpperBound })

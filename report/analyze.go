@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -185,7 +184,7 @@ func fetchWindow(ctx context.Context, src Fetcher, exp *experiments.Experiment, 
 				}
 				for _, iv := range cd.Intervals {
 					if iv.End.Equal(end) {
-						if cv, ok := reduce(k, iv); ok {
+						if cv, ok := engine.Reduce(k, iv); ok {
 							o.Clusters[c] = cv
 						}
 					}
@@ -211,40 +210,6 @@ func fetchWindow(ctx context.Context, src Fetcher, exp *experiments.Experiment, 
 		return nil, notes, ErrNoData
 	}
 	return out, notes, nil
-}
-
-// reduce turns one cluster's interval into the stored per-cluster values, exactly as the
-// engine's kpiState.reduce does (kept in step with engine/kpis.go).
-func reduce(k experiments.KPI, iv metrics.Interval) (engine.ClusterValues, bool) {
-	switch k.Type {
-	case experiments.KPIRatio:
-		return engine.ClusterValues{Events: iv.Events, Total: iv.Total}, finite(iv.Events) && finite(iv.Total)
-	case experiments.KPILatency:
-		cv := engine.ClusterValues{Total: iv.Count}
-		if !finite(iv.Count) {
-			return cv, false
-		}
-		if k.SlowerThan != nil {
-			limit := k.SlowerThan.Std().Seconds()
-			fast := 0.0
-			bs := append([]metrics.Bucket(nil), iv.Buckets...)
-			sort.Slice(bs, func(i, j int) bool { return bs[i].UpperBound < bs[j].UpperBound })
-			for _, b := range bs {
-				if b.UpperBound <= limit*(1+1e-9) {
-					fast = b.Count
-				}
-			}
-			cv.Events = math.Max(0, iv.Count-fast)
-		}
-		if finite(iv.Sum) {
-			s := iv.Sum
-			cv.Sum = &s
-		}
-		return cv, true
-	default:
-		v := iv.Value
-		return engine.ClusterValues{Value: &v}, finite(v)
-	}
 }
 
 // overall sums up an analysis: harm if any KPI shows harm, non-inferior if every judged
