@@ -514,8 +514,9 @@ func (r *Run) confirm(ctx context.Context, now time.Time) error {
 		r.rec.Step = n
 		r.rec.StepElapsed = 0
 		r.book.StepStart = now
-		// The interval in progress saw both the old and the new weights: skip it.
-		r.book.LastEnd = ceilTime(now, r.interval())
+		// The interval in progress saw both the old and the new weights: skip it, and the
+		// next one too if the change lands within the scrape lag of its start.
+		r.book.LastEnd = ceilTime(now.Add(r.settle()), r.interval())
 		if r.rec.State != store.StateRamping {
 			r.rec.State = store.StateRamping
 			evs = append(evs, r.event(EventStateChanged, now, fmt.Sprintf("Preflight → Ramping: step %d, canary at %s of the experiment's traffic", n, r.stepWeight(n)), map[string]any{"to": store.StateRamping, "step": n}))

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// syncBuffer is a bytes.Buffer safe for the fleet's goroutine to write while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDemoFleet runs `verdict demo --fleet-only` in-process until the returned stop is
+// called, waiting for its first output.
+func startDemoFleet(t *testing.T, args ...string) (out *syncBuffer, stop func() error) {
+	t.Helper()
+	out = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRootCmd(&streams{in: strings.NewReader(""), out: out, err: &syncBuffer{}})
+	root.SetArgs(append([]string{"demo", "--fleet-only"}, args...))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("demo did not stop within 10s of its context ending")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "\n") {
+		select {
+		case err := <-done:
+			t.Fatalf("demo exited early: %v\n%s", err, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no output within 10s")
+		}
+	}
+	return out, stop
+}
+
+// TestDemoFleetOnlyJSON starts the fleet as the CLI does and checks that what it prints
+// works: the environment reaches the emulated Cloudflare, the Prometheus address answers,
+// and the experiment file loads and names the fleet's pool and Prometheus.
+func TestDemoFleetOnlyJSON(t *testing.T) {
+	out, stop := startDemoFleet(t, "--scenario", "outage", "-o", "json")
+	line, _, _ := strings.Cut(out.String(), "\n")
+	var started fleetStartedJSON
+	if err := json.Unmarshal([]byte(line), &started); err != nil {
+		t.Fatalf("first line is not fleet_started: %v\n%s", err, line)
+	}
+	if started.Type != "fleet_started" || started.Scenario != "outage" || len(started.Clusters) != 3 {
+		t.Errorf("started = %+v", started)
+	}
+	for _, k := range []string{traffic.EnvCloudflareBaseURL, traffic.EnvCloudflareToken, traffic.EnvCloudflareAccount} {
+		if started.Env[k] == "" {
+			t.Errorf("env %s missing: %v", k, started.Env)
+		}
+	}
+
+	// The printed environment is enough for Verdict's Cloudflare client.
+	opts, err := traffic.CloudflareOptionsFromEnv(func(k string) (string, bool) { v, ok := started.Env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := traffic.NewCloudflare(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := cf.Pool(context.Background(), traffic.PoolRef{Pool: started.PoolID})
+	if err != nil {
+		t.Fatalf("read the pool with the printed environment: %v", err)
+	}
+	if len(pool.Origins) != 3 {
+		t.Errorf("pool = %+v", pool)
+	}
+
+	res, err := http.Get(started.PrometheusURL + "/api/v1/status/buildinfo")
+	if err != nil {
+		t.Fatalf("Prometheus: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Errorf("Prometheus buildinfo: %s", res.Status)
+	}
+
+	exps, err := experiments.LoadFile(started.ExperimentFile, experiments.LoadOptions{})
+	if err != nil {
+		t.Fatalf("experiment file: %v", err)
+	}
+	e := exps[0]
+	if e.Spec.Prometheus.Address != started.PrometheusURL || e.Spec.Traffic.Cloudflare.PoolID != started.PoolID {
+		t.Errorf("experiment points at %s / %s, fleet at %s / %s", e.Spec.Prometheus.Address, e.Spec.Traffic.Cloudflare.PoolID, started.PrometheusURL, started.PoolID)
+	}
+	if _, err := os.Stat(started.PoolFile); err != nil {
+		t.Errorf("pool file: %v", err)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("demo returned %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var stopped fleetStoppedJSON
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &stopped); err != nil || stopped.Type != "fleet_stopped" {
+		t.Errorf("last line is not fleet_stopped: %v\n%s", err, lines[len(lines)-1])
+	}
+	if _, err := os.Stat(started.ExperimentFile); !os.IsNotExist(err) {
+		t.Errorf("experiment file left behind after exit: %v", err)
+	}
+	if _, err := http.Get(started.PrometheusURL); err == nil {
+		t.Errorf("Prometheus still answers after exit")
+	}
+}
+
+// TestDemoFleetOnlyText checks the human view prints the environment ready to copy, the
+// Prometheus address and the experiment file.
+func TestDemoFleetOnlyText(t *testing.T) {
+	out, stop := startDemoFleet(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "Serving until interrupted") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("demo returned %v", err)
+	}
+	text := out.String()
+	for _, want := range []string{
+		"scenario regression", "variant        errors ×2, latency ×1.3 on prod-use1-monday-staryu, from the first weight change",
+		"export CLOUDFLARE_BASE_URL=http://127.0.0.1:", "export CLOUDFLARE_API_TOKEN=cfemu-token",
+		"export CLOUDFLARE_ACCOUNT_ID=cfemu", "Prometheus     http://127.0.0.1:", "/regression.yaml",
+		"Stopped after",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestDemoUsage(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args     []string
+		code     int
+		wantOut  string
+		wantErrS string
+	}{
+		"not built yet":    {[]string{"demo"}, exitInvalid, "", "without --fleet-only is not built yet"},
+		"unknown scenario": {[]string{"demo", "--fleet-only", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
+		"list":             {[]string{"demo", "--list"}, exitOK, "no-traffic-honour  expect rollback", ""},
+		"list json":        {[]string{"demo", "--list", "-o", "json"}, exitOK, `"type":"scenario"`, ""},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, strings.NewReader(""), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String(), tc.wantOut) || !strings.Contains(errb.String(), tc.wantErrS) {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q", name, code, out.String(), errb.String(), tc.code, tc.wantOut, tc.wantErrS)
+		}
+	}
+}
