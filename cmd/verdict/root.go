@@ -57,6 +57,8 @@ rolls back on its own.`,
 		newRunCmd(g),
 		newStatusCmd(g),
 		newDrainCmd(g), newRestoreCmd(g), newEmulateCmd(g),
+		newDemoCmd(g),
+		newReportCmd(g), newAnalyzeCmd(g),
 		newVersionCmd(g),
 		newCompletionCmd(),
 	)
