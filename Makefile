@@ -1,12 +1,12 @@
 GO        ?= go
 PKGS      ?= ./...
 # Packages that move traffic or hold state are always tested under the race detector.
-RACE_PKGS ?= $(shell $(GO) list ./traffic/... ./engine/... ./store/... 2>/dev/null)
+RACE_PKGS ?= $(shell $(GO) list ./traffic/... ./engine/... ./store/... ./server/... 2>/dev/null)
 BIN       ?= bin/verdict
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build test vet fmt-check bench demo fuzz clean
+.PHONY: all build test vet fmt-check bench microbench demo fuzz clean
 
 all: build
 
@@ -20,12 +20,18 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# BENCH_QUICK=1 runs the benchmark harness in its one-minute mode, so it never rots.
 test: fmt-check vet
-	$(GO) test -count=1 $(PKGS)
+	BENCH_QUICK=1 $(GO) test -count=1 -timeout 30m $(PKGS)
 	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -count=1 $(RACE_PKGS); fi
 
+# bench writes bench/results.md, bench/results.json and the SVG charts (under 10 minutes).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./bench/cmd/verdict-bench -out bench
+
+# microbench runs the Go benchmarks of the statistics and the weight planner.
+microbench:
+	$(GO) test -run '^$$' -bench . -benchmem ./analysis ./experiments ./report ./sim
 
 # Runs the loader fuzz target for FUZZTIME (default 2m).
 FUZZTIME ?= 2m

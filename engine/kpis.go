@@ -50,11 +50,14 @@ func (k *kpiState) judged() []analysis.KPI {
 	tol := float64(*k.spec.Tolerance)
 	var out []analysis.KPI
 	if k.ratio != nil {
-		name := k.spec.Name
+		name, rtol := k.spec.Name, tol
 		if k.spec.Type == experiments.KPILatency {
 			name += " (slower than " + k.spec.SlowerThan.String() + ")"
+			if k.spec.SlowTolerance != nil {
+				rtol = float64(*k.spec.SlowTolerance)
+			}
 		}
-		out = append(out, analysis.KPI{Name: name, State: k.ratio, Harm: harm, Tolerance: tol})
+		out = append(out, analysis.KPI{Name: name, State: k.ratio, Harm: harm, Tolerance: rtol})
 	}
 	if k.gauge != nil {
 		name := k.spec.Name

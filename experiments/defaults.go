@@ -15,6 +15,7 @@ const (
 	DefaultHookTimeout        = 5 * time.Minute
 	DefaultLatencyQuantile    = 0.99
 	DefaultLatencyTolerance   = 0.05
+	DefaultSlowTolerance      = 0.20
 	DefaultRelativeTolerance  = 0.10
 	DefaultMaxDurationPerHold = 2 // maxDuration defaults to this many times the sum of holds
 )
@@ -51,6 +52,10 @@ func (e *Experiment) SetDefaults() {
 		}
 		if k.Type == KPILatency && k.Quantile == 0 {
 			k.Quantile = DefaultLatencyQuantile
+		}
+		if k.Type == KPILatency && k.SlowerThan != nil && k.SlowTolerance == nil {
+			t := Fraction(DefaultSlowTolerance)
+			k.SlowTolerance = &t
 		}
 		if k.Guardrail != nil && k.Guardrail.For == 0 {
 			k.Guardrail.For = DefaultGuardrailFor

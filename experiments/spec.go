@@ -173,9 +173,12 @@ type KPI struct {
 	// gauge, throughput
 	Query string `yaml:"query" json:"query,omitempty"`
 
-	Harm      string     `yaml:"harm" json:"harm"`
-	Tolerance *Fraction  `yaml:"tolerance" json:"tolerance"`
-	Guardrail *Guardrail `yaml:"guardrail" json:"guardrail,omitempty"`
+	Harm      string    `yaml:"harm" json:"harm"`
+	Tolerance *Fraction `yaml:"tolerance" json:"tolerance"`
+	// SlowTolerance is the margin for a latency KPI's slow share (requests slower than
+	// slowerThan), a count ratio much noisier than the mean that Tolerance bounds.
+	SlowTolerance *Fraction  `yaml:"slowTolerance" json:"slowTolerance,omitempty"`
+	Guardrail     *Guardrail `yaml:"guardrail" json:"guardrail,omitempty"`
 	// Critical KPIs roll back on harm alone; for others harm also rolls back, but they may be
 	// left out of promotion with allowInconclusive.
 	AllowInconclusive bool `yaml:"allowInconclusive" json:"allowInconclusive,omitempty"`

@@ -337,6 +337,14 @@ func (v *validator) kpis() {
 		if t := *k.Tolerance; t < 0 || t > 1 {
 			v.errorf(p+".tolerance", "must be between 0%% and 100%%, got %s", t)
 		}
+		if t := k.SlowTolerance; t != nil {
+			switch {
+			case k.Type != KPILatency || k.SlowerThan == nil:
+				v.errorf(p+".slowTolerance", "only latency KPIs with slowerThan have a slow share")
+			case *t < 0 || *t > 1:
+				v.errorf(p+".slowTolerance", "must be between 0%% and 100%%, got %s", *t)
+			}
+		}
 		if g := k.Guardrail; g != nil {
 			gp := p + ".guardrail"
 			switch {

@@ -77,7 +77,7 @@ func TestScenarioOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	squirtle, _ := sc.cluster("prod-use1-monday-squirtle")
-	if squirtle.Profile.LatencyMedian.D() != 54*time.Millisecond || squirtle.Profile.ErrorRate != 0.01 {
+	if squirtle.Profile.LatencyMedian.D() != 54*time.Millisecond || squirtle.Profile.ErrorRate != 0.02 {
 		t.Errorf("squirtle profile = %+v", squirtle.Profile)
 	}
 	if sc.Variant.Effect != (Effect{Errors: 2, Latency: 1.3}) || sc.Variant.From != FromTrigger {

@@ -22,6 +22,7 @@ type demoArgs struct {
 	scenario  string
 	list      bool
 	rate      float64
+	noUI      bool
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -33,6 +34,11 @@ func newDemoCmd(g *globals) *cobra.Command {
 latency and error profiles, instrumented with client_golang), a Cloudflare API emulator whose
 data plane forwards a load generator's requests to them by weight, and an embedded Prometheus
 scraping them with a cluster label. No Cloudflare account and no Kubernetes are needed.
+
+Without flags it runs two experiments end to end with the live view, steps compressed to
+seconds: a regression that Verdict must roll back, then a good variant it must promote. It
+exits 0 when both end as expected. State goes to <state>/demo: inspect a run with
+'verdict --state <state>/demo status RUN-ID' or 'report RUN-ID'.
 
 With --fleet-only it prints the environment, the Prometheus address and an experiment file
 that works against the fleet, and serves until interrupted, so that verdict validate, check,
@@ -46,15 +52,20 @@ scenario file.`,
 			if a.list {
 				return runDemoList(g)
 			}
-			if !a.fleetOnly {
-				return usageErrorf("verdict demo without --fleet-only is not built yet")
+			if a.fleetOnly {
+				return runFleetOnlyContext(cmd.Context(), g, a)
 			}
-			return runFleetOnlyContext(cmd.Context(), g, a)
+			names := demoScenarios
+			if cmd.Flags().Changed("scenario") {
+				names = []string{a.scenario}
+			}
+			return runDemo(cmd.Context(), g, names, a.rate, a.noUI)
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&a.fleetOnly, "fleet-only", false, "start the simulated fleet and serve it until interrupted, without running an experiment")
-	f.StringVar(&a.scenario, "scenario", "regression", "scenario name (see --list) or scenario file")
+	f.StringVar(&a.scenario, "scenario", "regression", "scenario name (see --list) or scenario file; without it the demo runs regression, then good")
+	f.BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
 	f.BoolVar(&a.list, "list", false, "list the built-in scenarios")
 	f.Float64Var(&a.rate, "rate", 0, "mean requests per second through the load balancer (default: the scenario's)")
 	return cmd

@@ -464,7 +464,12 @@ func TestFaultInjection(t *testing.T) {
 	if _, err := fresh.Get(strings.TrimSuffix(s.APIURL(), "/") + poolPath(s, "")); err == nil {
 		t.Errorf("dropped connection returned a response")
 	}
+	// The client sees the dropped connection before the handler has returned and recorded
+	// the call, so wait for the record.
 	calls := s.Calls()
+	for deadline := time.Now().Add(5 * time.Second); len(calls) < 5 && time.Now().Before(deadline); calls = s.Calls() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if len(calls) != 5 || calls[4].Status != 0 || calls[3].Status != 429 {
 		t.Errorf("calls = %+v, want 5 ending in a 429 and a dropped call (status 0)", calls)
 	}
