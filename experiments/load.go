@@ -99,11 +99,22 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		}
 		e.positions = d.positions
 		errs = append(errs, d.errs...)
-		if len(d.errs) == 0 {
-			errs = append(errs, e.checkExplicitZeros()...)
+		if n.Kind == yaml.MappingNode {
+			// Validate even after decoding errors, so one run shows every problem; a field
+			// that could not be decoded is reported once, by the decoder.
+			bad := map[string]bool{}
+			for _, fe := range d.errs {
+				bad[fe.Path] = true
+			}
+			more := e.checkExplicitZeros()
 			e.SetDefaults()
 			if !opts.SkipValidation {
-				errs = append(errs, e.Validate()...)
+				more = append(more, e.Validate()...)
+			}
+			for _, fe := range more {
+				if !bad[fe.Path] {
+					errs = append(errs, fe)
+				}
 			}
 		}
 		exps = append(exps, e)

@@ -84,7 +84,7 @@ func TestScenarioOverrides(t *testing.T) {
 		t.Errorf("variant = %+v", sc.Variant)
 	}
 	out, _ := LoadScenario("outage")
-	if len(out.Events) != 2 || out.Events[0].Prometheus != PrometheusDown || out.Events[0].From != FromTrigger || out.Events[1].At.D() != 80*time.Second {
+	if len(out.Events) != 2 || out.Events[0].Prometheus != PrometheusDown || out.Events[0].From != FromTrigger || out.Events[1].At.D() != 3*time.Minute {
 		t.Errorf("outage events = %+v", out.Events)
 	}
 }
