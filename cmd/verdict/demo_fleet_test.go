@@ -177,10 +177,10 @@ func TestDemoUsage(t *testing.T) {
 		wantOut  string
 		wantErrS string
 	}{
-		"not built yet":    {[]string{"demo"}, exitInvalid, "", "without --fleet-only is not built yet"},
-		"unknown scenario": {[]string{"demo", "--fleet-only", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
-		"list":             {[]string{"demo", "--list"}, exitOK, "no-traffic-honour  expect rollback", ""},
-		"list json":        {[]string{"demo", "--list", "-o", "json"}, exitOK, `"type":"scenario"`, ""},
+		"unknown scenario, full demo": {[]string{"demo", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
+		"unknown scenario":            {[]string{"demo", "--fleet-only", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
+		"list":                        {[]string{"demo", "--list"}, exitOK, "no-traffic-honour  expect rollback", ""},
+		"list json":                   {[]string{"demo", "--list", "-o", "json"}, exitOK, `"type":"scenario"`, ""},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, strings.NewReader(""), &out, &errb)
@@ -188,4 +188,29 @@ func TestDemoUsage(t *testing.T) {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q", name, code, out.String(), errb.String(), tc.code, tc.wantOut, tc.wantErrS)
 		}
 	}
+}
+
+// TestDemoRegression runs the demo's first scenario end to end through the CLI: the fleet,
+// the engine and the JSON event stream; the regression must be rolled back.
+func TestDemoRegression(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an experiment for about a minute in real time; skipped with -short")
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"--state", t.TempDir(), "demo", "--scenario", "regression", "--no-ui"}, strings.NewReader(""), &out, &errb)
+	if code != exitOK {
+		t.Fatalf("demo exit %d\nstderr: %s\nstdout tail: %s", code, errb.String(), tail(out.String(), 2000))
+	}
+	for _, want := range []string{`"type":"run_started"`, `"type":"weights_confirmed"`, `"type":"decision"`, `"verdict":"rolled_back"`, `"asExpected":true`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %s", want)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

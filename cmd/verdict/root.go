@@ -59,6 +59,7 @@ rolls back on its own.`,
 		newDrainCmd(g), newRestoreCmd(g), newEmulateCmd(g),
 		newDemoCmd(g),
 		newReportCmd(g), newAnalyzeCmd(g),
+		newServeCmd(g), newWatchCmd(g),
 		newVersionCmd(g),
 		newCompletionCmd(),
 	)

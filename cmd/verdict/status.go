@@ -18,12 +18,16 @@ import (
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var all bool
+	var srv string
 	cmd := &cobra.Command{
 		Use:   "status [RUN-ID|EXPERIMENT]",
 		Short: "Show runs from the state directory",
 		Long:  "Without an argument, lists runs (unfinished ones unless --all). With one, shows that run (or the experiment's latest) in detail.",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if srv != "" {
+				return remoteStatus(cmd.Context(), g, srv, args, all)
+			}
 			st, err := openStore(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -36,6 +40,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "list finished runs too")
+	addServerFlag(cmd, &srv)
 	return cmd
 }
 
@@ -174,7 +179,7 @@ func newActionCmds(g *globals) []*cobra.Command {
 	}
 	var cmds []*cobra.Command
 	for _, action := range engine.Actions {
-		var who, reason string
+		var who, reason, srv string
 		cmd := &cobra.Command{
 			Use:   action + " RUN-ID|EXPERIMENT",
 			Short: help[action],
@@ -183,6 +188,9 @@ process running the experiment at its next step (within seconds). If no process 
 resume it with 'verdict run FILE --resume RUN-ID' and the action is applied first.`,
 			Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if srv != "" {
+					return remoteAction(cmd.Context(), g, srv, action, args[0], who, reason)
+				}
 				st, err := openStore(cmd.Context(), g)
 				if err != nil {
 					return err
@@ -211,6 +219,7 @@ resume it with 'verdict run FILE --resume RUN-ID' and the action is applied firs
 		}
 		cmd.Flags().StringVar(&who, "who", "", "who asks (default: your login name)")
 		cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's history and report")
+		addServerFlag(cmd, &srv)
 		cmds = append(cmds, cmd)
 	}
 	return cmds

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/verdict-dev/verdict/server"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// serveArgs are the parsed arguments of verdict serve.
+type serveArgs struct {
+	dir       string
+	listen    string
+	tokenFile string
+	poll      time.Duration
+	tick      time.Duration
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var a serveArgs
+	cmd := &cobra.Command{
+		Use:   "serve --dir DIR",
+		Short: "Run experiments from a directory as a service, with an API, a web dashboard and /metrics",
+		Long: `Serve watches a directory of experiment files (a GitOps checkout). A new or changed valid
+file starts its experiments, several at once (one per pool); a change to a running experiment
+is refused and said; an invalid file runs nothing and its errors are shown; a removed file
+leaves its runs running.
+
+It serves the dashboard at /, the JSON API and event streams under /api/v1 (docs/api.yaml),
+and Prometheus metrics at /metrics. On loopback no token is needed; on any other address a
+bearer token is required (VERDICT_TOKEN or --token-file), or serve refuses to start.
+
+SIGTERM or Ctrl-C stops stepping, persists every run and leaves the pools as they are; the
+next 'verdict serve' on the same --state resumes the runs from this directory.
+
+Cloudflare credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) and
+CLOUDFLARE_BASE_URL, as for verdict run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), g, cmd, a)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&a.dir, "dir", "", "directory of experiment files to watch (required)")
+	f.StringVar(&a.listen, "listen", server.DefaultListen, "address to listen on; beyond loopback a token is required")
+	f.StringVar(&a.tokenFile, "token-file", "", "file holding the API's bearer token (default: $VERDICT_TOKEN)")
+	f.DurationVar(&a.poll, "poll", 2*time.Second, "how often the directory is scanned")
+	f.DurationVar(&a.tick, "tick", 0, "how often runs step (default: per experiment, a sixth of its analysis interval, 1s–10s)")
+	return cmd
+}
+
+// serveToken reads the bearer token: --token-file, else VERDICT_TOKEN.
+func serveToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv("VERDICT_TOKEN")), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	return tok, nil
+}
+
+// serveLogger logs text on a terminal and JSON otherwise (to a log collector), at info
+// unless --log-level says otherwise.
+func serveLogger(g *globals, cmd *cobra.Command) *slog.Logger {
+	lvl := slog.LevelInfo
+	if cmd.Flags().Changed("log-level") || g.v.IsSet("log-level") {
+		_ = lvl.UnmarshalText([]byte(g.logLevel))
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if isTerminal(g.stdio.err) {
+		return slog.New(slog.NewTextHandler(g.stdio.err, opts))
+	}
+	return slog.New(slog.NewJSONHandler(g.stdio.err, opts))
+}
+
+func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) error {
+	if a.dir == "" {
+		return usageErrorf("serve needs --dir: the directory of experiment files to run")
+	}
+	if fi, err := os.Stat(a.dir); err != nil || !fi.IsDir() {
+		return usageErrorf("--dir %s is not a directory", a.dir)
+	}
+	token, err := serveToken(a.tokenFile)
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	log := serveLogger(g, cmd)
+	tel := server.NewTelemetry()
+	cfo, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv)
+	if errors.Is(err, traffic.ErrNoCredentials) {
+		return usageErrorf("no Cloudflare credentials: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE), and CLOUDFLARE_BASE_URL for the emulator")
+	}
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	cfo.HTTPClient = &http.Client{Transport: tel.CloudflareTransport(nil)}
+	// Each run gets its own client, whose log lines name the run.
+	steererFor := func(l *slog.Logger) (traffic.Steerer, error) {
+		o := cfo
+		o.Logger = l
+		return traffic.NewCloudflare(o)
+	}
+	if _, err := steererFor(log); err != nil {
+		return withCode(exitInvalid, err)
+	}
+	st, err := openStore(context.WithoutCancel(ctx), g)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token,
+		Tick: a.tick, Telemetry: tel, Logger: log})
+	if errors.Is(err, server.ErrTokenRequired) {
+		return withCode(exitInvalid, err)
+	}
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	if err := srv.Start(); err != nil {
+		return withCode(exitError, err)
+	}
+	if g.json() {
+		writeJSON(g.stdout, map[string]any{"type": "serving", "version": jsonVersion, "url": srv.URL(), "dir": a.dir, "auth": token != ""})
+	} else {
+		fmt.Fprintf(g.stdout, "Verdict is serving %s\n  dashboard  %s/\n  API        %s/api/v1/experiments\n  metrics    %s/metrics\nStop with Ctrl-C or SIGTERM: runs are persisted and pools left as they are.\n", a.dir, srv.URL(), srv.URL(), srv.URL())
+	}
+	<-ctx.Done()
+	if err := srv.Close(); err != nil {
+		return withCode(exitError, err)
+	}
+	return nil
+}

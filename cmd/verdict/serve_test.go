@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verdict-dev/verdict/server"
+	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/traffic"
+	"github.com/verdict-dev/verdict/traffic/cfemu"
+)
+
+func TestServeRefusesNonLoopbackWithoutToken(t *testing.T) {
+	t.Setenv("CLOUDFLARE_API_TOKEN", "x")
+	t.Setenv("CLOUDFLARE_BASE_URL", "http://127.0.0.1:1/client/v4/")
+	t.Setenv("VERDICT_TOKEN", "")
+	code, _, errOut := runCLI(t, "serve", "--state", t.TempDir(), "--dir", t.TempDir(), "--listen", "0.0.0.0:0")
+	if code != exitInvalid || !strings.Contains(errOut, "token") {
+		t.Errorf("exit %d, stderr %q; want 2 and a word about the token", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "serve", "--state", t.TempDir())
+	if code != exitInvalid || !strings.Contains(errOut, "--dir") {
+		t.Errorf("serve without --dir: exit %d, %q", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "watch", "some-run")
+	if code != exitInvalid || !strings.Contains(errOut, "VERDICT_SERVER") {
+		t.Errorf("watch without a server: exit %d, %q", code, errOut)
+	}
+}
+
+const remoteExperiment = `apiVersion: verdict.dev/v1alpha1
+kind: Experiment
+metadata: {name: remote}
+spec:
+  canary: {cluster: c1}
+  baselines: [c2]
+  traffic:
+    cloudflare:
+      accountID: %s
+      poolID: %s
+      origins: {c1: o1, c2: o2}
+    steps: [{weight: 10%%, hold: 1h}]
+  prometheus: {address: "http://127.0.0.1:1"}
+  kpis:
+    - name: errors
+      type: ratio
+      events: sum by (cluster) (increase(e[{{.Interval}}]))
+      total: sum by (cluster) (increase(t[{{.Interval}}]))
+  analysis: {interval: 1m, prePeriod: 0s, maxDuration: 2h, noDataTimeout: 1h}
+`
+
+// TestRemoteCommands drives status, watch and the actions against a running server.
+// Prometheus is unreachable on purpose: the run ramps to step 1 and then waits for data,
+// which is all the commands need.
+func TestRemoteCommands(t *testing.T) {
+	emu := cfemu.New(cfemu.Options{RateLimit: -1})
+	poolID := "0123456789abcdef0123456789abcdef"
+	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start("127.0.0.1:0", ""); err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	steer, err := traffic.NewCloudflare(traffic.CloudflareOptions{Token: emu.Token(), AccountID: emu.AccountID(), BaseURL: emu.APIURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const token = "tok-123"
+	srv, err := server.New(server.Options{Store: st, Steerer: steer, Dir: dir, Listen: "127.0.0.1:0", Token: token, Poll: 50 * time.Millisecond, Tick: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	url := srv.URL()
+
+	t.Setenv("VERDICT_TOKEN", "wrong")
+	if code, _, errOut := runCLI(t, "status", "--server", url); code != exitError || !strings.Contains(errOut, "refused the token") {
+		t.Errorf("wrong token: exit %d, %q", code, errOut)
+	}
+	t.Setenv("VERDICT_TOKEN", token)
+	var id string
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("no ramping run on the server")
+		}
+		_, out, _ := runCLI(t, "status", "--server", url)
+		if strings.Contains(out, "Ramping") {
+			id = strings.Fields(strings.Split(out, "\n")[1])[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, out, errOut := runCLI(t, "status", id, "--server", url)
+	if code != 0 || !strings.Contains(out, "Experiment remote") || !strings.Contains(out, "weights_confirmed") {
+		t.Errorf("status RUN: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// watch follows the run until the abort ends it, and exits 4 like verdict run.
+	type result struct {
+		code     int
+		out, err string
+	}
+	watched := make(chan result, 1)
+	go func() {
+		c, o, e := runCLI(t, "watch", id, "--server", url, "-o", "json")
+		watched <- result{c, o, e}
+	}()
+	time.Sleep(200 * time.Millisecond) // let watch connect; it catches up from its cursor either way
+	t.Setenv("VERDICT_SERVER", url)    // the environment works like --server
+	code, out, errOut = runCLI(t, "abort", id, "--who", "frank", "--reason", "from the CLI")
+	if code != 0 || !strings.Contains(out, "applied (by frank)") {
+		t.Errorf("abort: exit %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case r := <-watched:
+		if r.code != exitAborted || !strings.Contains(r.out, `"type":"run_ended"`) || !strings.Contains(r.out, `"type":"run_result"`) {
+			t.Errorf("watch: exit %d\n%s%s", r.code, r.out, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("watch did not end with the run")
+	}
+	code, _, errOut = runCLI(t, "pause", id)
+	if code != exitInvalid || !strings.Contains(errOut, "already ended") {
+		t.Errorf("pause of an ended run: exit %d, %q", code, errOut)
+	}
+	code, out, _ = runCLI(t, "status", "--all", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"state":"Aborted"`) || !strings.Contains(out, `"endedBy":"frank"`) {
+		t.Errorf("status --all via VERDICT_SERVER: exit %d\n%s", code, out)
+	}
+}
+
+// TestServeCommand runs `verdict serve` itself against the emulator: it starts the
+// directory's experiment, answers the API, logs JSON lines naming the run, and stops on
+// cancellation (SIGTERM) leaving the run unfinished for the next start.
+func TestServeCommand(t *testing.T) {
+	emu := cfemu.New(cfemu.Options{RateLimit: -1})
+	poolID := "0123456789abcdef0123456789abcdef"
+	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start("127.0.0.1:0", ""); err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	dir, state := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CLOUDFLARE_API_TOKEN", emu.Token())
+	t.Setenv("CLOUDFLARE_BASE_URL", emu.APIURL())
+	t.Setenv("VERDICT_TOKEN", "")
+	var out, errb lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRootCmd(&streams{in: strings.NewReader(""), out: &out, err: &errb})
+		root.SetArgs([]string{"serve", "--dir", dir, "--state", state, "--listen", "127.0.0.1:0", "--poll", "50ms", "--tick", "100ms"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	var url string
+	deadline := time.Now().Add(30 * time.Second)
+	for url == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s%s", out.String(), errb.String())
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "dashboard" {
+				url = strings.TrimSuffix(f[1], "/")
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var runID string
+	for runID == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ramping run:\n%s", errb.String())
+		}
+		_, o, _ := runCLI(t, "status", "--server", url)
+		if strings.Contains(o, "Ramping") {
+			runID = strings.Fields(strings.Split(o, "\n")[1])[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	logs := errb.String()
+	if !strings.Contains(logs, `"run":"`+runID+`"`) || !strings.Contains(logs, `"msg":"pool weights written"`) || strings.Contains(logs, emu.Token()) {
+		t.Errorf("logs: want JSON lines naming the run (the Cloudflare client's too) and no token:\n%s", logs)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if strings.Contains(line, "weights") && !strings.Contains(line, `"run":"`+runID+`"`) {
+			t.Errorf("a line about the run without its ID: %s", line)
+		}
+	}
+	code, o, _ := runCLI(t, "status", "--state", state, "-o", "json")
+	if code != 0 || !strings.Contains(o, runID) || !strings.Contains(o, `"state":"Ramping"`) {
+		t.Errorf("after stopping, the run should be left Ramping for the next start: %s", o)
+	}
+}

@@ -1,0 +1,595 @@
+package server
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/verdict-dev/verdict/analysis"
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/report"
+	"github.com/verdict-dev/verdict/store"
+)
+
+// APIVersion is the version of the API's JSON documents (docs/api.yaml).
+const APIVersion = 1
+
+// maxBody bounds request bodies: actions carry a name and a sentence, nothing more.
+const maxBody = 16 << 10
+
+// Handler serves the API, the event streams, /metrics and the dashboard.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.routes = nil
+	api := func(pattern string, h http.HandlerFunc) {
+		s.routes = append(s.routes, pattern)
+		mux.Handle(pattern, s.guard(h))
+	}
+	api("GET /api/v1/experiments", s.listExperiments)
+	api("GET /api/v1/experiments/{name}", s.getExperiment)
+	api("GET /api/v1/files", s.listFiles)
+	api("GET /api/v1/runs", s.listRuns)
+	api("GET /api/v1/runs/{id}", s.getRun)
+	api("GET /api/v1/runs/{id}/decisions", s.getDecisions)
+	api("GET /api/v1/runs/{id}/observations", s.getObservations)
+	api("GET /api/v1/runs/{id}/events", s.getEvents)
+	api("GET /api/v1/runs/{id}/stream", s.streamRun)
+	api("GET /api/v1/runs/{id}/report", s.getReport)
+	api("GET /api/v1/stream", s.streamAll)
+	for _, a := range engine.Actions {
+		api("POST /api/v1/runs/{id}/"+a, s.action(a))
+	}
+	api("GET /metrics", s.tel.handler().ServeHTTP)
+	s.routes = append(s.routes, "GET /healthz")
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	dash := dashboard()
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET /assets/", dash)
+	return s.secure(mux)
+}
+
+// secure sets the headers every answer carries and refuses requests from other origins.
+func (s *Server) secure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "SAMEORIGIN")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'self'")
+		// A browser on another site may send requests here (the API has no CORS): refuse
+		// them, and on loopback without a token also refuse foreign Host names (DNS
+		// rebinding), since there the network position is the only credential.
+		if o := r.Header.Get("Origin"); o != "" {
+			if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+				apiError(w, http.StatusForbidden, "cross-origin request refused")
+				return
+			}
+		}
+		if s.opts.Token == "" && !isLoopbackHost(r.Host) {
+			apiError(w, http.StatusForbidden, "host "+r.Host+" refused: without a token the server answers only loopback names")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isLoopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.Trim(host, "[]")
+	return isLoopback(net.JoinHostPort(host, "0"))
+}
+
+// guard requires the bearer token when one is configured.
+func (s *Server) guard(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="verdict"`)
+				apiError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+				return
+			}
+		}
+		h(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// apiError answers with the API's error document.
+func apiError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]any{"error": msg, "status": code})
+}
+
+func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		apiError(w, http.StatusNotFound, "no "+what)
+		return
+	}
+	s.opts.Logger.Error("store", "what", what, "err", err)
+	apiError(w, http.StatusInternalServerError, "reading the state failed: "+err.Error())
+}
+
+// RunSummary is a run as lists show it.
+type RunSummary struct {
+	ID         string        `json:"id"`
+	Experiment string        `json:"experiment"`
+	Pool       string        `json:"pool"`
+	File       string        `json:"file,omitempty"`
+	State      store.State   `json:"state"`
+	Step       int           `json:"step"`
+	Steps      int           `json:"steps"`
+	Verdict    string        `json:"verdict,omitempty"`
+	Reason     string        `json:"reason,omitempty"`
+	EndedBy    string        `json:"endedBy,omitempty"`
+	Canary     string        `json:"canary,omitempty"`
+	Baselines  []string      `json:"baselines,omitempty"`
+	Weights    store.Weights `json:"weights,omitempty"`
+	Original   store.Weights `json:"original,omitempty"`
+	// CanaryShare is the canary's share of the experiment's traffic now (0–1).
+	CanaryShare *float64 `json:"canaryShare,omitempty"`
+	// Supervised is true when this server drives the run.
+	Supervised bool   `json:"supervised"`
+	Stalled    string `json:"stalled,omitempty"`
+	// Decision is the latest decision of a supervised run, KPI by KPI.
+	Decision  *analysis.Decision `json:"decision,omitempty"`
+	PauseNote string             `json:"pauseNote,omitempty"`
+	CreatedAt time.Time          `json:"createdAt"`
+	UpdatedAt time.Time          `json:"updatedAt"`
+	StartedAt time.Time          `json:"startedAt,omitzero"`
+	EndedAt   time.Time          `json:"endedAt,omitzero"`
+	ReportURL string             `json:"reportURL"`
+}
+
+func (s *Server) summarize(rec *store.Run) RunSummary {
+	sum := RunSummary{ID: rec.ID, Experiment: rec.Experiment, Pool: rec.Pool, File: rec.SpecFile, State: rec.State, Step: rec.Step,
+		Verdict: rec.Verdict, Reason: rec.Reason, EndedBy: rec.EndedBy, Weights: rec.Current, Original: rec.Original,
+		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, StartedAt: rec.StartedAt, EndedAt: rec.EndedAt, ReportURL: s.reportURL(rec.ID)}
+	if r, ok := s.sup.get(rec.ID); ok {
+		snap := r.snapshot()
+		if snap.Run.Version >= rec.Version {
+			sum.State, sum.Step, sum.Verdict, sum.Reason, sum.EndedBy = snap.Run.State, snap.Run.Step, snap.Run.Verdict, snap.Run.Reason, snap.Run.EndedBy
+			sum.Weights, sum.Original, sum.UpdatedAt, sum.EndedAt = snap.Run.Current, snap.Run.Original, snap.Run.UpdatedAt, snap.Run.EndedAt
+		}
+		sum.Supervised = !r.isDone()
+		if p := r.stalled.Load(); p != nil {
+			sum.Stalled = *p
+		}
+		sum.Decision, sum.Steps = snap.Decision, snap.Steps
+		if sum.State == store.StatePaused {
+			sum.PauseNote = snap.PauseNote
+		}
+		sum.Canary, sum.Baselines = r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
+		if v, ok := canaryShare(r, store.Run{Current: sum.Weights, Original: sum.Original}); ok {
+			sum.CanaryShare = &v
+		}
+		return sum
+	}
+	var spec struct {
+		Spec struct {
+			Canary struct {
+				Cluster string `json:"cluster"`
+			} `json:"canary"`
+			Baselines []string `json:"baselines"`
+			Traffic   struct {
+				Steps      []json.RawMessage `json:"steps"`
+				Cloudflare struct {
+					Origins map[string]string `json:"origins"`
+				} `json:"cloudflare"`
+			} `json:"traffic"`
+		} `json:"spec"`
+	}
+	if json.Unmarshal(rec.Spec, &spec) == nil {
+		sum.Canary, sum.Baselines, sum.Steps = spec.Spec.Canary.Cluster, spec.Spec.Baselines, len(spec.Spec.Traffic.Steps)
+		w := sum.Weights
+		if len(w) == 0 {
+			w = sum.Original
+		}
+		total := 0.0
+		for _, c := range append([]string{sum.Canary}, sum.Baselines...) {
+			total += w[spec.Spec.Traffic.Cloudflare.Origins[c]]
+		}
+		if total > 0 {
+			v := w[spec.Spec.Traffic.Cloudflare.Origins[sum.Canary]] / total
+			sum.CanaryShare = &v
+		}
+	}
+	return sum
+}
+
+func (r *runner) isDone() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) reportURL(id string) string {
+	if s.opts.ReportURL != nil {
+		return s.opts.ReportURL(id)
+	}
+	return "/api/v1/runs/" + url.PathEscape(id) + "/report"
+}
+
+func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	all := q.Get("all") == "true" || q.Get("all") == "1"
+	limit, _ := strconv.Atoi(q.Get("limit"))
+	if limit <= 0 || limit > 1000 {
+		limit = 200
+	}
+	runs, err := s.opts.Store.ListRuns(r.Context(), store.ListOptions{Experiment: q.Get("experiment"), Unfinished: !all, Limit: limit})
+	if err != nil {
+		s.storeError(w, "runs", err)
+		return
+	}
+	out := []RunSummary{}
+	for _, rec := range runs {
+		out = append(out, s.summarize(rec))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "runs": out, "cursor": s.broker.cursor()})
+}
+
+// ExperimentView is an experiment as the API shows it: where it is declared, what the
+// watcher made of it, and its runs, latest first.
+type ExperimentView struct {
+	Name string       `json:"name"`
+	File string       `json:"file,omitempty"`
+	Note string       `json:"note,omitempty"`
+	Runs []RunSummary `json:"runs"`
+}
+
+func (s *Server) experimentViews(r *http.Request, only string) ([]ExperimentView, error) {
+	byName := map[string]*ExperimentView{}
+	get := func(name string) *ExperimentView {
+		v := byName[name]
+		if v == nil {
+			v = &ExperimentView{Name: name, Runs: []RunSummary{}}
+			byName[name] = v
+		}
+		return v
+	}
+	if s.watch != nil {
+		for _, f := range s.watch.status() {
+			if f.Status == "removed" {
+				continue
+			}
+			for _, name := range f.Experiments {
+				if only != "" && name != only {
+					continue
+				}
+				v := get(name)
+				if v.File == "" {
+					v.File, v.Note = f.Path, f.Notes[name]
+				}
+			}
+		}
+	}
+	runs, err := s.opts.Store.ListRuns(r.Context(), store.ListOptions{Experiment: only, Limit: 500})
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range runs {
+		v := get(rec.Experiment)
+		if len(v.Runs) < 20 {
+			v.Runs = append(v.Runs, s.summarize(rec))
+		}
+	}
+	out := make([]ExperimentView, 0, len(byName))
+	for _, v := range byName {
+		out = append(out, *v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (s *Server) listExperiments(w http.ResponseWriter, r *http.Request) {
+	views, err := s.experimentViews(r, "")
+	if err != nil {
+		s.storeError(w, "runs", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "experiments": views, "cursor": s.broker.cursor()})
+}
+
+func (s *Server) getExperiment(w http.ResponseWriter, r *http.Request) {
+	views, err := s.experimentViews(r, r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, "runs", err)
+		return
+	}
+	if len(views) == 0 {
+		apiError(w, http.StatusNotFound, "no experiment "+r.PathValue("name"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "experiment": views[0]})
+}
+
+func (s *Server) listFiles(w http.ResponseWriter, _ *http.Request) {
+	files := []FileStatus{}
+	if s.watch != nil {
+		files = s.watch.status()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "dir": s.opts.Dir, "files": files})
+}
+
+// run finds a run by ID or by experiment name (its latest run).
+func (s *Server) run(w http.ResponseWriter, r *http.Request) (*store.Run, bool) {
+	rec, err := s.opts.Store.Run(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.storeError(w, "run or experiment "+r.PathValue("id"), err)
+		return nil, false
+	}
+	return rec, true
+}
+
+func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	out := map[string]any{"version": APIVersion, "run": s.summarize(rec), "spec": rec.Spec, "intent": rec.Intent,
+		"messages": s.broker.recent(rec.ID, 50), "cursor": s.broker.cursor()}
+	if rr, ok := s.sup.get(rec.ID); ok {
+		snap := rr.snapshot()
+		out["values"], out["share"], out["hold"], out["stepElapsed"] = snap.Values, snap.Share, snap.Hold.String(), snap.Run.StepElapsed.String()
+		out["rampStart"], out["maxDuration"] = snap.RampStart, snap.MaxDuration.String()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	ds, err := s.opts.Store.Decisions(r.Context(), rec.ID)
+	if err != nil {
+		s.storeError(w, "decisions", err)
+		return
+	}
+	if ds == nil {
+		ds = []store.Decision{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "decisions": ds})
+}
+
+func (s *Server) getObservations(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	obs, err := s.opts.Store.Observations(r.Context(), rec.ID)
+	if err != nil {
+		s.storeError(w, "observations", err)
+		return
+	}
+	if obs == nil {
+		obs = []store.Observation{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "observations": obs})
+}
+
+func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	evs, err := s.opts.Store.Events(r.Context(), rec.ID, after)
+	if err != nil {
+		s.storeError(w, "events", err)
+		return
+	}
+	if evs == nil {
+		evs = []store.Event{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "events": evs})
+}
+
+// ActionRequest is the body of an action: who asks, and why.
+type ActionRequest struct {
+	Who    string `json:"who"`
+	Reason string `json:"reason"`
+}
+
+// ActionResult says what became of an action.
+type ActionResult struct {
+	Version int    `json:"version"`
+	Run     string `json:"run"`
+	Action  string `json:"action"`
+	Command int64  `json:"command"`
+	Who     string `json:"who"`
+	Reason  string `json:"reason,omitempty"`
+	// Applied is true when the run has taken the action; false means it is queued for the
+	// process running the experiment (202 Accepted). The engine may take an action and
+	// ignore it (pausing a run that is rolling back): State against Previous tells.
+	Applied  bool          `json:"applied"`
+	State    store.State   `json:"state"`
+	Previous store.State   `json:"previous"`
+	Summary  *RunSummary   `json:"summary,omitempty"`
+	Weights  store.Weights `json:"weights,omitempty"`
+}
+
+func (s *Server) action(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			apiError(w, http.StatusUnsupportedMediaType, "actions take a JSON body (Content-Type: application/json) with who and reason")
+			return
+		}
+		var req ActionRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody))
+				return
+			}
+			apiError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+			return
+		}
+		req.Who, req.Reason = strings.TrimSpace(req.Who), strings.TrimSpace(req.Reason)
+		if len(req.Who) > 200 || len(req.Reason) > 2000 {
+			apiError(w, http.StatusBadRequest, "who is limited to 200 bytes and reason to 2000")
+			return
+		}
+		if req.Who == "" {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			req.Who = "api@" + host
+		}
+		rec, ok := s.run(w, r)
+		if !ok {
+			return
+		}
+		if rec.State.Terminal() {
+			apiError(w, http.StatusConflict, fmt.Sprintf("run %s has already ended (%s)", rec.ID, rec.State))
+			return
+		}
+		previous := s.summarize(rec).State
+		c := &store.Command{RunID: rec.ID, Action: action, Who: req.Who, Reason: req.Reason, CreatedAt: s.opts.Clock.Now()}
+		applied, err := s.sup.act(r.Context(), c, s.opts.ActionWait)
+		if err != nil {
+			s.storeError(w, "command", err)
+			return
+		}
+		s.opts.Logger.Info("action requested", "run", rec.ID, "action", action, "who", req.Who, "reason", req.Reason, "applied", applied)
+		if now, err := s.opts.Store.Run(r.Context(), rec.ID); err == nil {
+			rec = now
+		}
+		sum := s.summarize(rec)
+		res := ActionResult{Version: APIVersion, Run: rec.ID, Action: action, Command: c.ID, Who: req.Who, Reason: req.Reason, Applied: applied, State: sum.State, Previous: previous, Summary: &sum, Weights: sum.Weights}
+		code := http.StatusOK
+		if !applied {
+			code = http.StatusAccepted
+		}
+		writeJSON(w, code, res)
+	}
+}
+
+func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	rep, err := report.FromStore(r.Context(), s.opts.Store, rec.ID)
+	if err != nil {
+		s.storeError(w, "report of "+rec.ID, err)
+		return
+	}
+	var buf bytes.Buffer
+	if err := report.WriteHTML(&buf, rep); err != nil {
+		apiError(w, http.StatusInternalServerError, "render the report: "+err.Error())
+		return
+	}
+	// The report is one self-contained page: inline styles and SVG, no script.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Write(buf.Bytes())
+}
+
+// ---- event streams ----------------------------------------------------------------------
+
+func (s *Server) streamAll(w http.ResponseWriter, r *http.Request) { s.stream(w, r, "") }
+
+func (s *Server) streamRun(w http.ResponseWriter, r *http.Request) {
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	s.stream(w, r, rec.ID)
+}
+
+// stream serves server-sent events: the messages after Last-Event-ID (or ?after=), then
+// live ones, with a comment every 15s to keep proxies from closing the connection. A
+// position that cannot be resumed exactly (the server restarted, or the client fell too
+// far behind) gets a "reset" event: re-read the state, then carry on from its ID.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, run string) {
+	// A stream outlives the server's read and write timeouts (a read deadline passing would
+	// cancel the request), so it lifts both for itself.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	rc.SetReadDeadline(time.Time{})
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("after")
+	}
+	backlog, sub, cursor, ok := s.broker.subscribe(run, last, 512)
+	defer s.broker.unsubscribe(sub)
+	s.tel.sseClients.Inc()
+	defer s.tel.sseClients.Dec()
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	if !ok {
+		fmt.Fprintf(w, "id: %s\nevent: reset\ndata: %s\n\n", cursor, mustJSON(map[string]string{"reason": "position " + last + " is gone (server restarted or client too far behind): re-read the state", "cursor": cursor}))
+	}
+	for _, m := range backlog {
+		writeEvent(w, m)
+	}
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case m, open := <-sub.ch:
+			if !open {
+				return
+			}
+			writeEvent(w, m)
+			// Send what else is already queued in the same write.
+			for more := true; more; {
+				select {
+				case m, open := <-sub.ch:
+					if !open {
+						rc.Flush()
+						return
+					}
+					writeEvent(w, m)
+				default:
+					more = false
+				}
+			}
+		case <-ping.C:
+			fmt.Fprint(w, ": ping\n\n")
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+func writeEvent(w io.Writer, m Message) {
+	fmt.Fprintf(w, "id: %s\ndata: %s\n\n", m.ID, mustJSON(m))
+}

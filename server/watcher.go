@@ -1,0 +1,292 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/store"
+)
+
+// FileStatus is what the watcher made of one experiment file.
+type FileStatus struct {
+	Path string `json:"path"`
+	// Status is valid, invalid or removed.
+	Status string `json:"status"`
+	// Errors are the file's problems, each naming line, column and field.
+	Errors []string `json:"errors,omitempty"`
+	// Experiments are the names of the experiments the file declares.
+	Experiments []string `json:"experiments,omitempty"`
+	// Notes say what happened to each experiment: started, waiting, refused, …
+	Notes     map[string]string `json:"notes,omitempty"`
+	Hash      string            `json:"hash,omitempty"`
+	CheckedAt time.Time         `json:"checkedAt"`
+}
+
+// watcher polls a directory of experiment files (a GitOps checkout) and reconciles: a new
+// or changed valid experiment starts, a change to a running one is refused, an invalid
+// file runs nothing, a removed file leaves its runs running. Polling rather than inotify:
+// it works the same on every file system, including the network mounts and symlink swaps
+// (git-sync) that GitOps checkouts live on.
+type watcher struct {
+	s   *Server
+	dir string
+
+	mu    sync.Mutex
+	files map[string]*FileStatus
+	said  map[string]bool // notices already published, so each is said once
+}
+
+func newWatcher(s *Server, dir string) *watcher {
+	return &watcher{s: s, dir: dir, files: map[string]*FileStatus{}, said: map[string]bool{}}
+}
+
+func (w *watcher) status() []FileStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]FileStatus, 0, len(w.files))
+	for _, f := range w.files {
+		c := *f
+		c.Notes = map[string]string{}
+		for k, v := range f.Notes {
+			c.Notes[k] = v
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// once publishes a notice the first time key is seen.
+func (w *watcher) once(key, typ, run, msg string, data map[string]any) {
+	w.mu.Lock()
+	seen := w.said[key]
+	w.said[key] = true
+	w.mu.Unlock()
+	if !seen {
+		w.s.notice(typ, run, msg, data)
+	}
+}
+
+func isExperimentFile(name string) bool {
+	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+}
+
+// list returns the experiment files under dir, skipping hidden directories (.git).
+func (w *watcher) list() ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(w.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != w.dir && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && isExperimentFile(d.Name()) && !strings.HasPrefix(d.Name(), ".") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// scan reads every file once and reconciles the experiments they declare with the runs.
+func (w *watcher) scan(ctx context.Context) error {
+	paths, err := w.list()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", w.dir, err)
+	}
+	now := w.s.opts.Clock.Now()
+	seen := map[string]bool{}
+	owner := map[string]string{} // experiment name -> file declaring it first
+	for _, p := range paths {
+		seen[p] = true
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue // removed between listing and reading: the next scan sees it gone
+		}
+		sum := sha256.Sum256(data)
+		hash := hex.EncodeToString(sum[:8])
+		fst := &FileStatus{Path: p, Hash: hash, CheckedAt: now, Notes: map[string]string{}}
+		exps, err := experiments.Load(p, data, experiments.LoadOptions{LookupEnv: w.s.opts.LookupEnv})
+		if err != nil {
+			fst.Status = "invalid"
+			var el experiments.ErrorList
+			if errors.As(err, &el) {
+				for _, e := range el {
+					fst.Errors = append(fst.Errors, e.Error())
+				}
+			} else {
+				fst.Errors = []string{err.Error()}
+			}
+			w.put(fst)
+			w.once("invalid:"+p+":"+hash, "file_invalid", "", fmt.Sprintf("%s is invalid; nothing in it runs until it is fixed:\n%s", p, strings.Join(fst.Errors, "\n")),
+				map[string]any{"file": p, "errors": fst.Errors})
+			continue
+		}
+		fst.Status = "valid"
+		for _, exp := range exps {
+			name := exp.Metadata.Name
+			fst.Experiments = append(fst.Experiments, name)
+			if first, dup := owner[name]; dup {
+				fst.Notes[name] = "ignored: " + first + " already declares " + name
+				w.once("dup:"+p+":"+name+":"+hash, "file_invalid", "", fmt.Sprintf("%s: experiment %s is also declared in %s; this one is ignored", p, name, first), map[string]any{"file": p, "experiment": name})
+				continue
+			}
+			owner[name] = p
+			fst.Notes[name] = w.reconcile(ctx, p, hash, exp)
+		}
+		w.put(fst)
+	}
+	w.mu.Lock()
+	var gone []*FileStatus
+	for p, f := range w.files {
+		if !seen[p] && f.Status != "removed" {
+			f.Status = "removed"
+			f.CheckedAt = now
+			gone = append(gone, f)
+		}
+	}
+	w.mu.Unlock()
+	for _, f := range gone {
+		w.removed(ctx, f)
+	}
+	invalid := 0
+	for _, f := range w.status() {
+		if f.Status == "invalid" {
+			invalid++
+		}
+	}
+	w.s.tel.fileErrors.Set(float64(invalid))
+	return nil
+}
+
+func (w *watcher) put(f *FileStatus) {
+	w.mu.Lock()
+	w.files[f.Path] = f
+	w.mu.Unlock()
+}
+
+// reconcile decides what a valid experiment declaration means now, and says it.
+func (w *watcher) reconcile(ctx context.Context, file, hash string, exp *experiments.Experiment) string {
+	name := exp.Metadata.Name
+	spec := string(mustJSON(exp))
+	latest, err := w.s.opts.Store.Run(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "not checked: " + err.Error()
+	}
+	if latest != nil && !latest.State.Terminal() {
+		if spec != string(latest.Spec) {
+			msg := fmt.Sprintf("%s changed %s while run %s is %s: the change is refused and not applied; the run goes on as it started. Abort it (or let it finish) for the new version to start.", file, name, latest.ID, latest.State)
+			w.once("refused:"+latest.ID+":"+hash, "spec_refused", latest.ID, msg, map[string]any{"file": file, "experiment": name})
+			return "change refused: run " + latest.ID + " is running the previous version"
+		}
+		if _, ok := w.s.sup.get(latest.ID); !ok {
+			return "run " + latest.ID + " is " + string(latest.State) + " in another process"
+		}
+		return "running as " + latest.ID
+	}
+	if latest != nil && spec == string(latest.Spec) {
+		return "ran as " + latest.ID + " (" + latest.Verdict + "); change the file to run it again"
+	}
+	r, err := w.s.sup.start(ctx, exp, file)
+	var busy *store.PoolBusyError
+	if errors.As(err, &busy) {
+		w.once("busy:"+file+":"+name+":"+hash+":"+busy.RunID, "experiment_waiting", "", fmt.Sprintf("%s waits: pool %s is owned by run %s; it starts when that run ends", name, busy.Pool, busy.RunID), map[string]any{"file": file, "experiment": name, "blockedBy": busy.RunID})
+		return "waiting for pool " + busy.Pool + " (owned by " + busy.RunID + ")"
+	}
+	if err != nil {
+		w.once("startfail:"+file+":"+name+":"+hash+":"+err.Error(), "experiment_not_started", "", fmt.Sprintf("%s: %s could not start: %v", file, name, err), map[string]any{"file": file, "experiment": name})
+		return "not started: " + err.Error()
+	}
+	w.s.notice("file_started", r.id, fmt.Sprintf("%s: started %s as run %s", file, name, r.id), map[string]any{"file": file, "experiment": name})
+	return "started as " + r.id
+}
+
+// removed says what a deleted file means: nothing stops.
+func (w *watcher) removed(ctx context.Context, f *FileStatus) {
+	for _, name := range f.Experiments {
+		latest, err := w.s.opts.Store.Run(ctx, name)
+		if err != nil || latest.State.Terminal() {
+			continue
+		}
+		w.once("removed:"+f.Path+":"+latest.ID, "file_removed", latest.ID,
+			fmt.Sprintf("%s was removed; run %s of %s keeps running (removing a file never moves traffic). Abort it to roll back.", f.Path, latest.ID, name),
+			map[string]any{"file": f.Path, "experiment": name})
+		w.mu.Lock()
+		f.Notes[name] = "file removed; run " + latest.ID + " keeps running"
+		w.mu.Unlock()
+	}
+}
+
+// resumeOwned resumes the unfinished runs whose files are in the watched directory: the
+// ones a previous `verdict serve` started.
+func (w *watcher) resumeOwned(ctx context.Context) error {
+	runs, err := w.s.opts.Store.ListRuns(ctx, store.ListOptions{Unfinished: true})
+	if err != nil {
+		return fmt.Errorf("list unfinished runs: %w", err)
+	}
+	for _, rec := range runs {
+		if !w.owns(rec.SpecFile) {
+			continue
+		}
+		if _, ok := w.s.sup.get(rec.ID); ok {
+			continue
+		}
+		var exp *experiments.Experiment
+		note := ""
+		if exps, err := experiments.LoadFile(rec.SpecFile, experiments.LoadOptions{LookupEnv: w.s.opts.LookupEnv}); err == nil {
+			if i := slices.IndexFunc(exps, func(e *experiments.Experiment) bool { return e.Metadata.Name == rec.Experiment }); i >= 0 {
+				exp = exps[i]
+			}
+		}
+		if exp == nil || string(mustJSON(exp)) != string(rec.Spec) {
+			exp = nil
+			note = " from its stored spec (the file changed or is gone; notifications are off)"
+		}
+		r, err := w.s.sup.resume(ctx, rec, exp)
+		if err != nil {
+			w.s.notice("run_stalled", rec.ID, fmt.Sprintf("could not resume run %s: %v", rec.ID, err), map[string]any{"error": err.Error()})
+			continue
+		}
+		w.s.notice("run_resumed", r.id, fmt.Sprintf("resumed run %s of %s (%s, step %d)%s", rec.ID, rec.Experiment, rec.State, rec.Step, note), nil)
+	}
+	return nil
+}
+
+func (w *watcher) owns(file string) bool {
+	if file == "" {
+		return false
+	}
+	rel, err := filepath.Rel(w.dir, file)
+	return err == nil && !strings.HasPrefix(rel, "..") && !filepath.IsAbs(rel)
+}
+
+// loop scans every interval (or when kicked) until ctx ends.
+func (w *watcher) loop(ctx context.Context, every time.Duration, kick <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := w.scan(ctx); err != nil {
+			w.s.opts.Logger.Error("scan", "dir", w.dir, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+	}
+}
