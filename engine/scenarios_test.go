@@ -19,8 +19,8 @@ import (
 // every built-in scenario: real HTTP clusters behind the emulated Cloudflare pool, scraped
 // by the embedded Prometheus. Each scenario says what a correct engine concludes.
 func TestScenariosOnTheFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs five experiments of up to four minutes in real time; skipped with -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("runs five experiments of up to four minutes in real time; skipped with -short and -race")
 	}
 	check := map[string]func(t *testing.T, rec store.Run){
 		"good": func(t *testing.T, rec store.Run) {
