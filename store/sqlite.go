@@ -18,17 +18,26 @@ import (
 // SQLite is the Store for one machine: a single file under the state directory, in WAL
 // mode with full fsync, so every save survives a crash or power loss.
 type SQLite struct {
-	db   *sql.DB
-	path string
+	db    *sql.DB
+	path  string
+	clock func() time.Time
 }
 
-var _ Store = (*SQLite)(nil)
+var (
+	_ Store  = (*SQLite)(nil)
+	_ Leaser = (*SQLite)(nil)
+)
 
 // DBFile is the database's name inside the state directory.
 const DBFile = "verdict.db"
 
 // OpenSQLite opens (creating if needed) the store in dir and brings its schema up to date.
 func OpenSQLite(ctx context.Context, dir string) (*SQLite, error) {
+	return OpenSQLiteWith(ctx, dir, Options{})
+}
+
+// OpenSQLiteWith is OpenSQLite with Options.
+func OpenSQLiteWith(ctx context.Context, dir string, o Options) (*SQLite, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
 	}
@@ -49,7 +58,10 @@ func OpenSQLite(ctx context.Context, dir string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state database %s: %w", path, err)
 	}
-	s := &SQLite{db: db, path: path}
+	s := &SQLite{db: db, path: path, clock: o.Clock}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state database %s: %w", path, err)
@@ -118,6 +130,14 @@ var migrations = []string{
 		result TEXT
 	);
 	CREATE INDEX commands_pending ON commands(run_id) WHERE done_at IS NULL;`,
+	// Leases (see Leaser): owner is '' once released; the token outlives release and expiry.
+	`CREATE TABLE leases (
+		run_id TEXT PRIMARY KEY REFERENCES runs(id),
+		owner TEXT NOT NULL,
+		token INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL,
+		ttl_ms INTEGER NOT NULL
+	);`,
 }
 
 func (s *SQLite) migrate(ctx context.Context) error {
@@ -133,6 +153,11 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		err := s.tx(ctx, func(tx *sql.Tx) error {
+			// Another process may have applied it since we looked; the write lock is ours now.
+			var done int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, v).Scan(&done); err != nil || done > 0 {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
 				return err
 			}
@@ -250,6 +275,11 @@ func (s *SQLite) SaveRun(ctx context.Context, r *Run, events ...Event) error {
 		return fmt.Errorf("save run %s: %w", r.ID, err)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if r.Fence != 0 {
+			if err := s.checkFence(ctx, tx, r.ID, r.Fence); err != nil {
+				return err
+			}
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE runs SET state = ?, active = ?, version = ?, updated_at = ?, data = ? WHERE id = ? AND version = ?`,
 			string(next.State), active(next.State), next.Version, ms(next.UpdatedAt), string(data), r.ID, r.Version)
 		if err != nil {
@@ -374,12 +404,31 @@ func (s *SQLite) Observations(ctx context.Context, runID string) ([]Observation,
 
 // AddDecision implements Store.
 func (s *SQLite) AddDecision(ctx context.Context, d *Decision) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO decisions (run_id, at, step, action, reason, details) VALUES (?, ?, ?, ?, ?, ?)`,
-		d.RunID, ms(d.At), d.Step, d.Action, d.Reason, nullJSON(d.Details))
+	insert := func(ctx context.Context, db interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}) error {
+		res, err := db.ExecContext(ctx, `INSERT INTO decisions (run_id, at, step, action, reason, details) VALUES (?, ?, ?, ?, ?, ?)`,
+			d.RunID, ms(d.At), d.Step, d.Action, d.Reason, nullJSON(d.Details))
+		if err != nil {
+			return err
+		}
+		d.Seq, _ = res.LastInsertId()
+		return nil
+	}
+	var err error
+	if d.Fence == 0 {
+		err = insert(ctx, s.db)
+	} else {
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			if err := s.checkFence(ctx, tx, d.RunID, d.Fence); err != nil {
+				return err
+			}
+			return insert(ctx, tx)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("add decision to %s: %w", d.RunID, err)
 	}
-	d.Seq, _ = res.LastInsertId()
 	return nil
 }
 

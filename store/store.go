@@ -112,6 +112,12 @@ type Run struct {
 
 	// Version increases on every save; a save with a stale version fails with ErrConflict.
 	Version int64 `json:"version"`
+
+	// Fence, when not zero, is the token of the caller's lease on the run (see Leaser):
+	// SaveRun then fails with ErrLeaseLost unless that lease is still current, checked in the
+	// same transaction as the write. Zero means no check, as for a single process. It is an
+	// argument of the save, never stored: a run read back has Fence 0.
+	Fence int64 `json:"-"`
 }
 
 // Event is one thing that happened to a run, in order. Types follow the CLI's JSON
@@ -147,6 +153,10 @@ type Decision struct {
 	Action  string          `json:"action"` // continue, advance, promote, rollback, hold
 	Reason  string          `json:"reason"`
 	Details json.RawMessage `json:"details,omitempty"`
+
+	// Fence, when not zero, makes AddDecision fail with ErrLeaseLost unless it is the token
+	// of the run's current lease, as Run.Fence does for SaveRun. Never stored.
+	Fence int64 `json:"-"`
 }
 
 // Command is a manual action asked of a run (pause, resume, promote, abort), possibly by
@@ -171,14 +181,16 @@ type ListOptions struct {
 
 // Store is the durable state behind the engine. Implementations must make every method
 // atomic and durable when it returns: the engine applies a change only after the store has
-// it. Narrow on purpose, so a PostgreSQL implementation is a file of its own.
+// it. Narrow on purpose: SQLite and PostgreSQL implement it in a file each, and both also
+// implement Leaser. Open picks one from a --store value.
 type Store interface {
 	// CreateRun inserts a run and takes its pool: it fails with *PoolBusyError when another
 	// unfinished run has the same pool.
 	CreateRun(ctx context.Context, r *Run, events ...Event) error
 	// SaveRun writes the run's new state with the events that explain it, in one
 	// transaction. It fails with ErrConflict when r.Version is not the stored version; on
-	// success r.Version and r.UpdatedAt are updated.
+	// success r.Version and r.UpdatedAt are updated. With r.Fence set it also fails with
+	// ErrLeaseLost when the caller no longer holds the run's lease.
 	SaveRun(ctx context.Context, r *Run, events ...Event) error
 	// Run returns a run by ID, or by experiment name (its latest run).
 	Run(ctx context.Context, idOrName string) (*Run, error)
@@ -186,6 +198,8 @@ type Store interface {
 
 	AddObservations(ctx context.Context, obs []Observation) error
 	Observations(ctx context.Context, runID string) ([]Observation, error)
+	// AddDecision records a decision; with d.Fence set it fails with ErrLeaseLost when the
+	// caller no longer holds the run's lease.
 	AddDecision(ctx context.Context, d *Decision) error
 	Decisions(ctx context.Context, runID string) ([]Decision, error)
 	// Events returns a run's events after seq (0 for all); runID "" means every run.

@@ -34,7 +34,7 @@ func crashScenario(t *testing.T) *sim.Scenario {
 	for old, new := range map[string]string{
 		"{weight: 10%, hold: 30s}": "{weight: 10%, hold: 4s}",
 		"{weight: 25%, hold: 30s}": "{weight: 25%, hold: 4s}",
-		"{weight: 50%, hold: 45s}": "{weight: 50%, hold: 4s}",
+		"{weight: 50%, hold: 60s}": "{weight: 50%, hold: 4s}",
 		"interval: 5s":             "interval: 1s",
 		"minIntervals: 6":          "minIntervals: 3",
 		"maxDuration: 4m":          "maxDuration: 40s",

@@ -34,6 +34,11 @@ var demoScenarios = []string{"regression", "good"}
 
 // runDemo runs each scenario on a fresh simulated fleet, end to end, with the live view.
 func runDemo(ctx context.Context, g *globals, names []string, rate float64, noUI bool) error {
+	for _, name := range names {
+		if _, err := sim.LoadScenario(name); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
 	dir, err := g.stateDir()
 	if err != nil {
 		return withCode(exitError, err)

@@ -177,7 +177,7 @@ func TestDemoUsage(t *testing.T) {
 		wantOut  string
 		wantErrS string
 	}{
-		"unknown scenario, full demo": {[]string{"demo", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
+		"unknown scenario, full demo": {[]string{"--state", t.TempDir(), "demo", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
 		"unknown scenario":            {[]string{"demo", "--fleet-only", "--scenario", "nope"}, exitInvalid, "", "no scenario \"nope\""},
 		"list":                        {[]string{"demo", "--list"}, exitOK, "no-traffic-honour  expect rollback", ""},
 		"list json":                   {[]string{"demo", "--list", "-o", "json"}, exitOK, `"type":"scenario"`, ""},

@@ -75,6 +75,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("concurrent creators race for one pool", func(t *testing.T) {
+		s := open(t)
+		raceCreate(t, []store.Store{s}, newRun)
+	})
+
 	t.Run("save is optimistic and atomic with its events", func(t *testing.T) {
 		s := open(t)
 		r := newRun("r1", "p")
