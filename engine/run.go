@@ -66,6 +66,39 @@ type Run struct {
 	share  *analysis.ShareCheck
 	book   book
 	last   *analysis.Decision
+	fence  Fence
+}
+
+// Fence is the lease a run acts under when several replicas share a store: *store.Hold
+// implements it. Token is passed with every save and decision, so the store refuses them
+// once the lease is someone else's; Valid is checked right before every pool write.
+type Fence interface {
+	Token() int64
+	Valid() bool
+}
+
+// ErrNotOwner means the run's fence is no longer valid: the caller has lost (or is about to
+// lose) its lease and must stop acting on the run. It matches store.ErrLeaseLost.
+var ErrNotOwner = fmt.Errorf("not the run's owner any more: %w", store.ErrLeaseLost)
+
+// SetFence makes the run act under f: every save and decision carries f.Token() and the
+// pool is written only while f.Valid(). Nil (the default) means no fencing, as for a single
+// process.
+func (r *Run) SetFence(f Fence) { r.fence = f }
+
+func (r *Run) token() int64 {
+	if r.fence == nil {
+		return 0
+	}
+	return r.fence.Token()
+}
+
+// owner returns ErrNotOwner when the run is fenced and its fence is no longer valid.
+func (r *Run) owner() error {
+	if r.fence != nil && !r.fence.Valid() {
+		return fmt.Errorf("run %s: %w", r.rec.ID, ErrNotOwner)
+	}
+	return nil
 }
 
 func (e *Engine) newRun(exp *experiments.Experiment, rec *store.Run) (*Run, error) {
@@ -128,6 +161,7 @@ func (r *Run) emit(events ...store.Event) {
 // acted on before save returns: it is the write-ahead log.
 func (r *Run) save(ctx context.Context, events ...store.Event) error {
 	r.rec.Data = mustJSON(r.book)
+	r.rec.Fence = r.token()
 	if err := r.e.opts.Store.SaveRun(ctx, r.rec, events...); err != nil {
 		return fmt.Errorf("persist run %s: %w", r.rec.ID, err)
 	}
@@ -436,6 +470,9 @@ func formatWeights(w store.Weights) string {
 // pool, then the read-back confirmation.
 func (r *Run) write(ctx context.Context, now time.Time) error {
 	in := r.rec.Intent
+	if err := r.owner(); err != nil {
+		return err // the intent stays: whoever owns the run now reconciles it
+	}
 	if err := r.scale(ctx, now, in.Expect, in.Want, true); err != nil {
 		r.book.HookFails++
 		if r.book.HookFails >= 3 && in.Purpose != "rollback" {
@@ -445,6 +482,9 @@ func (r *Run) write(ctx context.Context, now time.Time) error {
 		return r.save(ctx, r.event(EventFault, now, "capacity hook failed; weights not changed: "+err.Error(), nil))
 	}
 	r.book.HookFails = 0
+	if err := r.owner(); err != nil {
+		return err
+	}
 	err := r.e.opts.Steerer.SetWeights(ctx, r.ref, toTraffic(in.Want), toTraffic(in.Expect))
 	var drift *traffic.DriftError
 	switch {
@@ -788,7 +828,7 @@ func (r *Run) decide(now time.Time) analysis.Decision {
 
 func (r *Run) recordDecision(ctx context.Context, now time.Time, d analysis.Decision) error {
 	details := map[string]any{"decision": d, "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues()}
-	dec := &store.Decision{RunID: r.rec.ID, At: now, Step: r.rec.Step, Action: string(d.Action), Reason: d.Reason, Details: mustJSON(details)}
+	dec := &store.Decision{RunID: r.rec.ID, At: now, Step: r.rec.Step, Action: string(d.Action), Reason: d.Reason, Details: mustJSON(details), Fence: r.token()}
 	if err := r.e.opts.Store.AddDecision(ctx, dec); err != nil {
 		return fmt.Errorf("persist decision of %s: %w", r.rec.ID, err)
 	}

@@ -87,6 +87,26 @@ type Options struct {
 	ReportURL func(runID string) string
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+
+	// Replica names this process among the replicas sharing Store (VERDICT_REPLICA, else
+	// the hostname and pid). With a Replica set and a Store that implements store.Leaser,
+	// every run is driven only by the replica holding its lease: each replica tries to
+	// acquire the lease of every unfinished run of Dir it does not drive, at every Poll, and
+	// takes the run over (reconciling it against the pool) when it gets it. Empty means no
+	// leases: one process owns the store, as before.
+	Replica string
+	// LeaseTTL is how long a lease lasts without renewal: a dead replica's runs are taken
+	// over after about that long. Default 30s.
+	LeaseTTL time.Duration
+	// LeaseRenew is how often leases are renewed. Default LeaseTTL/3.
+	LeaseRenew time.Duration
+	// LeaseClock is the time leases are renewed and given up by. Default the wall clock,
+	// which is what the store measures leases with; it is not Clock, which may be virtual.
+	LeaseClock store.Clock
+	// EventPoll is how often a replica sharing the store reads the events of the runs other
+	// replicas drive, to relay them on its own event stream (with PostgreSQL, a notification
+	// also wakes it at once). Default 1s. Only used with leases.
+	EventPoll time.Duration
 }
 
 // Server is a running service. Create it with New, then Start (or Run).
@@ -98,6 +118,8 @@ type Server struct {
 	watch  *watcher
 	http   *http.Server
 	ln     net.Listener
+
+	leaser store.Leaser // nil without leases
 
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -167,9 +189,21 @@ func New(opts Options) (*Server, error) {
 		}
 		opts.Dir = abs
 	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 30 * time.Second
+	}
+	if opts.LeaseRenew <= 0 || opts.LeaseRenew >= opts.LeaseTTL {
+		opts.LeaseRenew = opts.LeaseTTL / 3
+	}
+	if opts.EventPoll <= 0 {
+		opts.EventPoll = time.Second
+	}
 	var b [4]byte
 	rand.Read(b[:])
 	s := &Server{opts: opts, tel: opts.Telemetry, broker: newBroker(hex.EncodeToString(b[:]), streamBacklog), kick: make(chan struct{}, 1)}
+	if l, ok := opts.Store.(store.Leaser); ok && opts.Replica != "" {
+		s.leaser = l
+	}
 	s.sup = newSupervisor(s)
 	if opts.Dir != "" {
 		s.watch = newWatcher(s, opts.Dir)
@@ -237,6 +271,13 @@ func (s *Server) Start() error {
 			s.opts.Logger.Error("resume runs", "err", err)
 		}
 	}
+	if s.leaser != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.relay(ctx)
+		}()
+	}
 	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
@@ -250,7 +291,7 @@ func (s *Server) Start() error {
 			s.watch.loop(ctx, s.opts.Poll, s.kick)
 		}
 	}()
-	s.opts.Logger.Info("verdict server listening", "addr", ln.Addr().String(), "dir", s.opts.Dir, "auth", s.opts.Token != "")
+	s.opts.Logger.Info("verdict server listening", "addr", ln.Addr().String(), "dir", s.opts.Dir, "auth", s.opts.Token != "", "replica", s.opts.Replica, "leases", s.leaser != nil)
 	return nil
 }
 

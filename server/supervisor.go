@@ -23,6 +23,10 @@ type runner struct {
 	mu  sync.Mutex
 	run *engine.Run
 
+	// hold is the run's lease when replicas share the store (nil otherwise): the run is
+	// stepped only while it is live, and every save carries its token.
+	hold *store.Hold
+
 	snap    atomic.Pointer[engine.Snapshot]
 	stalled atomic.Pointer[string] // why stepping stopped, while it is retried
 
@@ -150,7 +154,46 @@ func (sv *supervisor) engineFor(exp *experiments.Experiment) (eng *engine.Engine
 	return eng, closeSrc, setRun, nil
 }
 
-// start records a new run of exp and drives it.
+// heldError says a run is driven by another replica: this one holds no lease on it.
+type heldError struct {
+	runID string
+	err   error // matches store.ErrLeaseHeld
+}
+
+func (e *heldError) Error() string { return e.err.Error() }
+func (e *heldError) Unwrap() error { return e.err }
+
+// acquire takes the run's lease when replicas share the store; nil, nil without leases.
+// It fails matching store.ErrLeaseHeld while another replica drives the run.
+func (sv *supervisor) acquire(ctx context.Context, runID string) (*store.Hold, error) {
+	s := sv.s
+	if s.leaser == nil {
+		return nil, nil
+	}
+	// The hold outlives ctx (a scan's): it ends with the run, its loss or Release.
+	h, err := store.AcquireHold(context.WithoutCancel(ctx), s.leaser, runID, s.opts.Replica, store.HoldOptions{
+		TTL: s.opts.LeaseTTL, Every: s.opts.LeaseRenew, Clock: s.opts.LeaseClock, Logger: s.opts.Logger.With("replica", s.opts.Replica)})
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return nil, &heldError{runID: runID, err: err}
+	}
+	return h, err
+}
+
+// release gives a hold up, so another replica can take the run over at once.
+func (sv *supervisor) release(h *store.Hold) {
+	if h == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Release(ctx); err != nil {
+		sv.s.opts.Logger.Warn("release lease", "run", h.Lease().RunID, "err", err)
+	}
+}
+
+// start records a new run of exp and drives it. With leases, another replica may take the
+// new run's lease first: it then drives the run, and start fails matching
+// store.ErrLeaseHeld (with a *heldError).
 func (sv *supervisor) start(ctx context.Context, exp *experiments.Experiment, file string) (*runner, error) {
 	if sv.stopping() {
 		return nil, errors.New("server is stopping")
@@ -165,7 +208,13 @@ func (sv *supervisor) start(ctx context.Context, exp *experiments.Experiment, fi
 		return nil, err
 	}
 	setRun(run.ID())
-	return sv.launch(run, file, closeSrc), nil
+	hold, err := sv.acquire(ctx, run.ID())
+	if err != nil {
+		// The run is recorded; whichever replica gets its lease drives it.
+		closeSrc()
+		return nil, err
+	}
+	return sv.launch(run, file, closeSrc, hold), nil
 }
 
 // resume reloads an unfinished run. exp is the experiment as its file says now, for the
@@ -182,21 +231,38 @@ func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experimen
 			return nil, fmt.Errorf("resume %s: stored experiment: %w", rec.ID, err)
 		}
 	}
+	// With leases, the lease comes first: the run is read (and its in-flight intent
+	// reconciled, at the first step) only by its owner.
+	hold, err := sv.acquire(ctx, rec.ID)
+	if err != nil {
+		return nil, err
+	}
 	eng, closeSrc, setRun, err := sv.engineFor(build)
 	if err != nil {
+		sv.release(hold)
 		return nil, err
 	}
 	setRun(rec.ID)
 	run, err := eng.Resume(ctx, rec.ID, exp)
 	if err != nil {
 		closeSrc()
+		sv.release(hold)
 		return nil, err
 	}
-	return sv.launch(run, rec.SpecFile, closeSrc), nil
+	if run.Done() {
+		// Ended by another replica since it was listed.
+		closeSrc()
+		sv.release(hold)
+		return nil, &heldError{runID: rec.ID, err: fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)}
+	}
+	return sv.launch(run, rec.SpecFile, closeSrc, hold), nil
 }
 
-func (sv *supervisor) launch(run *engine.Run, file string, closeSrc func()) *runner {
-	r := &runner{id: run.ID(), experiment: run.Experiment().Metadata.Name, exp: run.Experiment(), file: file, run: run,
+func (sv *supervisor) launch(run *engine.Run, file string, closeSrc func(), hold *store.Hold) *runner {
+	if hold != nil {
+		run.SetFence(hold)
+	}
+	r := &runner{id: run.ID(), experiment: run.Experiment().Metadata.Name, exp: run.Experiment(), file: file, run: run, hold: hold,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), stepped: make(chan struct{}), close: closeSrc}
 	snap := run.Snapshot()
 	r.snap.Store(&snap)
@@ -206,6 +272,7 @@ func (sv *supervisor) launch(run *engine.Run, file string, closeSrc func()) *run
 		// Shutting down: the run stays as the store has it, for the next start.
 		close(r.done)
 		closeSrc()
+		go sv.release(hold)
 		return r
 	}
 	sv.runs[r.id] = r
@@ -229,15 +296,26 @@ func (sv *supervisor) drive(r *runner) {
 	defer sv.wg.Done()
 	defer close(r.done)
 	defer func() { r.close() }()
+	// Last, after the final step has persisted: hand the run over (SIGTERM, the run's end,
+	// or a lease already lost, when releasing changes nothing).
+	defer sv.release(r.hold)
 	o := &sv.s.opts
 	log := o.Logger.With("run", r.id, "experiment", r.experiment)
 	tick := sv.tick(r.exp)
 	failures := 0
+	parent, lost := context.Background(), (<-chan struct{})(nil)
+	if r.hold != nil {
+		parent, lost = r.hold.Context(), r.hold.Context().Done()
+	}
 	for {
 		if sv.stopping() {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), o.StepTimeout)
+		if parent.Err() != nil {
+			sv.drop(r, log, context.Cause(parent))
+			return
+		}
+		ctx, cancel := context.WithTimeout(parent, o.StepTimeout)
 		r.mu.Lock()
 		err := r.run.Step(ctx, o.Clock.Now())
 		snap := r.run.Snapshot()
@@ -246,6 +324,14 @@ func (sv *supervisor) drive(r *runner) {
 		cancel()
 		r.snap.Store(&snap)
 		r.signalStep()
+		if err != nil && r.hold != nil && (errors.Is(err, store.ErrLeaseLost) || parent.Err() != nil) {
+			cause := err
+			if parent.Err() != nil {
+				cause = context.Cause(parent)
+			}
+			sv.drop(r, log, cause)
+			return
+		}
 		wait := tick
 		if err != nil {
 			failures++
@@ -264,6 +350,9 @@ func (sv *supervisor) drive(r *runner) {
 		}
 		select {
 		case <-sv.stop:
+			return
+		case <-lost:
+			sv.drop(r, log, context.Cause(parent))
 			return
 		case <-r.wake:
 		case <-o.Clock.After(wait):
@@ -293,12 +382,28 @@ func (sv *supervisor) reload(r *runner, log interface{ Error(string, ...any) }) 
 		log.Error("reload failed", "err", err)
 		return
 	}
+	if r.hold != nil {
+		run.SetFence(r.hold)
+	}
 	r.mu.Lock()
 	r.run = run
 	r.mu.Unlock()
 	old := r.close
 	r.close = closeSrc
 	old()
+}
+
+// drop stops driving a run whose lease this replica lost: another replica drives it now
+// (or will, once it takes the lease). Its in-memory state is forgotten; if this replica
+// gets the lease again, it reloads the run from the store and reconciles it.
+func (sv *supervisor) drop(r *runner, log interface{ Warn(string, ...any) }, cause error) {
+	sv.mu.Lock()
+	if sv.runs[r.id] == r {
+		delete(sv.runs, r.id)
+	}
+	sv.mu.Unlock()
+	log.Warn("stopped acting on the run: its lease is lost; another replica takes it over", "replica", sv.s.opts.Replica, "cause", cause)
+	sv.s.notice("run_handed_over", r.id, fmt.Sprintf("replica %s stopped driving run %s: %v", sv.s.opts.Replica, r.id, cause), map[string]any{"replica": sv.s.opts.Replica})
 }
 
 // shutdown stops every run between two steps and waits for them; pools stay as they are.

@@ -207,6 +207,9 @@ func (w *watcher) reconcile(ctx context.Context, file, hash string, exp *experim
 		w.once("busy:"+file+":"+name+":"+hash+":"+busy.RunID, "experiment_waiting", "", fmt.Sprintf("%s waits: pool %s is owned by run %s; it starts when that run ends", name, busy.Pool, busy.RunID), map[string]any{"file": file, "experiment": name, "blockedBy": busy.RunID})
 		return "waiting for pool " + busy.Pool + " (owned by " + busy.RunID + ")"
 	}
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return "started; driven by another replica (" + err.Error() + ")"
+	}
 	if err != nil {
 		w.once("startfail:"+file+":"+name+":"+hash+":"+err.Error(), "experiment_not_started", "", fmt.Sprintf("%s: %s could not start: %v", file, name, err), map[string]any{"file": file, "experiment": name})
 		return "not started: " + err.Error()
@@ -232,7 +235,9 @@ func (w *watcher) removed(ctx context.Context, f *FileStatus) {
 }
 
 // resumeOwned resumes the unfinished runs whose files are in the watched directory: the
-// ones a previous `verdict serve` started.
+// ones a previous `verdict serve` started. With leases it runs at every scan, and resumes
+// only the runs whose lease it gets: that is how a replica takes over the runs of one
+// that died.
 func (w *watcher) resumeOwned(ctx context.Context) error {
 	runs, err := w.s.opts.Store.ListRuns(ctx, store.ListOptions{Unfinished: true})
 	if err != nil {
@@ -257,9 +262,15 @@ func (w *watcher) resumeOwned(ctx context.Context) error {
 			note = " from its stored spec (the file changed or is gone; notifications are off)"
 		}
 		r, err := w.s.sup.resume(ctx, rec, exp)
+		if errors.Is(err, store.ErrLeaseHeld) {
+			continue // another replica drives it
+		}
 		if err != nil {
-			w.s.notice("run_stalled", rec.ID, fmt.Sprintf("could not resume run %s: %v", rec.ID, err), map[string]any{"error": err.Error()})
+			w.once("resumefail:"+rec.ID+":"+err.Error(), "run_stalled", rec.ID, fmt.Sprintf("could not resume run %s: %v", rec.ID, err), map[string]any{"error": err.Error()})
 			continue
+		}
+		if r.hold != nil {
+			note += fmt.Sprintf("; replica %s holds its lease (token %d)", w.s.opts.Replica, r.hold.Token())
 		}
 		w.s.notice("run_resumed", r.id, fmt.Sprintf("resumed run %s of %s (%s, step %d)%s", rec.ID, rec.Experiment, rec.State, rec.Step, note), nil)
 	}
@@ -281,6 +292,11 @@ func (w *watcher) loop(ctx context.Context, every time.Duration, kick <-chan str
 	for {
 		if err := w.scan(ctx); err != nil {
 			w.s.opts.Logger.Error("scan", "dir", w.dir, "err", err)
+		}
+		if w.s.leaser != nil && !w.s.sup.stopping() && ctx.Err() == nil {
+			if err := w.resumeOwned(ctx); err != nil {
+				w.s.opts.Logger.Error("take over runs", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -55,6 +55,9 @@ type world struct {
 	dir    string
 	stores []*store.SQLite
 
+	sample time.Duration // spacing of the samples written to Prometheus
+	rate   float64       // requests per second through each pool
+
 	mu      sync.Mutex
 	rng     *rand.Rand
 	written time.Time
@@ -80,10 +83,17 @@ var wt0 = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldAt(t, &fastClock{base: wt0, start: time.Now(), speed: 120}, 15*time.Second, poolRate)
+}
+
+// newWorldAt is newWorld on clk, writing a sample every sample with rate requests per
+// second through each pool.
+func newWorldAt(t *testing.T, clk *fastClock, sample time.Duration, rate float64) *world {
+	t.Helper()
 	w := &world{t: t, state: t.TempDir(), dir: t.TempDir(), rng: rand.New(rand.NewPCG(3, 5)),
 		errP: map[string]float64{}, slowP: map[string]float64{}, cum: map[string]*counters{},
-		stop: make(chan struct{}), stopped: make(chan struct{})}
-	w.clk = &fastClock{base: wt0, start: time.Now(), speed: 120}
+		stop: make(chan struct{}), stopped: make(chan struct{}), sample: sample, rate: rate}
+	w.clk = clk
 	w.emu = cfemu.New(cfemu.Options{RateLimit: -1, Now: w.clk.Now})
 	for letter, id := range pools {
 		var origins []string
@@ -118,7 +128,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	// Ten virtual minutes of history, then keep writing as virtual time passes.
-	w.written = w.clk.Now().Add(-10 * time.Minute).Truncate(15 * time.Second)
+	w.written = w.clk.Now().Add(-10 * time.Minute).Truncate(w.sample)
 	w.writeUntil(w.clk.Now())
 	go w.writer()
 	t.Cleanup(func() { close(w.stop); <-w.stopped })
@@ -176,9 +186,9 @@ func (w *world) shares(letter string) map[string]float64 {
 	return out
 }
 
-// writeUntil writes 15-second samples for every cluster up to to.
+// writeUntil writes a sample every w.sample for every cluster up to to.
 func (w *world) writeUntil(to time.Time) {
-	const step = 15 * time.Second
+	step := w.sample
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for !w.written.Add(step).After(to) {
@@ -189,7 +199,7 @@ func (w *world) writeUntil(to time.Time) {
 			share := w.shares(letter)
 			for i := 1; i <= 3; i++ {
 				c := fmt.Sprintf("%s%d", letter, i)
-				n := poisson(w.rng, poolRate*share[c]*step.Seconds())
+				n := poisson(w.rng, w.rate*share[c]*step.Seconds())
 				e := poisson(w.rng, n*w.errP[c])
 				slow := poisson(w.rng, (n-e)*w.slowP[c])
 				cc := w.cum[c]

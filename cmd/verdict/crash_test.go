@@ -32,13 +32,17 @@ func crashScenario(t *testing.T) *sim.Scenario {
 	y := string(data)
 	y = strings.Replace(y, "clusters:\n", "clusters:\n  - name: prod-use1-monday-onix\n    origin: prod-use1-onix-standby\n    weight: 0.1\n", 1)
 	for old, new := range map[string]string{
-		"{weight: 10%, hold: 30s}": "{weight: 10%, hold: 4s}",
-		"{weight: 25%, hold: 30s}": "{weight: 25%, hold: 4s}",
-		"{weight: 50%, hold: 60s}": "{weight: 50%, hold: 4s}",
-		"interval: 5s":             "interval: 1s",
+		"{weight: 10%, hold: 30s}": "{weight: 10%, hold: 6s}",
+		"{weight: 25%, hold: 30s}": "{weight: 25%, hold: 6s}",
+		"{weight: 50%, hold: 60s}": "{weight: 50%, hold: 6s}",
+		"interval: 5s":             "interval: 3s",
 		"minIntervals: 6":          "minIntervals: 3",
-		"maxDuration: 4m":          "maxDuration: 40s",
+		"maxDuration: 4m":          "maxDuration: 60s",
 		"noDataTimeout: 1m":        "noDataTimeout: 20s",
+		// Wide margins so that about half the runs are promoted within the short horizon and
+		// both endings are exercised under kills.
+		"        tolerance: 20%": "        tolerance: 60%",
+		"        tolerance: 5%":  "        tolerance: 30%\n        slowTolerance: 60%",
 	} {
 		if !strings.Contains(y, old) {
 			t.Fatalf("scenario changed: %q not found", old)
@@ -203,6 +207,7 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		outcomes[string(rec.State)]++
+		t.Logf("run %d (%s) ended %s: %s", runs, rec.ID, rec.State, rec.Reason)
 		after := readPool()
 		if !traffic.SameWeight(after[standby], start[standby]) {
 			t.Fatalf("run %s changed the standby origin outside the experiment: %v -> %v", runID, start[standby], after[standby])

@@ -23,6 +23,9 @@ type serveArgs struct {
 	tokenFile string
 	poll      time.Duration
 	tick      time.Duration
+	store     string
+	replica   string
+	leaseTTL  time.Duration
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -42,6 +45,11 @@ bearer token is required (VERDICT_TOKEN or --token-file), or serve refuses to st
 SIGTERM or Ctrl-C stops stepping, persists every run and leaves the pools as they are; the
 next 'verdict serve' on the same --state resumes the runs from this directory.
 
+Several replicas can share one PostgreSQL database (--store postgres://... or VERDICT_STORE):
+each unfinished run is driven by the one replica holding its lease, and another replica takes
+it over within about --lease-ttl when that one dies. Every replica serves every run. See
+docs/ha.md.
+
 Cloudflare credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) and
 CLOUDFLARE_BASE_URL, as for verdict run.`,
 		Args: cobra.NoArgs,
@@ -55,7 +63,23 @@ CLOUDFLARE_BASE_URL, as for verdict run.`,
 	f.StringVar(&a.tokenFile, "token-file", "", "file holding the API's bearer token (default: $VERDICT_TOKEN)")
 	f.DurationVar(&a.poll, "poll", 2*time.Second, "how often the directory is scanned")
 	f.DurationVar(&a.tick, "tick", 0, "how often runs step (default: per experiment, a sixth of its analysis interval, 1s–10s)")
+	f.StringVar(&a.store, "store", "", "the store: a directory (SQLite, one process) or postgres://... shared by replicas (default: $VERDICT_STORE, else the state directory)")
+	f.StringVar(&a.replica, "replica", "", "this replica's name in run leases (default: $VERDICT_REPLICA, else HOSTNAME-PID)")
+	f.DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long a run's lease lasts without renewal: a dead replica's runs are taken over after about that long")
 	return cmd
+}
+
+// replicaName is this process's owner name in run leases: --replica (or VERDICT_REPLICA),
+// else the hostname and pid, so a restarted process fences off its earlier incarnation.
+func replicaName(flag string) string {
+	if flag = strings.TrimSpace(flag); flag != "" {
+		return flag
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "verdict"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // serveToken reads the bearer token: --token-file, else VERDICT_TOKEN.
@@ -118,13 +142,16 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	if _, err := steererFor(log); err != nil {
 		return withCode(exitInvalid, err)
 	}
-	st, err := openStore(context.WithoutCancel(ctx), g)
+	if a.leaseTTL <= 0 {
+		return usageErrorf("--lease-ttl must be positive")
+	}
+	st, err := openStoreSpec(context.WithoutCancel(ctx), g, a.store)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token,
-		Tick: a.tick, Telemetry: tel, Logger: log})
+		Tick: a.tick, Telemetry: tel, Logger: log, Replica: replicaName(a.replica), LeaseTTL: a.leaseTTL})
 	if errors.Is(err, server.ErrTokenRequired) {
 		return withCode(exitInvalid, err)
 	}

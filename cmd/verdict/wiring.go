@@ -98,3 +98,21 @@ func actor(who string) string {
 	}
 	return "unknown"
 }
+
+// openStoreSpec opens the store a --store value (or VERDICT_STORE) names with store.Open: a
+// postgres:// URL for PostgreSQL shared by replicas, a directory for SQLite; empty means the
+// state directory. The store returned implements store.Leaser.
+func openStoreSpec(ctx context.Context, g *globals, spec string) (store.Store, error) {
+	if spec == "" {
+		dir, err := g.stateDir()
+		if err != nil {
+			return nil, withCode(exitError, err)
+		}
+		spec = dir
+	}
+	st, err := store.Open(ctx, spec)
+	if err != nil {
+		return nil, withCode(exitError, err)
+	}
+	return st, nil
+}

@@ -1,0 +1,258 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/verdict-dev/verdict/store"
+)
+
+// buildVerdict builds the verdict binary for child-process tests.
+func buildVerdict(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "verdict")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/verdict-dev/verdict/cmd/verdict").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build verdict: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// child is one `verdict serve` replica process.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// TestReplicaProcessesSurviveSIGKILL runs three `verdict serve` processes on one PostgreSQL
+// with the emulator and the embedded Prometheus on real time, and SIGKILLs whichever
+// replica owns the experiment at random moments (VERDICT_HA_KILLS times, 4 by default),
+// starting a new replica each time. Every takeover must happen within the TTL and a step,
+// and the run must end promoted with its three steps written and no interval decided twice.
+func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs replica processes for about 30 s")
+	}
+	dsn := postgresSchema(t)
+	kills := 4
+	if v, err := strconv.Atoi(os.Getenv("VERDICT_HA_KILLS")); err == nil && v > 0 {
+		kills = v
+	}
+	bin := buildVerdict(t)
+	now := time.Now()
+	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	const ttl = 2 * time.Second
+	hold := max(8, kills*4/3+2)
+	y := w.experiment("ha-proc", "b", fmt.Sprintf("%ds", hold))
+	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
+
+	mon, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+
+	var mu sync.Mutex
+	children := map[string]*child{}
+	gen := 0
+	spawn := func() {
+		gen++
+		name := fmt.Sprintf("proc-%d", gen)
+		c := &child{name: name, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
+		f, err := os.Create(c.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.cmd = exec.Command(bin, "serve", "--dir", w.dir, "--store", dsn, "--replica", name, "--lease-ttl", ttl.String(),
+			"--poll", "100ms", "--tick", "200ms", "--listen", "127.0.0.1:0", "--state", t.TempDir(), "-o", "json")
+		c.cmd.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
+			"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_REPLICA=", "VERDICT_STORE=")
+		c.cmd.Stdout, c.cmd.Stderr = f, f
+		if err := c.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { c.cmd.Wait(); f.Close(); close(c.done) }()
+		mu.Lock()
+		children[name] = c
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range children {
+			c.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range children {
+			select {
+			case <-c.done:
+			case <-time.After(10 * time.Second):
+				c.cmd.Process.Kill()
+				<-c.done
+			}
+			if t.Failed() {
+				tail(t, c)
+			}
+		}
+	})
+	for range 3 {
+		spawn()
+	}
+	w.write("ha-proc.yaml", y)
+
+	ctx := context.Background()
+	var id string
+	eventually(t, "the run to be started", func() bool {
+		if rec, err := mon.Run(ctx, "ha-proc"); err == nil {
+			id = rec.ID
+		}
+		return id != ""
+	})
+	owner := func() string {
+		ls, err := mon.Leases(ctx)
+		if err != nil {
+			return "" // the database restarting, say: ask again
+		}
+		for _, l := range ls {
+			if l.RunID == id {
+				return l.Owner
+			}
+		}
+		return ""
+	}
+	ended := func() bool {
+		rec, err := mon.Run(ctx, id)
+		return err == nil && rec.State.Terminal()
+	}
+	rng := rand.New(rand.NewPCG(uint64(now.UnixNano()), 1))
+	var takeovers []time.Duration
+	spread := max(3*hold*1000/kills-2000, 500) // milliseconds
+	for k := 0; k < kills && !ended(); k++ {
+		var victim string
+		eventually(t, "an owner", func() bool { victim = owner(); return victim != "" || ended() })
+		// Spread the kills over the run: preflight, the three steps and the promotion.
+		time.Sleep(time.Duration(300+rng.IntN(spread)) * time.Millisecond)
+		if ended() {
+			break
+		}
+		if o := owner(); o != "" {
+			victim = o
+		}
+		mu.Lock()
+		c := children[victim]
+		mu.Unlock()
+		if c == nil {
+			t.Fatalf("lease held by unknown replica %q", victim)
+		}
+		killed := time.Now()
+		c.cmd.Process.Kill() // SIGKILL: no release, no last save
+		<-c.done
+		spawn()
+		var next string
+		eventually(t, "a takeover", func() bool { next = owner(); return (next != "" && next != victim) || ended() })
+		if next == "" {
+			break // ended during the takeover: a replica finished it
+		}
+		took := time.Since(killed)
+		takeovers = append(takeovers, took)
+		t.Logf("kill %d: %s SIGKILLed at step %d; %s took over after %s", k+1, victim, stepOf(t, mon, id), next, took)
+		if limit := ttl + 1500*time.Millisecond; took > limit {
+			t.Errorf("takeover took %s, want within TTL + a step (%s)", took, limit)
+		}
+	}
+	if len(takeovers) < min(kills, 2) {
+		t.Errorf("only %d takeovers happened before the run ended", len(takeovers))
+	}
+	deadline := time.Now().Add(time.Duration(4*hold)*time.Second + 30*time.Second)
+	for !ended() {
+		if time.Now().After(deadline) {
+			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec, err := mon.Run(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != store.StatePromoted {
+		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
+	}
+	nWrites := 0
+	for _, call := range w.emu.Calls() {
+		if (call.Method == "PUT" || call.Method == "PATCH") && strings.Contains(call.Path, pools["b"]) && call.Status < 300 {
+			nWrites++
+		}
+	}
+	if nWrites < 3 || nWrites > 3+len(takeovers) {
+		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one per takeover", nWrites)
+	}
+	ds, err := mon.Decisions(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		step            int
+		elapsed, action string
+	}
+	seen := map[key]bool{}
+	for _, d := range ds {
+		var det struct {
+			StepElapsed string `json:"stepElapsed"`
+		}
+		_ = json.Unmarshal(d.Details, &det)
+		k := key{d.Step, det.StepElapsed, d.Action}
+		if seen[k] {
+			t.Errorf("decision recorded twice: step %d at %s elapsed, %s", d.Step, det.StepElapsed, d.Action)
+		}
+		seen[k] = true
+	}
+	t.Logf("%d kills, takeovers %v; %d writes; %d decisions; ended %s", len(takeovers), takeovers, nWrites, len(ds), rec.State)
+}
+
+func stepOf(t *testing.T, st store.Store, id string) int {
+	rec, err := st.Run(context.Background(), id)
+	if err != nil {
+		return -1
+	}
+	return rec.Step
+}
+
+func stateOf(t *testing.T, st store.Store, id string) store.State {
+	rec, err := st.Run(context.Background(), id)
+	if err != nil {
+		return ""
+	}
+	return rec.State
+}
+
+// tail logs the end of a replica's output.
+func tail(t *testing.T, c *child) {
+	f, err := os.Open(c.log)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	t.Logf("--- %s:\n%s", c.name, strings.Join(lines, "\n"))
+}
