@@ -69,14 +69,21 @@ rm -f "$dir/pwfile"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port="${VERDICT_PG_PORT:-55432}"
-while ! port_free "$port"; do port=$((port + 1)); done
-
-# fsync=off: a throwaway cluster for tests, never for data anyone keeps.
-"${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >&2 || {
-  cat "$dir/server.log" >&2
-  exit 1
-}
+# The probe and the bind can race with another process taking the port: try a few ports.
+for attempt in 1 2 3 4 5; do
+  while ! port_free "$port"; do port=$((port + 1)); done
+  # fsync=off: a throwaway cluster for tests, never for data anyone keeps.
+  if "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >&2; then
+    break
+  fi
+  if [ "$attempt" = 5 ]; then
+    cat "$dir/server.log" >&2
+    exit 1
+  fi
+  log "could not start on port $port; trying the next one"
+  port=$((port + 1))
+done
 "${as[@]}" "$bin/createdb" -h "$dir" -p "$port" -U verdict verdict_test
 
 dsn="postgres://verdict:$password@127.0.0.1:$port/verdict_test?sslmode=disable"
