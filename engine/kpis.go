@@ -37,8 +37,9 @@ type kpiState struct {
 	query metrics.KPI
 	ratio *analysis.RatioSequence // ratio, or latency slow share
 	gauge *analysis.GaugeSequence // gauge, or latency mean
-	// latest canary and baselines values, for live views
+	// latest canary and baselines values, for live views; for latency, the slow shares too
 	lastCanary, lastBaseline float64
+	lastSlowC, lastSlowB     float64
 	lastEnd                  time.Time
 }
 
@@ -241,6 +242,9 @@ func (k *kpiState) add(o Observation, canary string, baselines []string, pre boo
 	case experiments.KPILatency:
 		if k.ratio != nil {
 			k.addRatio(c.Events, c.Total, b.Events, b.Total, pre)
+			if c.Total > 0 && b.Total > 0 {
+				k.lastSlowC, k.lastSlowB = c.Events/c.Total, b.Events/b.Total
+			}
 		}
 		if k.gauge != nil && c.Sum != nil && hasSum && c.Total > 0 && b.Total > 0 {
 			cm, bm := *c.Sum/c.Total, bSum/b.Total

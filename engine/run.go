@@ -847,6 +847,10 @@ func (r *Run) latestValues() []KPIValue {
 	var out []KPIValue
 	for _, k := range r.kpis {
 		out = append(out, KPIValue{KPI: k.spec.Name, Canary: finiteOr0(k.lastCanary), Baseline: finiteOr0(k.lastBaseline)})
+		if k.spec.Type == experiments.KPILatency && k.ratio != nil {
+			// The slow share is judged on its own: show its values under its judged name.
+			out = append(out, KPIValue{KPI: k.spec.Name + " (slower than " + k.spec.SlowerThan.String() + ")", Canary: finiteOr0(k.lastSlowC), Baseline: finiteOr0(k.lastSlowB)})
+		}
 	}
 	return out
 }

@@ -68,8 +68,10 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 	}
 	if s.Decision != nil {
 		for _, k := range s.Decision.KPIs {
-			base := strings.SplitN(k.Name, " (", 2)[0]
-			v := vals[base]
+			v, ok := vals[k.Name]
+			if !ok {
+				v = vals[strings.SplitN(k.Name, " (", 2)[0]]
+			}
 			iv := k.Interval
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, statusText(k.Status), num(v.Canary), num(v.Baseline), signedPct(iv.Estimate), csText(iv), "+"+pctText(k.Tolerance))
 		}
