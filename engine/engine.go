@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -121,7 +122,7 @@ func (e *Engine) Resume(ctx context.Context, runID string, exp *experiments.Expe
 	}
 	if exp == nil {
 		exp = &experiments.Experiment{}
-		if err := jsonUnmarshal(rec.Spec, exp); err != nil {
+		if err := json.Unmarshal(rec.Spec, exp); err != nil {
 			return nil, fmt.Errorf("resume %s: stored experiment: %w", rec.ID, err)
 		}
 	} else if string(mustJSON(exp)) != string(rec.Spec) {

@@ -17,7 +17,7 @@ var original = map[string]float64{"o1": 0.26, "o2": 0.27, "o3": 0.27, "standby":
 
 func start(t *testing.T, w *world, e *Engine, edits ...string) *Run {
 	t.Helper()
-	r, err := e.Start(context.Background(), w.experiment(edits...), "world.yaml", w.Now())
+	r, err := e.Start(context.Background(), w.Experiment(edits...), "world.yaml", w.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func start(t *testing.T, w *world, e *Engine, edits ...string) *Run {
 
 func assertWeights(t *testing.T, w *world, want map[string]float64) {
 	t.Helper()
-	got := w.poolWeights()
+	got := w.PoolWeights()
 	for k, v := range want {
 		if !traffic.SameWeight(got[k], v) {
 			t.Errorf("pool weight of %s = %v, want %v (pool %v)", k, got[k], v, got)
@@ -44,18 +44,18 @@ func assertEnded(t *testing.T, r *Run, state store.State, verdict string) {
 
 func TestGoodVariantIsPromoted(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine())
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	assertEnded(t, r, store.StatePromoted, VerdictPromoted)
 	// 34% of the experiment's 0.80, baselines split the rest in their 27:27 proportion,
 	// the standby keeps its 0.2.
 	assertWeights(t, w, map[string]float64{"o1": 0.27, "o2": 0.27, "o3": 0.26, "standby": 0.2})
-	raw, _ := w.emu.Pool(w.poolID)
+	raw, _ := w.Emu.Pool(w.PoolID)
 	if !strings.Contains(string(raw), `"description":"keeps every field"`) || !strings.Contains(string(raw), `"Host":["api.example.com"]`) {
 		t.Errorf("fields outside the weights were not kept: %s", raw)
 	}
-	ds, err := w.st.Decisions(context.Background(), r.ID())
+	ds, err := w.St.Decisions(context.Background(), r.ID())
 	if err != nil || len(ds) < 15 {
 		t.Fatalf("want a decision per interval, got %d (%v)", len(ds), err)
 	}
@@ -74,10 +74,10 @@ func TestGoodVariantIsPromoted(t *testing.T) {
 
 func TestRegressionIsRolledBack(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
-	w.errP["c1"] = 0.025 // the variant breaks 2.5× more requests
+	w.Rate = 1000
+	w.ErrP["c1"] = 0.025 // the variant breaks 2.5× more requests
 	r := start(t, w, w.engine())
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
 	assertWeights(t, w, original)
 	if !strings.Contains(r.Record().Reason, "error-rate") {
@@ -88,13 +88,13 @@ func TestRegressionIsRolledBack(t *testing.T) {
 
 func TestRollbackDrains(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
-	w.meanLat["c1"], w.slowP["c1"] = 0.2, 0.15
+	w.Rate = 1000
+	w.MeanLat["c1"], w.SlowP["c1"] = 0.2, 0.15
 	r := start(t, w, w.engine(), "onRollback: restore", "onRollback: drain")
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
 	assertWeights(t, w, map[string]float64{"o1": 0, "standby": 0.2})
-	got := w.poolWeights()
+	got := w.PoolWeights()
 	if s := got["o2"] + got["o3"]; s < 0.795 || s > 0.805 {
 		t.Errorf("drain must keep the experiment's total of 0.80: %v", got)
 	}
@@ -102,11 +102,11 @@ func TestRollbackDrains(t *testing.T) {
 
 func TestNoDataRollsBackAndNeverPromotes(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine())
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if now.Sub(t0) > 8*time.Minute {
-			w.down = true
+			w.Down = true
 		}
 	})
 	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
@@ -121,14 +121,14 @@ func TestNoDataRollsBackAndNeverPromotes(t *testing.T) {
 
 func TestDriftPausesThenResumes(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	e := w.engine()
 	r := start(t, w, e)
 	drifted := false
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if !drifted && r.Record().Step == 2 && r.Record().Intent == nil {
 			drifted = true
-			if err := w.emu.SetWeight(w.poolID, "o2", 0.5); err != nil { // someone ran Terraform
+			if err := w.Emu.SetWeight(w.PoolID, "o2", 0.5); err != nil { // someone ran Terraform
 				t.Fatal(err)
 			}
 		}
@@ -136,7 +136,7 @@ func TestDriftPausesThenResumes(t *testing.T) {
 			if !strings.Contains(r.Snapshot().PauseNote, "changed outside Verdict") {
 				t.Errorf("pause note: %q", r.Snapshot().PauseNote)
 			}
-			if err := w.st.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionResume, Who: "alice", Reason: "accepted the change"}); err != nil {
+			if err := w.St.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionResume, Who: "alice", Reason: "accepted the change"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -155,11 +155,11 @@ func TestDriftPausesThenResumes(t *testing.T) {
 
 func TestDriftRollsBackWhenAsked(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine(), "onDrift: pause", "onDrift: rollback")
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if r.Record().Step == 1 && r.Record().State == store.StateRamping && now.Sub(t0) > 3*time.Minute {
-			w.emu.SetWeight(w.poolID, "o3", 0.9)
+			w.Emu.SetWeight(w.PoolID, "o3", 0.9)
 		}
 	})
 	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
@@ -168,11 +168,11 @@ func TestDriftRollsBackWhenAsked(t *testing.T) {
 
 func TestAbortRestoresAtOnce(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine())
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if now.Sub(t0) > 12*time.Minute && r.Record().State == store.StateRamping {
-			w.st.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionAbort, Who: "bob", Reason: "incident elsewhere"})
+			w.St.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionAbort, Who: "bob", Reason: "incident elsewhere"})
 		}
 	})
 	assertEnded(t, r, store.StateAborted, VerdictAborted)
@@ -184,11 +184,11 @@ func TestAbortRestoresAtOnce(t *testing.T) {
 
 func TestManualPromoteSkipsSteps(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine())
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if r.Record().Step == 1 && r.Record().State == store.StateRamping {
-			w.st.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionPromote, Who: "carol", Reason: "looks great"})
+			w.St.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: ActionPromote, Who: "carol", Reason: "looks great"})
 		}
 	})
 	assertEnded(t, r, store.StatePromoted, VerdictPromoted)
@@ -198,7 +198,7 @@ func TestManualPromoteSkipsSteps(t *testing.T) {
 func TestPreconditionFailureTouchesNothing(t *testing.T) {
 	w := newWorld(t)
 	r := start(t, w, w.engine(), `expect: ">= 3"`, `expect: ">= 4"`)
-	w.drive(r, 10*time.Minute, nil)
+	w.Drive(r, 10*time.Minute, nil)
 	assertEnded(t, r, store.StateFailed, VerdictCheckFailed)
 	assertWeights(t, w, original)
 	if w.eventTypes()[EventWeightsIntent] != 0 {
@@ -209,7 +209,7 @@ func TestPreconditionFailureTouchesNothing(t *testing.T) {
 func TestMissingOriginFailsBeforeAnyChange(t *testing.T) {
 	w := newWorld(t)
 	r := start(t, w, w.engine(), "c3: o3}", "c3: o-gone}")
-	w.drive(r, 5*time.Minute, nil)
+	w.Drive(r, 5*time.Minute, nil)
 	assertEnded(t, r, store.StateFailed, VerdictFailed)
 	if !strings.Contains(r.Record().Reason, `"o-gone" is not in the pool`) {
 		t.Errorf("reason: %s", r.Record().Reason)
@@ -238,10 +238,10 @@ func (l *lossySteerer) SetWeights(ctx context.Context, ref traffic.PoolRef, want
 
 func TestLostResponseIsReconciled(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
-	lossy := &lossySteerer{Steerer: w.steer, loses: 2}
+	w.Rate = 1000
+	lossy := &lossySteerer{Steerer: w.Steer, loses: 2}
 	r := start(t, w, w.engine(func(o *Options) { o.Steerer = lossy }))
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	assertEnded(t, r, store.StatePromoted, VerdictPromoted)
 	ev := w.eventTypes()
 	if ev[EventFault] < 2 || ev[EventWeightsIntent] != 3 || ev[EventWeightsConfirmed] != 3 {
@@ -251,16 +251,16 @@ func TestLostResponseIsReconciled(t *testing.T) {
 
 func TestCloudflareStormsAreSurvived(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	r := start(t, w, w.engine())
 	stormed := 0
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		switch {
 		case stormed == 0 && r.Record().Step == 1 && now.Sub(t0) > 9*time.Minute:
-			w.emu.SetFault(cfemu.Fault{Fail: 12, Status: 503})
+			w.Emu.SetFault(cfemu.Fault{Fail: 12, Status: 503})
 			stormed++
 		case stormed == 1 && r.Record().Step == 2 && now.Sub(t0) > 19*time.Minute:
-			w.emu.SetFault(cfemu.Fault{Fail: 12, Status: 429, RetryAfter: time.Second})
+			w.Emu.SetFault(cfemu.Fault{Fail: 12, Status: 429, RetryAfter: time.Second})
 			stormed++
 		}
 	})
@@ -272,18 +272,18 @@ func TestCloudflareStormsAreSurvived(t *testing.T) {
 
 func TestCrashAndResume(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	e := w.engine()
 	r := start(t, w, e)
-	w.drive(r, 16*time.Minute, nil)
+	w.Drive(r, 16*time.Minute, nil)
 	if r.Record().Step != 2 {
 		t.Fatalf("test setup: want step 2 at the crash, at %d (%s)", r.Record().Step, r.Record().State)
 	}
 	before := r.Snapshot()
 	// The process dies: a new one opens the same state directory and resumes.
-	w.st = w.openStore()
+	w.St = w.OpenStore()
 	e2 := w.engine()
-	r2, err := e2.Resume(context.Background(), r.ID(), w.experiment())
+	r2, err := e2.Resume(context.Background(), r.ID(), w.Experiment())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,10 +298,10 @@ func TestCrashAndResume(t *testing.T) {
 	if r2.Record().Step != before.Run.Step || r2.Record().StepElapsed != before.Run.StepElapsed {
 		t.Errorf("resumed at step %d/%s, crashed at %d/%s", r2.Record().Step, r2.Record().StepElapsed, before.Run.Step, before.Run.StepElapsed)
 	}
-	if _, err := e2.Resume(context.Background(), r.ID(), w.experiment("tolerance: 20%", "tolerance: 30%")); !errors.Is(err, ErrSpecChanged) {
+	if _, err := e2.Resume(context.Background(), r.ID(), w.Experiment("tolerance: 20%", "tolerance: 30%")); !errors.Is(err, ErrSpecChanged) {
 		t.Errorf("resume with a changed file: %v", err)
 	}
-	w.drive(r2, 3*time.Hour, nil)
+	w.Drive(r2, 3*time.Hour, nil)
 	assertEnded(t, r2, store.StatePromoted, VerdictPromoted)
 }
 
@@ -309,7 +309,7 @@ func TestOnePoolOneRun(t *testing.T) {
 	w := newWorld(t)
 	e := w.engine()
 	start(t, w, e)
-	_, err := e.Start(context.Background(), w.experiment(), "world.yaml", w.Now())
+	_, err := e.Start(context.Background(), w.Experiment(), "world.yaml", w.Now())
 	if !errors.Is(err, store.ErrPoolBusy) {
 		t.Fatalf("second run on the same pool: %v", err)
 	}
@@ -329,11 +329,11 @@ func (h *recordingHooks) RunHook(_ context.Context, args []string, _ time.Durati
 
 func TestCapacityHooksScaleUpBeforeAndDownAfter(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	hooks := &recordingHooks{}
 	r := start(t, w, w.engine(func(o *Options) { o.Hooks = hooks }),
 		"  preconditions:", "  capacity:\n    hpa: {minReplicas: 100, maxReplicas: 1000}\n    hook: {command: [scale, \"{{.Cluster}}\", \"{{.MinReplicas}}\", \"{{.MaxReplicas}}\"]}\n  preconditions:")
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	assertEnded(t, r, store.StatePromoted, VerdictPromoted)
 	// Step 1: the canary drops from 26% to 8% of the pool (after the write), the
 	// baselines rise (before it).

@@ -54,13 +54,13 @@ func (c *countingSteerer) SetWeights(ctx context.Context, ref traffic.PoolRef, w
 // keeps its weights.
 func TestStateNotWritableMeansNoWeightChange(t *testing.T) {
 	w := newWorld(t)
-	w.rate = 1000
-	fs := &failingStore{Store: w.st}
-	cs := &countingSteerer{Steerer: w.steer}
+	w.Rate = 1000
+	fs := &failingStore{Store: w.St}
+	cs := &countingSteerer{Steerer: w.Steer}
 	r := start(t, w, w.engine(func(o *Options) { o.Store = fs; o.Steerer = cs }))
 	var stepErr error
 	for i := 0; i < 200 && stepErr == nil && !r.Done(); i++ {
-		w.advance(w.Now().Add(30 * time.Second))
+		w.Advance(w.Now().Add(30 * time.Second))
 		if r.Record().Step == 1 && r.Record().StepElapsed >= 10*time.Minute-time.Minute {
 			fs.mu.Lock()
 			fs.armed = true
@@ -75,13 +75,13 @@ func TestStateNotWritableMeansNoWeightChange(t *testing.T) {
 		t.Errorf("weights written %d times; only step 1 (before the disk filled) may be", cs.writes)
 	}
 	// The pool is still at step 1, which the store knows: a restart resumes from there.
-	rec, err := w.st.Run(context.Background(), r.ID())
+	rec, err := w.St.Run(context.Background(), r.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for o, wt := range rec.Current {
-		if !traffic.SameWeight(w.poolWeights()[o], wt) {
-			t.Errorf("pool and store disagree on %s: %v vs %v", o, w.poolWeights()[o], wt)
+		if !traffic.SameWeight(w.PoolWeights()[o], wt) {
+			t.Errorf("pool and store disagree on %s: %v vs %v", o, w.PoolWeights()[o], wt)
 		}
 	}
 }
@@ -113,11 +113,11 @@ func TestNotificationsCarryNumbersAndNeverBlock(t *testing.T) {
 	defer slow.Close()
 
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	notify := "  notify:\n    - slack: {webhookURL: " + hook.URL + "/slack/T0/B0/secret}\n    - webhook: {url: " + hook.URL + "/hook, headers: {X-Team: platform}}\n      on: [start, verdict, end]\n    - webhook: {url: " + slow.URL + "}\n  preconditions:"
 	r := start(t, w, w.engine(), "  preconditions:", notify)
 	began := time.Now()
-	w.drive(r, 3*time.Hour, nil)
+	w.Drive(r, 3*time.Hour, nil)
 	if took := time.Since(began); took > 30*time.Second {
 		t.Errorf("run took %s: a slow webhook must not hold it up", took)
 	}

@@ -30,7 +30,7 @@ func (f *fakeFence) Valid() bool {
 func stepUntil(t *testing.T, w *world, r *Run, cond func() bool) error {
 	t.Helper()
 	for i := 0; i < 400 && !cond(); i++ {
-		w.advance(w.Now().Add(30 * time.Second))
+		w.Advance(w.Now().Add(30 * time.Second))
 		if err := r.Step(context.Background(), w.Now()); err != nil {
 			return err
 		}
@@ -48,11 +48,11 @@ func stepUntil(t *testing.T, w *world, r *Run, cond func() bool) error {
 func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
-	w.rate = 1000
-	cs := &countingSteerer{Steerer: w.steer}
+	w.Rate = 1000
+	cs := &countingSteerer{Steerer: w.Steer}
 	e := w.engine(func(o *Options) { o.Steerer = cs })
 	r := start(t, w, e)
-	a, err := w.st.Acquire(ctx, r.ID(), "replica-a", time.Hour)
+	a, err := w.St.Acquire(ctx, r.ID(), "replica-a", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 		t.Fatalf("weights written %d times, want 1 (step 1)", cs.writes)
 	}
 	decisions := func() int {
-		ds, err := w.st.Decisions(ctx, r.ID())
+		ds, err := w.St.Decisions(ctx, r.ID())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,10 +76,10 @@ func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 	}
 
 	// Replica B takes the run over; A still thinks its lease is fine.
-	if err := w.st.Release(ctx, a); err != nil {
+	if err := w.St.Release(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	b, err := w.st.Acquire(ctx, r.ID(), "replica-b", time.Hour)
+	b, err := w.St.Acquire(ctx, r.ID(), "replica-b", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 			fb.valid = false
 			fb.mu.Unlock()
 		}
-		w.advance(w.Now().Add(30 * time.Second))
+		w.Advance(w.Now().Add(30 * time.Second))
 		if err = rb.Step(ctx, w.Now()); err != nil || rb.Done() {
 			break
 		}
@@ -116,7 +116,7 @@ func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 	if cs.writes != 1 {
 		t.Fatalf("weights written %d times after the fence went invalid, want 1", cs.writes)
 	}
-	rec, err := w.st.Run(ctx, r.ID())
+	rec, err := w.St.Run(ctx, r.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,10 +125,10 @@ func TestFencedRunStopsWhenItsLeaseIsTaken(t *testing.T) {
 	}
 
 	// C takes over after B's lease and reconciles: the pool still has step 1, so it writes.
-	if err := w.st.Release(ctx, b); err != nil {
+	if err := w.St.Release(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	c, err := w.st.Acquire(ctx, r.ID(), "replica-c", time.Hour)
+	c, err := w.St.Acquire(ctx, r.ID(), "replica-c", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,5 +141,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -153,18 +153,18 @@ const goldenRunID = "world-test-20261123t080000-golden"
 func recordRun(t *testing.T, scenario string) (*store.SQLite, string) {
 	t.Helper()
 	w := newWorld(t)
-	w.rate = 1000
+	w.Rate = 1000
 	if scenario == "rolled_back" {
-		w.errP["c1"] = 0.025
+		w.ErrP["c1"] = 0.025
 	}
 	e := w.engine()
-	r, err := e.Start(context.Background(), w.experiment(extraKPIs...), "world.yaml", w.Now())
+	r, err := e.Start(context.Background(), w.Experiment(extraKPIs...), "world.yaml", w.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pausedAt time.Time
 	posted := false
-	w.drive(r, 3*time.Hour, func(now time.Time) {
+	w.Drive(r, 3*time.Hour, func(now time.Time) {
 		if scenario != "promoted" {
 			return
 		}
@@ -172,13 +172,13 @@ func recordRun(t *testing.T, scenario string) (*store.SQLite, string) {
 		switch {
 		case !posted && rec.Step == 2 && rec.Intent == nil && rec.State == store.StateRamping:
 			posted = true
-			if err := w.st.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: engine.ActionPause, Who: "alice", Reason: "checking the node dashboards"}); err != nil {
+			if err := w.St.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: engine.ActionPause, Who: "alice", Reason: "checking the node dashboards"}); err != nil {
 				t.Fatal(err)
 			}
 		case rec.State == store.StatePaused && pausedAt.IsZero():
 			pausedAt = now
 		case rec.State == store.StatePaused && now.Sub(pausedAt) >= 3*time.Minute:
-			if err := w.st.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: engine.ActionResume, Who: "alice", Reason: "nodes look fine"}); err != nil {
+			if err := w.St.PostCommand(context.Background(), &store.Command{RunID: r.ID(), Action: engine.ActionResume, Who: "alice", Reason: "nodes look fine"}); err != nil {
 				t.Fatal(err)
 			}
 			pausedAt = now.Add(time.Hour) // once
@@ -190,7 +190,7 @@ func recordRun(t *testing.T, scenario string) (*store.SQLite, string) {
 	if got := r.Record().Verdict; got != scenario {
 		t.Fatalf("run ended %s (%s), want %s", got, r.Record().Reason, scenario)
 	}
-	return w.st, r.ID()
+	return w.St, r.ID()
 }
 
 func golden(t *testing.T, name string, got []byte) {

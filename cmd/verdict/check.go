@@ -99,7 +99,7 @@ func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
 		for _, c := range exp.Spec.Clusters() {
 			cr := k.Clusters[c]
 			var parts []string
-			for _, name := range sortedKeysF64(cr.Values) {
+			for _, name := range sortedKeys(cr.Values) {
 				parts = append(parts, fmt.Sprintf("%s=%s", name, num(cr.Values[name])))
 			}
 			vals := strings.Join(parts, " ")
@@ -132,17 +132,4 @@ func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
 	} else {
 		fmt.Fprintln(w, "\nFAILED: fix the problems above before running the experiment.")
 	}
-}
-
-func sortedKeysF64(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

@@ -103,7 +103,7 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 
 func variantText(v map[string]string) string {
 	var parts []string
-	for _, k := range sortedMapKeys(v) {
+	for _, k := range sortedKeys(v) {
 		parts = append(parts, k+"="+v[k])
 	}
 	if len(parts) == 0 {
@@ -155,17 +155,4 @@ func csText(iv analysis.Interval) string {
 		hi = "+∞"
 	}
 	return "[" + lo + ", " + hi + "]"
-}
-
-func sortedMapKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

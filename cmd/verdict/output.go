@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"maps"
+	"slices"
 )
 
 // jsonVersion is the version of every JSON message the CLI prints; consumers check it the
@@ -15,3 +17,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
+
+// sortedKeys returns a map's keys in order, for stable output.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

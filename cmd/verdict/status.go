@@ -123,7 +123,7 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 	if len(r.Current) > 0 {
 		fmt.Fprintln(w, "\nWeights (now / before the experiment)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, o := range sortedMapKeysF(r.Current) {
+		for _, o := range sortedKeys(r.Current) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", o, traffic.FormatWeight(r.Current[o]), traffic.FormatWeight(r.Original[o]))
 		}
 		tw.Flush()
@@ -155,19 +155,6 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), e.Type, e.Message)
 	}
 	return nil
-}
-
-func sortedMapKeysF(m store.Weights) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }
 
 func newActionCmds(g *globals) []*cobra.Command {
