@@ -153,3 +153,110 @@ func TestNotificationsCarryNumbersAndNeverBlock(t *testing.T) {
 		}
 	}
 }
+
+// decisionDroppingStore loses the next decision once armed: the process died after the
+// interval's observations were stored and before its decision was.
+type decisionDroppingStore struct {
+	store.Store
+	mu    sync.Mutex
+	armed bool
+}
+
+var errDied = errors.New("process died (test)")
+
+func (d *decisionDroppingStore) AddDecision(ctx context.Context, dec *store.Decision) error {
+	d.mu.Lock()
+	armed := d.armed
+	d.armed = false
+	d.mu.Unlock()
+	if armed {
+		return errDied
+	}
+	return d.Store.AddDecision(ctx, dec)
+}
+
+// TestResumeDecidesTheIntervalACrashLeftUndecided: a "continue" decision is recorded only
+// for fresh data, so a process that died between storing an interval and deciding it would
+// leave that interval without a decision; the resumed run records it, once.
+func TestResumeDecidesTheIntervalACrashLeftUndecided(t *testing.T) {
+	w := newWorld(t)
+	w.Rate = 1000
+	ds := &decisionDroppingStore{Store: w.St}
+	r := start(t, w, w.engine(func(o *Options) { o.Store = ds }))
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		w.Advance(w.Now().Add(30 * time.Second))
+		if r.Record().Step == 1 && r.Record().StepElapsed >= 3*time.Minute {
+			ds.mu.Lock()
+			ds.armed = true
+			ds.mu.Unlock()
+		}
+		err = r.Step(context.Background(), w.Now())
+	}
+	if !errors.Is(err, errDied) {
+		t.Fatalf("test setup: want the lost decision to stop the run, got %v", err)
+	}
+	ctx := context.Background()
+	decided := func() map[string]int {
+		t.Helper()
+		out := map[string]int{}
+		got, err := w.St.Decisions(ctx, r.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range got {
+			var det struct {
+				Through time.Time `json:"decidedThrough"`
+			}
+			if err := json.Unmarshal(d.Details, &det); err != nil || det.Through.IsZero() {
+				t.Fatalf("decision without decidedThrough: %s", d.Details)
+			}
+			out[det.Through.Format(time.RFC3339)]++
+		}
+		return out
+	}
+	before := decided()
+	rec, err := w.St.Run(ctx, r.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := rec.StepElapsed
+	// A new process resumes the run and steps it once, before any new interval is complete.
+	r2, err := w.engine().Resume(ctx, r.ID(), w.Experiment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r2.undecided {
+		t.Fatal("the resumed run does not know its last interval is undecided")
+	}
+	if err := r2.Step(ctx, w.Now()); err != nil {
+		t.Fatal(err)
+	}
+	after := decided()
+	if len(after) != len(before)+1 {
+		t.Fatalf("%d decisions before the resume, %d after one tick without fresh data; want one more (the lost one)", len(before), len(after))
+	}
+	got, _ := w.St.Decisions(ctx, r.ID())
+	var det struct {
+		StepElapsed string `json:"stepElapsed"`
+	}
+	json.Unmarshal(got[len(got)-1].Details, &det)
+	if det.StepElapsed != lost.String() {
+		t.Errorf("recovered decision at %s of the step, the lost one was at %s", det.StepElapsed, lost)
+	}
+	// A second resume finds it decided, and further ticks decide each interval once.
+	r3, err := w.engine().Resume(ctx, r.ID(), w.Experiment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r3.undecided {
+		t.Error("a decided interval is taken as undecided")
+	}
+	w.Drive(r3, 3*time.Hour, nil)
+	assertEnded(t, r3, store.StatePromoted, VerdictPromoted)
+	for through, n := range decided() {
+		if n > 1 {
+			t.Errorf("the interval ending %s was decided %d times", through, n)
+		}
+	}
+}

@@ -67,6 +67,9 @@ type Run struct {
 	book   book
 	last   *analysis.Decision
 	fence  Fence
+	// undecided: the last complete interval was stored but its decision was not (the
+	// process died in between); the next tick records one even with no fresh interval.
+	undecided bool
 }
 
 // Fence is the lease a run acts under when several replicas share a store: *store.Hold
@@ -666,10 +669,11 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 	}
 	d := r.decide(now)
 	maxed := now.Sub(r.book.RampStart) >= a.MaxDuration.Std()
-	if fresh > 0 || d.Action != analysis.Continue {
+	if fresh > 0 || r.undecided || d.Action != analysis.Continue {
 		if err := r.recordDecision(ctx, now, d); err != nil {
 			return err
 		}
+		r.undecided = false
 	}
 	switch d.Action {
 	case analysis.Advance:
@@ -827,7 +831,8 @@ func (r *Run) decide(now time.Time) analysis.Decision {
 }
 
 func (r *Run) recordDecision(ctx context.Context, now time.Time, d analysis.Decision) error {
-	details := map[string]any{"decision": d, "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues()}
+	details := map[string]any{"decision": d, "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues(),
+		decidedThroughKey: r.book.LastEnd}
 	dec := &store.Decision{RunID: r.rec.ID, At: now, Step: r.rec.Step, Action: string(d.Action), Reason: d.Reason, Details: mustJSON(details), Fence: r.token()}
 	if err := r.e.opts.Store.AddDecision(ctx, dec); err != nil {
 		return fmt.Errorf("persist decision of %s: %w", r.rec.ID, err)
@@ -1001,7 +1006,11 @@ func (r *Run) apply(ctx context.Context, now time.Time, c store.Command) (string
 
 // ---- replay ----------------------------------------------------------------------------
 
-// replay rebuilds the analysis state from the stored observations, in their order.
+// decidedThroughKey names the end of the last interval a decision had seen, in its details.
+const decidedThroughKey = "decidedThrough"
+
+// replay rebuilds the analysis state from the stored observations, in their order, and
+// finds out whether the last complete interval was decided.
 func (r *Run) replay(ctx context.Context) error {
 	obs, err := r.e.opts.Store.Observations(ctx, r.rec.ID)
 	if err != nil {
@@ -1023,10 +1032,17 @@ func (r *Run) replay(ctx context.Context) error {
 		}
 		shareObs, shareKPI = nil, nil
 	}
+	var lastComplete time.Time
+	seen := map[time.Time]int{}
 	for _, so := range obs {
 		k := byName[so.KPI]
 		if k == nil {
 			continue
+		}
+		if so.Phase == "run" {
+			if seen[so.End]++; seen[so.End] == len(r.kpis) {
+				lastComplete = so.End
+			}
 		}
 		var o Observation
 		if err := json.Unmarshal(so.Values, &o); err != nil {
@@ -1046,6 +1062,22 @@ func (r *Run) replay(ctx context.Context) error {
 		}
 	}
 	flush()
+	if lastComplete.IsZero() || r.rec.State != store.StateRamping {
+		return nil
+	}
+	ds, err := r.e.opts.Store.Decisions(ctx, r.rec.ID)
+	if err != nil {
+		return err
+	}
+	var through time.Time
+	for _, d := range ds {
+		var det map[string]json.RawMessage
+		var at time.Time
+		if json.Unmarshal(d.Details, &det) == nil && json.Unmarshal(det[decidedThroughKey], &at) == nil && at.After(through) {
+			through = at
+		}
+	}
+	r.undecided = lastComplete.After(through)
 	return nil
 }
 

@@ -70,11 +70,16 @@ rm -f "$dir/pwfile"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port="${VERDICT_PG_PORT:-55432}"
 # The probe and the bind can race with another process taking the port: try a few ports.
+# The settings live in the cluster's configuration, not on pg_ctl's command line, so that a
+# test can stop and start the cluster again with plain `pg_ctl -D DIR/data start`.
+echo "include 'verdict.conf'" >>"$dir/data/postgresql.conf"
 for attempt in 1 2 3 4 5; do
   while ! port_free "$port"; do port=$((port + 1)); done
   # fsync=off: a throwaway cluster for tests, never for data anyone keeps.
-  if "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >&2; then
+  printf '%s\n' "port = $port" "unix_socket_directories = '$dir'" "listen_addresses = '127.0.0.1'" \
+    "fsync = off" "max_connections = 200" >"$dir/data/verdict.conf"
+  chmod 644 "$dir/data/verdict.conf"
+  if "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2; then
     break
   fi
   if [ "$attempt" = 5 ]; then

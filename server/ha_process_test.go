@@ -66,51 +66,7 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 	}
 	t.Cleanup(func() { mon.Close() })
 
-	var mu sync.Mutex
-	children := map[string]*child{}
-	gen := 0
-	spawn := func() {
-		gen++
-		name := fmt.Sprintf("proc-%d", gen)
-		c := &child{name: name, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
-		f, err := os.Create(c.log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.cmd = exec.Command(bin, "serve", "--dir", w.dir, "--store", dsn, "--replica", name, "--lease-ttl", ttl.String(),
-			"--poll", "100ms", "--tick", "200ms", "--listen", "127.0.0.1:0", "--state", t.TempDir(), "-o", "json")
-		c.cmd.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
-			"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_REPLICA=", "VERDICT_STORE=")
-		c.cmd.Stdout, c.cmd.Stderr = f, f
-		if err := c.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { c.cmd.Wait(); f.Close(); close(c.done) }()
-		mu.Lock()
-		children[name] = c
-		mu.Unlock()
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range children {
-			c.cmd.Process.Signal(syscall.SIGTERM)
-		}
-		for _, c := range children {
-			select {
-			case <-c.done:
-			case <-time.After(10 * time.Second):
-				c.cmd.Process.Kill()
-				<-c.done
-			}
-			if t.Failed() {
-				tail(t, c)
-			}
-		}
-	})
-	for range 3 {
-		spawn()
-	}
+	rs := startReplicas(t, bin, w, dsn, ttl, 3)
 	w.write("ha-proc.yaml", y)
 
 	ctx := context.Background()
@@ -121,22 +77,8 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 		}
 		return id != ""
 	})
-	owner := func() string {
-		ls, err := mon.Leases(ctx)
-		if err != nil {
-			return "" // the database restarting, say: ask again
-		}
-		for _, l := range ls {
-			if l.RunID == id {
-				return l.Owner
-			}
-		}
-		return ""
-	}
-	ended := func() bool {
-		rec, err := mon.Run(ctx, id)
-		return err == nil && rec.State.Terminal()
-	}
+	owner := func() string { return ownerOf(mon, id) }
+	ended := func() bool { return endedRun(mon, id) }
 	rng := rand.New(rand.NewPCG(uint64(now.UnixNano()), 1))
 	var takeovers []time.Duration
 	spread := max(3*hold*1000/kills-2000, 500) // milliseconds
@@ -151,16 +93,14 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 		if o := owner(); o != "" {
 			victim = o
 		}
-		mu.Lock()
-		c := children[victim]
-		mu.Unlock()
+		c := rs.get(victim)
 		if c == nil {
 			t.Fatalf("lease held by unknown replica %q", victim)
 		}
 		killed := time.Now()
 		c.cmd.Process.Kill() // SIGKILL: no release, no last save
 		<-c.done
-		spawn()
+		rs.spawn()
 		var next string
 		eventually(t, "a takeover", func() bool { next = owner(); return (next != "" && next != victim) || ended() })
 		if next == "" {
@@ -190,16 +130,144 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 	if rec.State != store.StatePromoted {
 		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
 	}
-	nWrites := 0
-	for _, call := range w.emu.Calls() {
-		if (call.Method == "PUT" || call.Method == "PATCH") && strings.Contains(call.Path, pools["b"]) && call.Status < 300 {
-			nWrites++
-		}
-	}
+	nWrites := poolWrites(w, "b")
 	if nWrites < 3 || nWrites > 3+len(takeovers) {
 		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one per takeover", nWrites)
 	}
-	ds, err := mon.Decisions(ctx, id)
+	ds := decidedOnce(t, mon, id)
+	t.Logf("%d kills, takeovers %v; %d writes; %d decisions; ended %s", len(takeovers), takeovers, nWrites, len(ds), rec.State)
+}
+
+// replicaSet is a group of `verdict serve` replica processes on one store.
+type replicaSet struct {
+	t    *testing.T
+	args []string
+	env  []string
+
+	mu       sync.Mutex
+	children map[string]*child
+	gen      int
+}
+
+// startReplicas starts n replicas serving w's experiment directory from the store at dsn;
+// they are stopped (SIGTERM, then SIGKILL) when the test ends, and their output is logged
+// if it failed.
+func startReplicas(t *testing.T, bin string, w *world, dsn string, ttl time.Duration, n int) *replicaSet {
+	rs := &replicaSet{t: t, children: map[string]*child{},
+		args: []string{bin, "serve", "--dir", w.dir, "--store", dsn, "--lease-ttl", ttl.String(),
+			"--poll", "100ms", "--tick", "200ms", "--listen", "127.0.0.1:0", "-o", "json"},
+		env: append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
+			"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_REPLICA=", "VERDICT_STORE=")}
+	t.Cleanup(rs.stop)
+	for range n {
+		rs.spawn()
+	}
+	return rs
+}
+
+// spawn starts one more replica.
+func (rs *replicaSet) spawn() *child {
+	t := rs.t
+	rs.mu.Lock()
+	rs.gen++
+	name := fmt.Sprintf("proc-%d", rs.gen)
+	rs.mu.Unlock()
+	c := &child{name: name, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
+	f, err := os.Create(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string(nil), rs.args[1:]...), "--replica", name, "--state", t.TempDir())
+	c.cmd = exec.Command(rs.args[0], args...)
+	c.cmd.Env = rs.env
+	c.cmd.Stdout, c.cmd.Stderr = f, f
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.cmd.Wait(); f.Close(); close(c.done) }()
+	rs.mu.Lock()
+	rs.children[name] = c
+	rs.mu.Unlock()
+	return c
+}
+
+func (rs *replicaSet) get(name string) *child {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.children[name]
+}
+
+// exited lists the replicas that ended on their own (not killed by the test).
+func (rs *replicaSet) exited() []string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var out []string
+	for name, c := range rs.children {
+		select {
+		case <-c.done:
+			if ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+				out = append(out, name)
+			}
+		default:
+		}
+	}
+	return out
+}
+
+func (rs *replicaSet) stop() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, c := range rs.children {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range rs.children {
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+		if rs.t.Failed() {
+			tail(rs.t, c)
+		}
+	}
+}
+
+// ownerOf is the replica holding run id's lease; "" when none does or the store cannot say
+// (the database restarting, say: ask again).
+func ownerOf(mon store.Leaser, id string) string {
+	ls, err := mon.Leases(context.Background())
+	if err != nil {
+		return ""
+	}
+	for _, l := range ls {
+		if l.RunID == id {
+			return l.Owner
+		}
+	}
+	return ""
+}
+
+func endedRun(mon store.Store, id string) bool {
+	rec, err := mon.Run(context.Background(), id)
+	return err == nil && rec.State.Terminal()
+}
+
+// poolWrites counts the weight writes that reached pool letter's pool.
+func poolWrites(w *world, letter string) int {
+	n := 0
+	for _, call := range w.emu.Calls() {
+		if (call.Method == "PUT" || call.Method == "PATCH") && strings.Contains(call.Path, pools[letter]) && call.Status < 300 {
+			n++
+		}
+	}
+	return n
+}
+
+// decidedOnce returns run id's decisions, failing the test for any interval decided twice.
+func decidedOnce(t *testing.T, mon store.Store, id string) []store.Decision {
+	t.Helper()
+	ds, err := mon.Decisions(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +287,7 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 		}
 		seen[k] = true
 	}
-	t.Logf("%d kills, takeovers %v; %d writes; %d decisions; ended %s", len(takeovers), takeovers, nWrites, len(ds), rec.State)
+	return ds
 }
 
 func stepOf(t *testing.T, st store.Store, id string) int {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -35,15 +36,25 @@ func (s *Server) relay(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			listenLog := newFailureLog(s.opts.Logger, slog.LevelWarn, "listening for events of other replicas failed; polling meanwhile")
 			for ctx.Err() == nil {
-				err := pg.ListenEvents(ctx, nil, func(int64) {
+				ready, attempt := make(chan struct{}), make(chan struct{})
+				go func() {
+					select {
+					case <-ready:
+						listenLog.ok()
+					case <-attempt:
+					}
+				}()
+				err := pg.ListenEvents(ctx, ready, func(int64) {
 					select {
 					case wake <- struct{}{}:
 					default:
 					}
 				})
-				if err != nil {
-					s.opts.Logger.Warn("listening for events of other replicas failed; polling meanwhile", "err", err)
+				close(attempt)
+				if err != nil && ctx.Err() == nil {
+					listenLog.fail(err)
 				}
 				select {
 				case <-ctx.Done():
@@ -54,6 +65,7 @@ func (s *Server) relay(ctx context.Context) {
 	}
 	t := time.NewTicker(s.opts.EventPoll)
 	defer t.Stop()
+	readLog := newFailureLog(s.opts.Logger, slog.LevelWarn, "read events of other replicas")
 	for {
 		select {
 		case <-ctx.Done():
@@ -64,10 +76,11 @@ func (s *Server) relay(ctx context.Context) {
 		evs, err := st.Events(ctx, "", last)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.opts.Logger.Warn("read events of other replicas", "err", err)
+				readLog.fail(err)
 			}
 			continue
 		}
+		readLog.ok()
 		for _, ev := range evs {
 			last = max(last, ev.Seq)
 			if _, mine := s.sup.get(ev.RunID); mine {

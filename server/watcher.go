@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -289,14 +290,12 @@ func (w *watcher) owns(file string) bool {
 func (w *watcher) loop(ctx context.Context, every time.Duration, kick <-chan struct{}) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	scanLog := newFailureLog(w.s.opts.Logger.With("dir", w.dir), slog.LevelError, "scan")
+	takeLog := newFailureLog(w.s.opts.Logger, slog.LevelError, "take over runs")
 	for {
-		if err := w.scan(ctx); err != nil {
-			w.s.opts.Logger.Error("scan", "dir", w.dir, "err", err)
-		}
+		scanLog.report(w.scan(ctx))
 		if w.s.leaser != nil && !w.s.sup.stopping() && ctx.Err() == nil {
-			if err := w.resumeOwned(ctx); err != nil {
-				w.s.opts.Logger.Error("take over runs", "err", err)
-			}
+			takeLog.report(w.resumeOwned(ctx))
 		}
 		select {
 		case <-ctx.Done():
