@@ -324,3 +324,101 @@ func tail(t *testing.T, c *child) {
 	}
 	t.Logf("--- %s:\n%s", c.name, strings.Join(lines, "\n"))
 }
+
+// TestServeTakesOverAKilledVerdictRun: a run started with `verdict run --store
+// postgres://...` is driven by that process under a lease, shown by `verdict status` on the
+// same store, and taken over by a serve replica whose directory holds the file when the
+// process is SIGKILLed.
+func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs verdict processes for about 30 s")
+	}
+	dsn := postgresSchema(t)
+	bin := buildVerdict(t)
+	now := time.Now()
+	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	const ttl = 2 * time.Second
+	y := w.experiment("cli-run", "b", "6s")
+	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
+	file := w.write("cli-run.yaml", y)
+	ctx := context.Background()
+	mon, err := store.OpenPostgres(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+	env := append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
+		"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_STORE="+dsn, "VERDICT_STATE="+t.TempDir())
+
+	logPath := filepath.Join(t.TempDir(), "run.log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command(bin, "run", file, "--lease-ttl", ttl.String(), "--tick", "200ms", "-o", "json")
+	run.Env, run.Stdout, run.Stderr = env, lf, lf
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { run.Wait(); lf.Close(); close(runDone) }()
+	t.Cleanup(func() {
+		run.Process.Kill()
+		<-runDone
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- verdict run:\n%s", b)
+		}
+	})
+	var id string
+	eventually(t, "the run to be started", func() bool {
+		if rec, err := mon.Run(ctx, "cli-run"); err == nil {
+			id = rec.ID
+		}
+		return id != ""
+	})
+	host, _ := os.Hostname()
+	eventually(t, "verdict run to hold the lease", func() bool { return ownerOf(mon, id) == "verdict-run@"+host })
+	out, err := exec.Command(bin, "status", id, "--store", dsn).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Driven by verdict-run@"+host) {
+		t.Errorf("verdict status --store: %v\n%s", err, out)
+	}
+
+	// A serve replica on the same store and directory sees the run as another process's.
+	rs := startReplicas(t, bin, w, dsn, ttl, 1)
+	eventually(t, "the run to reach step 1", func() bool { return stepOf(t, mon, id) >= 1 })
+	time.Sleep(time.Second)
+	if o := ownerOf(mon, id); o != "verdict-run@"+host {
+		t.Fatalf("while verdict run lives, the lease is %q's", o)
+	}
+	run.Process.Kill()
+	<-runDone
+	killed := time.Now()
+	eventually(t, "the replica to take the run over", func() bool { return ownerOf(mon, id) == "proc-1" || endedRun(mon, id) })
+	took := time.Since(killed)
+	if limit := ttl + 1500*time.Millisecond; took > limit {
+		t.Errorf("takeover took %s, want within TTL + a step (%s)", took, limit)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for !endedRun(mon, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec, err := mon.Run(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != store.StatePromoted {
+		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
+	}
+	if n := poolWrites(w, "b"); n < 3 || n > 4 {
+		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one for the takeover", n)
+	}
+	decidedOnce(t, mon, id)
+	if gone := rs.exited(); len(gone) > 0 {
+		t.Errorf("replica exited: %v", gone)
+	}
+	t.Logf("verdict run SIGKILLed at step %d; proc-1 took over after %s; ended %s", rec.Step, took.Round(time.Millisecond), rec.State)
+}

@@ -116,7 +116,7 @@ func runReport(cmd *cobra.Command, g *globals, a reportArgs) error {
 	defer st.Close()
 	rep, err := report.FromStore(ctx, st, a.run)
 	if errors.Is(err, store.ErrNotFound) {
-		return usageErrorf("no run or experiment %q in the state directory (verdict status --all lists them)", a.run)
+		return usageErrorf("no run or experiment %q in the store (verdict status --all lists them)", a.run)
 	}
 	if err != nil {
 		return withCode(exitError, fmt.Errorf("report of %s: %w", a.run, err))

@@ -107,7 +107,7 @@ func TestReportCommand(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown run", []string{"report", "no-such-run"}, exitInvalid, `no run or experiment "no-such-run" in the state directory`},
+		{"unknown run", []string{"report", "no-such-run"}, exitInvalid, `no run or experiment "no-such-run" in the store`},
 		{"bad format", []string{"report", id, "--format", "pdf"}, exitInvalid, `--format must be md, html or json, not "pdf"`},
 		{"no argument", []string{"report"}, exitInvalid, "accepts 1 arg"},
 		{"unwritable file", []string{"report", id, "-o", filepath.Join(out, "missing", "r.html")}, exitError, "write the report"},

@@ -19,6 +19,7 @@ type globals struct {
 	logLevel string
 	config   string
 	state    string
+	store    string
 
 	v      *viper.Viper
 	log    *slog.Logger
@@ -49,6 +50,7 @@ rolls back on its own.`,
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	pf.StringVar(&g.state, "state", "", "state directory (default $XDG_STATE_HOME/verdict)")
+	pf.StringVar(&g.store, "store", "", "where runs are kept: a directory (SQLite) or postgres://... shared with serve replicas (default: the state directory)")
 
 	root.AddCommand(
 		newValidateCmd(g),

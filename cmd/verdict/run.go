@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +28,7 @@ type runArgs struct {
 	resume     string
 	tick       time.Duration
 	noUI       bool
+	leaseTTL   time.Duration
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -38,7 +41,9 @@ back on its own. On a terminal it shows a live view; otherwise (or with --output
 prints one JSON event per line.
 
 Ctrl-C asks whether to roll back now or to leave the run as it is for a later
-'verdict run FILE --resume RUN-ID'. State lives in the state directory (--state).
+'verdict run FILE --resume RUN-ID'. Runs live in the store: the state directory (--state),
+or a PostgreSQL database shared with serve replicas (--store postgres://...), which then
+show the run, and take it over if this process dies and their directory holds the file.
 
 Exit status: 0 promoted, 3 rolled back, 4 aborted, 5 inconclusive, 6 a precondition failed,
 1 error, 2 invalid input.`,
@@ -52,6 +57,7 @@ Exit status: 0 promoted, 3 rolled back, 4 aborted, 5 inconclusive, 6 a precondit
 	cmd.Flags().StringVar(&a.resume, "resume", "", "resume the unfinished run RUN-ID instead of starting a new one")
 	cmd.Flags().DurationVar(&a.tick, "tick", 0, "how often the engine steps (default: a sixth of the analysis interval, 1s–10s)")
 	cmd.Flags().BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
+	cmd.Flags().DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long the run's lease lasts without renewal: if this process dies, a serve replica on the same store takes the run over after about that long")
 	return cmd
 }
 
@@ -81,8 +87,19 @@ func runRun(ctx context.Context, g *globals, a runArgs) error {
 	if a.tick <= 0 {
 		a.tick = defaultTick(exp)
 	}
+	if a.leaseTTL <= 0 {
+		return usageErrorf("--lease-ttl must be positive")
+	}
 	return driveRun(ctx, g, runSetup{exp: exp, file: a.file, resume: a.resume, tick: a.tick, noUI: a.noUI,
+		owner: runOwner(), leaseTTL: a.leaseTTL,
 		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log}})
+}
+
+// runOwner is verdict run's name in run leases. It is the same for every verdict run on a
+// machine, so that --resume right after a crash takes the run back at once (with a new
+// fencing token, which shuts out the dead incarnation) instead of waiting out its lease.
+func runOwner() string {
+	return "verdict-run@" + hostname()
 }
 
 type runSetup struct {
@@ -97,6 +114,9 @@ type runSetup struct {
 	clock  engine.Clock
 	// onEnd, if set, receives the finished run (the demo summarises several).
 	onEnd func(store.Run)
+	// owner and leaseTTL name and time the run's lease, when the store has leases.
+	owner    string
+	leaseTTL time.Duration
 }
 
 // driveRun starts or resumes a run and drives it to its end with a live view or a JSON
@@ -108,18 +128,63 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	if err != nil {
 		return withCode(exitError, err)
 	}
-	clk := s.clock
-	if clk == nil {
-		clk = engine.RealClock{}
+	if s.clock == nil {
+		s.clock = engine.RealClock{}
 	}
-	// The run must outlive Ctrl-C long enough to roll back, so it gets its own context.
-	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelRun()
+	if s.owner == "" {
+		s.owner = runOwner()
+	}
+	if s.leaseTTL <= 0 {
+		s.leaseTTL = 30 * time.Second
+	}
+	// The run must outlive Ctrl-C long enough to roll back, so its context is not ctx; with
+	// a lease, it ends when the lease is lost.
+	base := context.WithoutCancel(ctx)
+	var hold *store.Hold
+	acquire := func(id string) error {
+		l, ok := s.opts.Store.(store.Leaser)
+		if !ok {
+			return nil
+		}
+		h, err := store.AcquireHold(base, l, id, s.owner, store.HoldOptions{TTL: s.leaseTTL, Logger: g.log})
+		if errors.Is(err, store.ErrLeaseHeld) {
+			return withCode(exitError, fmt.Errorf("%w: another process drives it (verdict status %s shows it)", err, id))
+		}
+		if err != nil {
+			return withCode(exitError, fmt.Errorf("lease run %s: %w", id, err))
+		}
+		hold = h
+		return nil
+	}
+	defer func() {
+		if hold != nil {
+			// Hand the run over at once: a later --resume or a serve replica goes on
+			// without waiting out the lease.
+			rctx, cancel := context.WithTimeout(base, 5*time.Second)
+			_ = hold.Release(rctx)
+			cancel()
+		}
+	}()
 	var r *engine.Run
 	if s.resume != "" {
-		r, err = eng.Resume(runCtx, s.resume, s.exp)
+		// The lease comes first: only the run's owner reads and reconciles it.
+		if err := acquire(s.resume); err != nil {
+			return err
+		}
+		r, err = eng.Resume(base, s.resume, s.exp)
 	} else {
-		r, err = eng.Start(runCtx, s.exp, s.file, clk.Now())
+		// The absolute path, so that a serve replica watching the file's directory can
+		// tell the run is one of its own and take it over.
+		file := s.file
+		if abs, aerr := filepath.Abs(file); aerr == nil {
+			file = abs
+		}
+		r, err = eng.Start(base, s.exp, file, s.clock.Now())
+		if err == nil {
+			if err := acquire(r.ID()); err != nil {
+				return err
+			}
+		}
 	}
 	if errors.Is(err, store.ErrPoolBusy) || errors.Is(err, engine.ErrSpecChanged) {
 		return withCode(exitInvalid, err)
@@ -127,20 +192,38 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	if err != nil {
 		return withCode(exitError, err)
 	}
+	parent := base
+	if hold != nil {
+		r.SetFence(hold)
+		parent = hold.Context()
+	}
+	runCtx, cancelRun := context.WithCancel(parent)
+	defer cancelRun()
 	view.attach(r)
 
-	done := make(chan error, 1)
-	go func() { done <- r.Drive(runCtx, clk, s.tick) }()
+	type ending struct {
+		run *engine.Run
+		err error
+	}
+	done := make(chan ending, 1)
+	go func() {
+		final, err := keepDriving(runCtx, eng, r, s, hold, view)
+		done <- ending{final, err}
+	}()
 	stopView := view.start()
 	defer stopView()
 
 	interrupted := ctx.Done()
 	for {
 		select {
-		case err := <-done:
+		case end := <-done:
 			stopView()
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), err, s.file, r.ID()))
+			r := end.run
+			if end.err != nil && errors.Is(end.err, store.ErrLeaseLost) {
+				return withCode(exitError, fmt.Errorf("run %s: %w; another process drives it now", r.ID(), context.Cause(runCtx)))
+			}
+			if end.err != nil && !errors.Is(end.err, context.Canceled) {
+				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), end.err, s.file, r.ID()))
 			}
 			if s.onEnd != nil {
 				s.onEnd(r.Record())
@@ -157,10 +240,52 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 				continue
 			}
 			cancelRun()
-			<-done
-			rec := r.Record()
+			end := <-done
+			rec := end.run.Record()
 			fmt.Fprintf(g.stdio.err, "Left run %s as it is (%s, step %d). Resume it with:\n  verdict run %s --resume %s\n", rec.ID, rec.State, rec.Step, s.file, rec.ID)
 			return &exitErr{code: exitError, silent: true}
+		}
+	}
+}
+
+// keepDriving drives r to its end. A step that fails (the store or the load balancer
+// unreachable past the engine's own retries) does not end the command: as serve does, the
+// run is reloaded from the store — the engine reconciles the pool with its last intent —
+// and retried with backoff, and the failure is shown as a fault event. Only ctx (Ctrl-C, or
+// the loss of the run's lease) ends it early. It returns the run as last loaded.
+func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSetup, hold *store.Hold, view *runView) (*engine.Run, error) {
+	failures := 0
+	for {
+		err := r.Drive(ctx, s.clock, s.tick)
+		if err == nil || ctx.Err() != nil {
+			if ctx.Err() != nil && context.Cause(ctx) != ctx.Err() && errors.Is(context.Cause(ctx), store.ErrLeaseLost) {
+				return r, context.Cause(ctx)
+			}
+			return r, err
+		}
+		if errors.Is(err, store.ErrLeaseLost) {
+			return r, err
+		}
+		for {
+			failures++
+			wait := min(s.tick<<min(failures, 6), time.Minute)
+			view.Observe(engine.Event{Type: engine.EventFault, RunID: r.ID(), At: s.clock.Now(),
+				Message: fmt.Sprintf("step failed: %v; reloading the run from the store in %s", err, wait), Data: mustJSON(map[string]any{"error": err.Error(), "retryIn": wait.String()})})
+			select {
+			case <-ctx.Done():
+				return r, ctx.Err()
+			case <-s.clock.After(wait):
+			}
+			next, rerr := eng.Resume(ctx, r.ID(), s.exp)
+			if rerr == nil {
+				if hold != nil {
+					next.SetFence(hold)
+				}
+				r = next
+				view.attach(r)
+				break
+			}
+			err = rerr
 		}
 	}
 }
@@ -287,4 +412,10 @@ func (v *runView) finish(r *engine.Run, file string) error {
 		return nil
 	}
 	return &exitErr{code: code, silent: true}
+}
+
+// mustJSON encodes event data the engine's way; the maps of strings it gets always encode.
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
 }

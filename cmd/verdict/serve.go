@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/verdict-dev/verdict/server"
+	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
 )
 
@@ -23,7 +24,6 @@ type serveArgs struct {
 	tokenFile string
 	poll      time.Duration
 	tick      time.Duration
-	store     string
 	replica   string
 	leaseTTL  time.Duration
 }
@@ -63,23 +63,33 @@ CLOUDFLARE_BASE_URL, as for verdict run.`,
 	f.StringVar(&a.tokenFile, "token-file", "", "file holding the API's bearer token (default: $VERDICT_TOKEN)")
 	f.DurationVar(&a.poll, "poll", 2*time.Second, "how often the directory is scanned")
 	f.DurationVar(&a.tick, "tick", 0, "how often runs step (default: per experiment, a sixth of its analysis interval, 1s–10s)")
-	f.StringVar(&a.store, "store", "", "the store: a directory (SQLite, one process) or postgres://... shared by replicas (default: $VERDICT_STORE, else the state directory)")
-	f.StringVar(&a.replica, "replica", "", "this replica's name in run leases (default: $VERDICT_REPLICA, else HOSTNAME-PID)")
+	f.StringVar(&a.replica, "replica", "", "this replica's name in run leases (default: $VERDICT_REPLICA, else HOSTNAME-PID on PostgreSQL and HOSTNAME on SQLite)")
 	f.DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long a run's lease lasts without renewal: a dead replica's runs are taken over after about that long")
 	return cmd
 }
 
 // replicaName is this process's owner name in run leases: --replica (or VERDICT_REPLICA),
-// else the hostname and pid, so a restarted process fences off its earlier incarnation.
-func replicaName(flag string) string {
+// else the hostname, with the pid when replicas share the store (two on one machine must
+// differ). On SQLite one serve process holds the state directory at a time, so the plain
+// hostname lets a restarted process take its runs back at once instead of waiting out the
+// dead one's leases.
+func replicaName(flag string, shared bool) string {
 	if flag = strings.TrimSpace(flag); flag != "" {
 		return flag
 	}
+	host := hostname()
+	if !shared {
+		return host
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func hostname() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "verdict"
 	}
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
+	return host
 }
 
 // serveToken reads the bearer token: --token-file, else VERDICT_TOKEN.
@@ -145,13 +155,21 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	if a.leaseTTL <= 0 {
 		return usageErrorf("--lease-ttl must be positive")
 	}
-	st, err := openStoreSpec(context.WithoutCancel(ctx), g, a.store)
+	st, err := openStore(context.WithoutCancel(ctx), g)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	_, shared := st.(*store.Postgres)
+	if sq, ok := st.(*store.SQLite); ok {
+		unlock, err := lockFile(sq.Path() + ".serve.lock")
+		if err != nil {
+			return withCode(exitError, fmt.Errorf("%w: one verdict serve per state directory (use PostgreSQL, --store postgres://..., for several replicas)", err))
+		}
+		defer unlock()
+	}
 	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token,
-		Tick: a.tick, Telemetry: tel, Logger: log, Replica: replicaName(a.replica), LeaseTTL: a.leaseTTL})
+		Tick: a.tick, Telemetry: tel, Logger: log, Replica: replicaName(a.replica, shared), LeaseTTL: a.leaseTTL})
 	if errors.Is(err, server.ErrTokenRequired) {
 		return withCode(exitInvalid, err)
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -199,6 +201,11 @@ func TestServeCommand(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// One serve per SQLite state directory: a second is refused, naming the first.
+	code, _, e := runCLI(t, "serve", "--dir", dir, "--state", state, "--listen", "127.0.0.1:0")
+	if code != exitError || !strings.Contains(e, fmt.Sprintf("locked by process %d", os.Getpid())) || !strings.Contains(e, "one verdict serve per state directory") {
+		t.Errorf("a second serve on the same state directory: exit %d, %s", code, e)
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -220,5 +227,83 @@ func TestServeCommand(t *testing.T) {
 	code, o, _ := runCLI(t, "status", "--state", state, "-o", "json")
 	if code != 0 || !strings.Contains(o, runID) || !strings.Contains(o, `"state":"Ramping"`) {
 		t.Errorf("after stopping, the run should be left Ramping for the next start: %s", o)
+	}
+}
+
+// TestServeRestartedAfterSIGKILLResumesAtOnce: on SQLite one serve holds the state
+// directory, so its replica name needs no pid; a serve restarted after a SIGKILL takes its
+// runs' leases back at once instead of waiting out the dead process's (--lease-ttl 1m).
+func TestServeRestartedAfterSIGKILLResumesAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs verdict serve processes")
+	}
+	bin := buildVerdict(t)
+	emu := cfemu.New(cfemu.Options{RateLimit: -1})
+	poolID := "0123456789abcdef0123456789abcdef"
+	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start("127.0.0.1:0", ""); err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	dir, state := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve := func() *exec.Cmd {
+		cmd := exec.Command(bin, "serve", "--dir", dir, "--state", state, "--listen", "127.0.0.1:0", "--poll", "50ms", "--tick", "100ms", "--lease-ttl", "1m")
+		cmd.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+emu.Token(), "CLOUDFLARE_BASE_URL="+emu.APIURL(), "VERDICT_TOKEN=", "VERDICT_REPLICA=", "VERDICT_STORE=", "XDG_CONFIG_HOME="+t.TempDir())
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	owner := func() (string, store.Lease) {
+		_, o, _ := runCLI(t, "status", "--state", state, "-o", "json")
+		var out struct {
+			Runs []struct {
+				ID    string       `json:"id"`
+				State string       `json:"state"`
+				Lease *store.Lease `json:"lease"`
+			} `json:"runs"`
+		}
+		if json.Unmarshal([]byte(o), &out) != nil || len(out.Runs) == 0 || out.Runs[0].Lease == nil || out.Runs[0].State != "Ramping" {
+			return "", store.Lease{}
+		}
+		return out.Runs[0].ID, *out.Runs[0].Lease
+	}
+	// waitOwner waits for a lease newer than token: a process that took the run.
+	waitOwner := func(what string, token int64) (string, store.Lease) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if id, l := owner(); l.Token > token {
+				return id, l
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	first := serve()
+	id, l := waitOwner("the first serve to drive the run", 0)
+	host, _ := os.Hostname()
+	if l.Owner != host {
+		t.Errorf("replica name on SQLite is %q, want the hostname %q", l.Owner, host)
+	}
+	first.Process.Kill()
+	first.Wait()
+	killed := time.Now()
+	serve()
+	id2, _ := waitOwner("the restarted serve to take the run back", l.Token)
+	if id2 != id {
+		t.Fatalf("the restarted serve drives run %s, want %s", id2, id)
+	}
+	if took := time.Since(killed); took > 15*time.Second {
+		t.Errorf("the restarted serve took the run back after %s; it must not wait out the 1m lease", took)
+	} else {
+		t.Logf("run %s taken back %s after the SIGKILL (lease TTL 1m)", id, took.Round(time.Millisecond))
 	}
 }

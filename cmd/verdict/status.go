@@ -21,8 +21,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 	var srv string
 	cmd := &cobra.Command{
 		Use:   "status [RUN-ID|EXPERIMENT]",
-		Short: "Show runs from the state directory",
-		Long:  "Without an argument, lists runs (unfinished ones unless --all). With one, shows that run (or the experiment's latest) in detail.",
+		Short: "Show runs from the store (the state directory, or --store)",
+		Long: `Without an argument, lists runs (unfinished ones unless --all). With one, shows that run (or
+the experiment's latest) in detail.
+
+An unfinished run shows which process drives it (the holder of its lease: a serve replica, or
+verdict-run@HOST); "nobody" means no live process watches it: resume it with
+'verdict run FILE --resume RUN-ID' or let a serve replica whose directory holds the file take it.`,
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if srv != "" {
@@ -50,9 +55,14 @@ func listRuns(ctx context.Context, g *globals, st store.Store, all bool) error {
 		return withCode(exitError, err)
 	}
 	if g.json() {
+		leases := runLeases(ctx, st)
 		out := []map[string]any{}
 		for _, r := range runs {
-			out = append(out, runSummary(r))
+			m := runSummary(r)
+			if l, ok := leases[r.ID]; ok {
+				m["lease"] = l
+			}
+			out = append(out, m)
 		}
 		return writeJSON(g.stdout, map[string]any{"type": "runs", "version": jsonVersion, "runs": out})
 	}
@@ -64,10 +74,11 @@ func listRuns(ctx context.Context, g *globals, st store.Store, all bool) error {
 		}
 		return nil
 	}
+	leases := runLeases(ctx, st)
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tEXPERIMENT\tSTATE\tSTEP\tVERDICT\tUPDATED")
+	fmt.Fprintln(tw, "RUN\tEXPERIMENT\tSTATE\tSTEP\tVERDICT\tDRIVEN BY\tUPDATED")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Experiment, r.State, r.Step, dash(r.Verdict), r.UpdatedAt.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Experiment, r.State, r.Step, dash(r.Verdict), drivenBy(r, leases), r.UpdatedAt.Local().Format(time.DateTime))
 	}
 	return tw.Flush()
 }
@@ -76,6 +87,35 @@ func runSummary(r *store.Run) map[string]any {
 	return map[string]any{"id": r.ID, "experiment": r.Experiment, "pool": r.Pool, "state": r.State, "step": r.Step,
 		"verdict": r.Verdict, "reason": r.Reason, "endedBy": r.EndedBy, "weights": r.Current, "original": r.Original,
 		"createdAt": r.CreatedAt, "updatedAt": r.UpdatedAt, "endedAt": r.EndedAt}
+}
+
+// runLeases are the unexpired leases by run ID; none when the store has no leases or
+// cannot say (the listing goes on without them).
+func runLeases(ctx context.Context, st store.Store) map[string]store.Lease {
+	out := map[string]store.Lease{}
+	l, ok := st.(store.Leaser)
+	if !ok {
+		return out
+	}
+	ls, err := l.Leases(ctx)
+	if err != nil {
+		return out
+	}
+	for _, x := range ls {
+		out[x.RunID] = x
+	}
+	return out
+}
+
+// drivenBy names the process driving an unfinished run, from its lease.
+func drivenBy(r *store.Run, leases map[string]store.Lease) string {
+	if r.State.Terminal() {
+		return "-"
+	}
+	if l, ok := leases[r.ID]; ok {
+		return l.Owner
+	}
+	return "nobody"
 }
 
 func dash(s string) string {
@@ -88,7 +128,7 @@ func dash(s string) string {
 func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 	r, err := st.Run(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return usageErrorf("no run or experiment %q in the state directory", id)
+		return usageErrorf("no run or experiment %q in the store", id)
 	}
 	if err != nil {
 		return withCode(exitError, err)
@@ -101,9 +141,13 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 	if err != nil {
 		return withCode(exitError, err)
 	}
+	leases := runLeases(ctx, st)
 	if g.json() {
 		m := runSummary(r)
 		m["type"], m["version"] = "run", jsonVersion
+		if l, ok := leases[r.ID]; ok {
+			m["lease"] = l
+		}
 		if len(ds) > 0 {
 			m["lastDecision"] = ds[len(ds)-1]
 		}
@@ -120,6 +164,13 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 		fmt.Fprintf(w, ", ended %s (%s)", r.EndedAt.Local().Format(time.DateTime), r.EndedAt.Sub(r.CreatedAt).Truncate(time.Second))
 	}
 	fmt.Fprintln(w)
+	if !r.State.Terminal() {
+		if l, ok := leases[r.ID]; ok {
+			fmt.Fprintf(w, "Driven by %s (lease token %d, expires %s unless renewed)\n", l.Owner, l.Token, l.Expires.Local().Format(time.TimeOnly))
+		} else {
+			fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Resume it with: verdict run %s --resume %s\n", fileOr(r.SpecFile), r.ID)
+		}
+	}
 	if len(r.Current) > 0 {
 		fmt.Fprintln(w, "\nWeights (now / before the experiment)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -185,7 +236,7 @@ resume it with 'verdict run FILE --resume RUN-ID' and the action is applied firs
 				defer st.Close()
 				r, err := st.Run(cmd.Context(), args[0])
 				if errors.Is(err, store.ErrNotFound) {
-					return usageErrorf("no run or experiment %q in the state directory", args[0])
+					return usageErrorf("no run or experiment %q in the store", args[0])
 				}
 				if err != nil {
 					return withCode(exitError, err)
@@ -210,4 +261,11 @@ resume it with 'verdict run FILE --resume RUN-ID' and the action is applied firs
 		cmds = append(cmds, cmd)
 	}
 	return cmds
+}
+
+func fileOr(f string) string {
+	if f == "" {
+		return "FILE"
+	}
+	return f
 }

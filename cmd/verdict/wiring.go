@@ -76,12 +76,19 @@ func steererFromEnv(g *globals) (*traffic.Cloudflare, error) {
 	return cf, nil
 }
 
-func openStore(ctx context.Context, g *globals) (*store.SQLite, error) {
-	dir, err := g.stateDir()
-	if err != nil {
-		return nil, withCode(exitError, err)
+// openStore opens the store --store (or VERDICT_STORE) names: a postgres:// URL for
+// PostgreSQL shared with serve replicas, a directory for SQLite; empty means the state
+// directory. The store returned implements store.Leaser.
+func openStore(ctx context.Context, g *globals) (store.Store, error) {
+	spec := g.store
+	if spec == "" {
+		dir, err := g.stateDir()
+		if err != nil {
+			return nil, withCode(exitError, err)
+		}
+		spec = dir
 	}
-	st, err := store.OpenSQLite(ctx, dir)
+	st, err := store.Open(ctx, spec)
 	if err != nil {
 		return nil, withCode(exitError, err)
 	}
@@ -97,22 +104,4 @@ func actor(who string) string {
 		return u.Username
 	}
 	return "unknown"
-}
-
-// openStoreSpec opens the store a --store value (or VERDICT_STORE) names with store.Open: a
-// postgres:// URL for PostgreSQL shared by replicas, a directory for SQLite; empty means the
-// state directory. The store returned implements store.Leaser.
-func openStoreSpec(ctx context.Context, g *globals, spec string) (store.Store, error) {
-	if spec == "" {
-		dir, err := g.stateDir()
-		if err != nil {
-			return nil, withCode(exitError, err)
-		}
-		spec = dir
-	}
-	st, err := store.Open(ctx, spec)
-	if err != nil {
-		return nil, withCode(exitError, err)
-	}
-	return st, nil
 }
