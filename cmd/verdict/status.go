@@ -28,7 +28,7 @@ the experiment's latest) in detail.
 An unfinished run shows which process drives it (the holder of its lease: a serve replica, or
 verdict-run@HOST); "nobody" means no live process watches it: resume it with
 'verdict run FILE --resume RUN-ID' or let a serve replica whose directory holds the file take it.`,
-		Args:  cobra.MaximumNArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if srv != "" {
 				return remoteStatus(cmd.Context(), g, srv, args, all)
