@@ -114,6 +114,9 @@ func TestReplicasRecoverFromAPostgresRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a PostgreSQL cluster and replica processes for about 45 s")
 	}
+	if raceEnabled {
+		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
+	}
 	dsn, pgctl := ownPostgres(t)
 	bin := buildVerdict(t)
 	now := time.Now()

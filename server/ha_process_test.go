@@ -47,6 +47,9 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs replica processes for about 30 s")
 	}
+	if raceEnabled {
+		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
+	}
 	dsn := postgresSchema(t)
 	kills := 4
 	if v, err := strconv.Atoi(os.Getenv("VERDICT_HA_KILLS")); err == nil && v > 0 {
@@ -332,6 +335,9 @@ func tail(t *testing.T, c *child) {
 func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs verdict processes for about 30 s")
+	}
+	if raceEnabled {
+		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
 	}
 	dsn := postgresSchema(t)
 	bin := buildVerdict(t)
