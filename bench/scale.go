@@ -268,7 +268,9 @@ func runScaleWorld(ctx context.Context, cfg ScaleConfig, n int, limited bool) (S
 	if err != nil {
 		return res, err
 	}
-	steer := &steerCounter{Steerer: cf}
+	// As verdict serve does: the runs' pool reads share one listing of the account.
+	cache := traffic.NewPoolCache(cf, traffic.PoolCacheOptions{MaxAge: 10 * time.Second, Now: clock})
+	steer := &steerCounter{Steerer: cache.Steerer(cf)}
 	st, err := store.OpenSQLite(ctx, dir+"/store")
 	if err != nil {
 		return res, err
