@@ -118,6 +118,10 @@ func TestQuick(t *testing.T) {
 		if s.Errors != 0 || s.ExperimentTicks == 0 || s.QueriesPerTick <= 0 || s.CloudflareCallsPerStep <= 0 || s.CloudflareCallsPerStep > 3 || s.RSSBytes == 0 || s.CPUPerExperimentTick <= 0 {
 			t.Errorf("scale %d: %+v", s.Experiments, s)
 		}
+		// The drift checks share one listing of the account per round, not a call each.
+		if s.PoolReadsPerTick >= 0.5 {
+			t.Errorf("scale %d: %.2f pool reads per experiment tick; the runs should share listings", s.Experiments, s.PoolReadsPerTick)
+		}
 		for _, key := range []string{"experiments", "cpuPerExperimentTick", "rssBytes", "queriesPerTick", "cloudflareCallsPerStep", "lateTicks"} {
 			if _, ok := js.Scale[0][key]; !ok {
 				t.Errorf("results.json scale rows lack %q", key)

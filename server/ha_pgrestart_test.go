@@ -212,25 +212,7 @@ func TestReplicasRecoverFromAPostgresRestart(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(4*hold*time.Second + 30*time.Second)
-	for !endedRun(mon, id) {
-		if time.Now().After(deadline) {
-			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	rec, err := mon.Run(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.State != store.StatePromoted {
-		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
-	}
-	n := poolWrites(w, "b")
-	if n < 3 || n > 3+len(outages) {
-		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one per outage", n)
-	}
-	ds := decidedOnce(t, mon, id)
+	rec, n, ds := promotedOnce(t, mon, w, id, 4*hold*time.Second+30*time.Second, len(outages))
 	if gone := rs.exited(); len(gone) > 0 {
 		t.Errorf("replicas %v exited", gone)
 	}

@@ -119,25 +119,7 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 	if len(takeovers) < min(kills, 2) {
 		t.Errorf("only %d takeovers happened before the run ended", len(takeovers))
 	}
-	deadline := time.Now().Add(time.Duration(4*hold)*time.Second + 30*time.Second)
-	for !ended() {
-		if time.Now().After(deadline) {
-			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	rec, err := mon.Run(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.State != store.StatePromoted {
-		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
-	}
-	nWrites := poolWrites(w, "b")
-	if nWrites < 3 || nWrites > 3+len(takeovers) {
-		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one per takeover", nWrites)
-	}
-	ds := decidedOnce(t, mon, id)
+	rec, nWrites, ds := promotedOnce(t, mon, w, id, time.Duration(4*hold)*time.Second+30*time.Second, len(takeovers))
 	t.Logf("%d kills, takeovers %v; %d writes; %d decisions; ended %s", len(takeovers), takeovers, nWrites, len(ds), rec.State)
 }
 
@@ -265,6 +247,33 @@ func poolWrites(w *world, letter string) int {
 		}
 	}
 	return n
+}
+
+// promotedOnce waits up to within for run id to end, and fails the test unless it was
+// promoted with its three steps written to pool b (plus at most extra writes: one per
+// takeover or outage, which may reconcile an interrupted write) and no interval decided
+// twice. It returns the run, the writes and the decisions.
+func promotedOnce(t *testing.T, mon *store.Postgres, w *world, id string, within time.Duration, extra int) (*store.Run, int, []store.Decision) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !endedRun(mon, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec, err := mon.Run(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != store.StatePromoted {
+		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
+	}
+	n := poolWrites(w, "b")
+	if n < 3 || n > 3+extra {
+		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most %d", n, extra)
+	}
+	return rec, n, decidedOnce(t, mon, id)
 }
 
 // decidedOnce returns run id's decisions, failing the test for any interval decided twice.
@@ -405,24 +414,7 @@ func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
 	if limit := ttl + 1500*time.Millisecond; took > limit {
 		t.Errorf("takeover took %s, want within TTL + a step (%s)", took, limit)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for !endedRun(mon, id) {
-		if time.Now().After(deadline) {
-			t.Fatalf("run did not end (state %s, step %d)", stateOf(t, mon, id), stepOf(t, mon, id))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	rec, err := mon.Run(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.State != store.StatePromoted {
-		t.Fatalf("run ended %s/%s (%s), want promoted", rec.State, rec.Verdict, rec.Reason)
-	}
-	if n := poolWrites(w, "b"); n < 3 || n > 4 {
-		t.Errorf("%d weight writes to the pool, want 3 (three steps), plus at most one for the takeover", n)
-	}
-	decidedOnce(t, mon, id)
+	rec, _, _ := promotedOnce(t, mon, w, id, 90*time.Second, 1)
 	if gone := rs.exited(); len(gone) > 0 {
 		t.Errorf("replica exited: %v", gone)
 	}

@@ -56,19 +56,39 @@ spec:
   analysis: {interval: 1m, prePeriod: 0s, maxDuration: 2h, noDataTimeout: 1h}
 `
 
-// TestRemoteCommands drives status, watch and the actions against a running server.
-// Prometheus is unreachable on purpose: the run ramps to step 1 and then waits for data,
-// which is all the commands need.
-func TestRemoteCommands(t *testing.T) {
+// remotePool runs an emulator with remoteExperiment's two-origin pool.
+func remotePool(t *testing.T) *cfemu.Server {
+	t.Helper()
 	emu := cfemu.New(cfemu.Options{RateLimit: -1})
-	poolID := "0123456789abcdef0123456789abcdef"
-	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
+	if _, err := emu.AddPool([]byte(`{"id": "` + remotePoolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := emu.Start("127.0.0.1:0", ""); err != nil {
 		t.Fatal(err)
 	}
-	defer emu.Close()
+	t.Cleanup(func() { emu.Close() })
+	return emu
+}
+
+const remotePoolID = "0123456789abcdef0123456789abcdef"
+
+// remoteWorld is remotePool with remoteExperiment in an experiment directory, and a state
+// directory.
+func remoteWorld(t *testing.T) (emu *cfemu.Server, dir, state string) {
+	t.Helper()
+	emu = remotePool(t)
+	dir, state = t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), remotePoolID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return emu, dir, state
+}
+
+// TestRemoteCommands drives status, watch and the actions against a running server.
+// Prometheus is unreachable on purpose: the run ramps to step 1 and then waits for data,
+// which is all the commands need.
+func TestRemoteCommands(t *testing.T) {
+	emu := remotePool(t)
 	steer, err := traffic.NewCloudflare(traffic.CloudflareOptions{Token: emu.Token(), AccountID: emu.AccountID(), BaseURL: emu.APIURL()})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +99,7 @@ func TestRemoteCommands(t *testing.T) {
 	}
 	defer st.Close()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), remotePoolID)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	const token = "tok-123"
@@ -153,19 +173,7 @@ func TestRemoteCommands(t *testing.T) {
 // directory's experiment, answers the API, logs JSON lines naming the run, and stops on
 // cancellation (SIGTERM) leaving the run unfinished for the next start.
 func TestServeCommand(t *testing.T) {
-	emu := cfemu.New(cfemu.Options{RateLimit: -1})
-	poolID := "0123456789abcdef0123456789abcdef"
-	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start("127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
-	dir, state := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	emu, dir, state := remoteWorld(t)
 	t.Setenv("CLOUDFLARE_API_TOKEN", emu.Token())
 	t.Setenv("CLOUDFLARE_BASE_URL", emu.APIURL())
 	t.Setenv("VERDICT_TOKEN", "")
@@ -238,19 +246,7 @@ func TestServeRestartedAfterSIGKILLResumesAtOnce(t *testing.T) {
 		t.Skip("builds and runs verdict serve processes")
 	}
 	bin := buildVerdict(t)
-	emu := cfemu.New(cfemu.Options{RateLimit: -1})
-	poolID := "0123456789abcdef0123456789abcdef"
-	if _, err := emu.AddPool([]byte(`{"id": "` + poolID + `", "name": "p", "origins": [{"name": "o1", "address": "a", "weight": 0.5}, {"name": "o2", "address": "b", "weight": 0.5}]}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start("127.0.0.1:0", ""); err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
-	dir, state := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "remote.yaml"), []byte(fmt.Sprintf(remoteExperiment, emu.AccountID(), poolID)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	emu, dir, state := remoteWorld(t)
 	serve := func() *exec.Cmd {
 		cmd := exec.Command(bin, "serve", "--dir", dir, "--state", state, "--listen", "127.0.0.1:0", "--poll", "50ms", "--tick", "100ms", "--lease-ttl", "1m")
 		cmd.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+emu.Token(), "CLOUDFLARE_BASE_URL="+emu.APIURL(), "VERDICT_TOKEN=", "VERDICT_REPLICA=", "VERDICT_STORE=", "XDG_CONFIG_HOME="+t.TempDir())
