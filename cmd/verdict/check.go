@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/metrics"
@@ -18,6 +20,7 @@ import (
 type checkArgs struct {
 	file       string
 	experiment string
+	history    time.Duration
 }
 
 func newCheckCmd(g *globals) *cobra.Command {
@@ -30,6 +33,12 @@ the recent past, printing per cluster the values and the number of intervals wit
 every problem: no series for a cluster, series without the cluster label, counter resets,
 too little traffic, a failing precondition. Nothing is changed.
 
+It then forecasts the run: the canary cluster's recent history (--history) is replayed as an
+A/A run through the engine's own statistics and decision rule, at each step's traffic share,
+to say whether the evidence for non-inferiority can arrive before the holds end or the run
+will most likely end inconclusive, and whether the canary cluster already differs from its
+baselines. The forecast is advice: it does not change the exit status.
+
 Exit status: 0 the experiment can run, 1 Prometheus cannot be reached, 2 invalid input,
 6 a check failed.`,
 		Args: cobra.ExactArgs(1),
@@ -39,6 +48,7 @@ Exit status: 0 the experiment can run, 1 Prometheus cannot be reached, 2 invalid
 		},
 	}
 	cmd.Flags().StringVar(&a.experiment, "experiment", "", "check this experiment of a multi-document file")
+	cmd.Flags().DurationVar(&a.history, "history", time.Hour, "how much recent history the forecast replays (0 skips the forecast)")
 	return cmd
 }
 
@@ -75,12 +85,28 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 	case err != nil:
 		return withCode(exitError, err)
 	}
+	var fc *engine.Forecast
+	var fcErr error
+	if a.history > 0 && rep.OK {
+		iv := exp.Spec.Analysis.Interval.Std()
+		n := max(int(a.history/iv), exp.Spec.Analysis.MinIntervals)
+		fc, fcErr = engine.ForecastRun(ctx, exp, src, time.Now(), n)
+	}
 	if g.json() {
-		if err := writeJSON(g.stdout, rep); err != nil {
+		out := struct {
+			*metrics.Report
+			Forecast      *engine.Forecast `json:"forecast,omitempty"`
+			ForecastError string           `json:"forecastError,omitempty"`
+		}{Report: rep, Forecast: fc}
+		if fcErr != nil {
+			out.ForecastError = fcErr.Error()
+		}
+		if err := writeJSON(g.stdout, out); err != nil {
 			return withCode(exitError, err)
 		}
 	} else {
 		printCheck(g, exp, rep)
+		printForecast(g, exp, fc, fcErr)
 	}
 	if !rep.OK {
 		return silentExit(exitCheckFailed)
@@ -132,4 +158,47 @@ func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
 	} else {
 		fmt.Fprintln(w, "\nFAILED: fix the problems above before running the experiment.")
 	}
+}
+
+func printForecast(g *globals, exp *experiments.Experiment, f *engine.Forecast, err error) {
+	w := g.stdout
+	if err != nil {
+		fmt.Fprintf(w, "\nForecast: not possible: %v\n", err)
+		return
+	}
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nForecast: the canary cluster's last %d intervals replayed as an A/A run at each step's share (an estimate)\n", f.Intervals)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, k := range f.KPIs {
+		when := "not proven within " + shortDuration(f.After)
+		if k.Reached {
+			when = "non-inferior after " + shortDuration(k.NonInferiorAfter)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t(tolerance %+.1f%%)\n", k.Name, when, 100*k.Tolerance)
+	}
+	tw.Flush()
+	switch {
+	case f.Action == analysis.Promote:
+		fmt.Fprintf(w, "  → likely promoted after %s (the holds end at %s).\n", shortDuration(f.After), shortDuration(f.PlannedEnd))
+	case f.After >= f.MaxDuration:
+		fmt.Fprintf(w, "  → likely inconclusive at maxDuration %s (onInconclusive: %s): %s\n", shortDuration(f.MaxDuration), exp.Spec.Analysis.OnInconclusive, f.Reason)
+		fmt.Fprintln(w, "    At this traffic the evidence does not arrive in time: larger steps, longer holds or wider tolerances would help.")
+	default:
+		fmt.Fprintf(w, "  → likely rolled back after %s at step %d, before the variant matters: %s\n", shortDuration(f.After), f.Step, f.Reason)
+		fmt.Fprintln(w, "    The canary cluster already differs from its baselines; compare them with verdict analyze (a pre-period adjusts for a steady difference).")
+	}
+}
+
+// shortDuration prints 35m rather than 35m0s.
+func shortDuration(d time.Duration) string {
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -78,12 +78,32 @@ func TestCheckCommand(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("healthy experiment: exit %d\n%s%s", code, out, errOut)
 	}
-	for _, want := range []string{"KPI errors (ratio)", "c1", "OK: the experiment can run", "all-up"} {
+	// 600 requests a minute per cluster at 1% errors: at a 10% step the canary sees about two
+	// errors a minute, far too few to prove a 10% tolerance in the 20 minutes allowed.
+	for _, want := range []string{"KPI errors (ratio)", "c1", "OK: the experiment can run", "all-up",
+		"Forecast: the canary cluster's last 40 intervals", "errors  not proven within 20m", "likely inconclusive at maxDuration 20m"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
 	t.Logf("healthy:\n%s", out)
+
+	code, out, _ = runCLI(t, "check", "-o", "json", "--history", "30m", writeCheckExperiment(t, prom.URL(), "c3"))
+	var fc struct {
+		OK       bool `json:"ok"`
+		Forecast *struct {
+			Intervals int    `json:"intervals"`
+			Action    string `json:"action"`
+			KPIs      []struct {
+				Name    string `json:"name"`
+				Reached bool   `json:"reached"`
+			} `json:"kpis"`
+		} `json:"forecast"`
+	}
+	if err := json.Unmarshal([]byte(out), &fc); err != nil || code != exitOK || !fc.OK || fc.Forecast == nil ||
+		fc.Forecast.Intervals != 30 || fc.Forecast.Action != "rollback" || len(fc.Forecast.KPIs) != 1 || fc.Forecast.KPIs[0].Reached {
+		t.Errorf("JSON forecast over 30m: exit %d, %v\n%s", code, err, out)
+	}
 
 	code, out, _ = runCLI(t, "check", "-o", "json", writeCheckExperiment(t, prom.URL(), "c9"))
 	if code != exitCheckFailed {
