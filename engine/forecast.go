@@ -121,13 +121,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 	}
 
 	a := &exp.Spec.Analysis
-	onInc := analysis.Rollback
-	switch a.OnInconclusive {
-	case experiments.OnInconclusivePromote:
-		onInc = analysis.Promote
-	case experiments.OnInconclusivePause:
-		onInc = analysis.Continue
-	}
+	onInc := onInconclusive(a)
 	first := map[string]time.Duration{}
 	step, elapsed, t := 1, time.Duration(0), time.Duration(0)
 	// A run ends at maxDuration; the bound only guards against a spec that never ends.

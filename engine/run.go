@@ -803,6 +803,17 @@ func (r *Run) addShare(k *kpiState, o Observation) {
 	_ = r.share.Add(counts, weights) // invalid input (all-zero weights) is skipped by design
 }
 
+// onInconclusive is the action the analysis takes at maxDuration on inconclusive KPIs.
+func onInconclusive(a *experiments.Analysis) analysis.Action {
+	switch a.OnInconclusive {
+	case experiments.OnInconclusivePromote:
+		return analysis.Promote
+	case experiments.OnInconclusivePause:
+		return analysis.Continue
+	}
+	return analysis.Rollback
+}
+
 func (r *Run) decide(now time.Time) analysis.Decision {
 	var ks []analysis.KPI
 	for _, k := range r.kpis {
@@ -810,13 +821,7 @@ func (r *Run) decide(now time.Time) analysis.Decision {
 	}
 	a := &r.exp.Spec.Analysis
 	hold := r.exp.Spec.Traffic.Steps[max(r.rec.Step, 1)-1].Hold.Std()
-	onInc := analysis.Rollback
-	switch a.OnInconclusive {
-	case experiments.OnInconclusivePromote:
-		onInc = analysis.Promote
-	case experiments.OnInconclusivePause:
-		onInc = analysis.Continue
-	}
+	onInc := onInconclusive(a)
 	share := r.share.Result(a.Alpha)
 	d := analysis.Decide(ks, analysis.Step{
 		Alpha:              a.Alpha,
