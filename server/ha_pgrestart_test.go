@@ -243,3 +243,91 @@ func decisionsAfter(mon store.Store, id string, at time.Time) int {
 	}
 	return n
 }
+
+// TestVerdictRunRidesOutAPostgresRestart: a `verdict run --store postgres://...` whose
+// database goes away for longer than its lease keeps quiet while it cannot write, takes its
+// lease back when the database returns (nobody else took the run) and finishes the run.
+func TestVerdictRunRidesOutAPostgresRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a PostgreSQL cluster and a verdict run process for about 40 s")
+	}
+	if raceEnabled {
+		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
+	}
+	dsn, pgctl := ownPostgres(t)
+	bin := buildVerdict(t)
+	now := time.Now()
+	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	const ttl = 2 * time.Second
+	y := w.experiment("run-restart", "b", "8s")
+	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
+	// Outside the world's watched directory: no serve replica is involved.
+	file := filepath.Join(t.TempDir(), "run-restart.yaml")
+	if err := os.WriteFile(file, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mon, err := store.OpenPostgres(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+
+	logPath := filepath.Join(t.TempDir(), "run.log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := exec.Command(bin, "run", file, "--store", dsn, "--lease-ttl", ttl.String(), "--tick", "200ms", "-o", "json")
+	run.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
+		"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_STATE="+t.TempDir(), "VERDICT_STORE=")
+	run.Stdout, run.Stderr = lf, lf
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() { run.Wait(); lf.Close(); close(runDone) }()
+	t.Cleanup(func() {
+		run.Process.Kill()
+		<-runDone
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- verdict run:\n%s", b)
+		}
+	})
+	var id string
+	eventually(t, "the run to reach step 1", func() bool {
+		if rec, err := mon.Run(ctx, "run-restart"); err == nil {
+			id = rec.ID
+			return rec.Step >= 1
+		}
+		return false
+	})
+	time.Sleep(2 * time.Second)
+	writesBefore := poolWrites(w, "b")
+	if err := pgctl("-m", "fast", "-w", "-t", "60", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ttl + 2*time.Second)
+	if n := poolWrites(w, "b"); n != writesBefore {
+		t.Errorf("%d weight writes while PostgreSQL was down, want none", n-writesBefore)
+	}
+	if err := pgctl("-w", "-t", "60", "start"); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	select {
+	case <-runDone:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("verdict run did not finish after PostgreSQL came back")
+	}
+	if code := run.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("verdict run exited %d after the outage, want 0 (promoted)", code)
+	}
+	rec, n, ds := promotedOnce(t, mon, w, id, time.Second, 1)
+	b, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(b), "lost the run's lease") {
+		t.Errorf("the outage outlasted the lease, yet verdict run never said it lost it:\n%s", b)
+	}
+	t.Logf("verdict run finished %s %s after PostgreSQL came back: %d weight writes, %d decisions", rec.State, time.Since(back).Round(time.Millisecond), n, len(ds))
+}

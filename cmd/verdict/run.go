@@ -137,39 +137,15 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	if s.leaseTTL <= 0 {
 		s.leaseTTL = 30 * time.Second
 	}
-	// The run must outlive Ctrl-C long enough to roll back, so its context is not ctx; with
-	// a lease, it ends when the lease is lost.
+	// The run must outlive Ctrl-C long enough to roll back, so its context is not ctx.
 	base := context.WithoutCancel(ctx)
-	var hold *store.Hold
-	acquire := func(id string) error {
-		l, ok := s.opts.Store.(store.Leaser)
-		if !ok {
-			return nil
-		}
-		h, err := store.AcquireHold(base, l, id, s.owner, store.HoldOptions{TTL: s.leaseTTL, Logger: g.log})
-		if errors.Is(err, store.ErrLeaseHeld) {
-			return withCode(exitError, fmt.Errorf("%w: another process drives it (verdict status %s shows it)", err, id))
-		}
-		if err != nil {
-			return withCode(exitError, fmt.Errorf("lease run %s: %w", id, err))
-		}
-		hold = h
-		return nil
-	}
-	defer func() {
-		if hold != nil {
-			// Hand the run over at once: a later --resume or a serve replica goes on
-			// without waiting out the lease.
-			rctx, cancel := context.WithTimeout(base, 5*time.Second)
-			_ = hold.Release(rctx)
-			cancel()
-		}
-	}()
+	ls := &runLease{g: g, s: &s, base: base}
+	defer ls.release()
 	var r *engine.Run
 	if s.resume != "" {
 		// The lease comes first: only the run's owner reads and reconciles it.
-		if err := acquire(s.resume); err != nil {
-			return err
+		if err := ls.acquire(s.resume); err != nil {
+			return withCode(exitError, err)
 		}
 		r, err = eng.Resume(base, s.resume, s.exp)
 	} else {
@@ -181,8 +157,8 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 		}
 		r, err = eng.Start(base, s.exp, file, s.clock.Now())
 		if err == nil {
-			if err := acquire(r.ID()); err != nil {
-				return err
+			if err := ls.acquire(r.ID()); err != nil {
+				return withCode(exitError, err)
 			}
 		}
 	}
@@ -192,12 +168,8 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	if err != nil {
 		return withCode(exitError, err)
 	}
-	parent := base
-	if hold != nil {
-		r.SetFence(hold)
-		parent = hold.Context()
-	}
-	runCtx, cancelRun := context.WithCancel(parent)
+	ls.fence(r)
+	runCtx, cancelRun := context.WithCancel(base)
 	defer cancelRun()
 	view.attach(r)
 
@@ -207,7 +179,7 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	}
 	done := make(chan ending, 1)
 	go func() {
-		final, err := keepDriving(runCtx, eng, r, s, hold, view)
+		final, err := keepDriving(runCtx, eng, r, s, ls, view)
 		done <- ending{final, err}
 	}()
 	stopView := view.start()
@@ -219,8 +191,8 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 		case end := <-done:
 			stopView()
 			r := end.run
-			if end.err != nil && errors.Is(end.err, store.ErrLeaseLost) {
-				return withCode(exitError, fmt.Errorf("run %s: %w; another process drives it now", r.ID(), context.Cause(runCtx)))
+			if end.err != nil && errors.Is(end.err, store.ErrLeaseHeld) {
+				return withCode(exitError, fmt.Errorf("run %s: %w; that process drives it now", r.ID(), end.err))
 			}
 			if end.err != nil && !errors.Is(end.err, context.Canceled) {
 				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), end.err, s.file, r.ID()))
@@ -248,39 +220,112 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	}
 }
 
+// runLease is verdict run's lease on its run, when the store has leases.
+type runLease struct {
+	g    *globals
+	s    *runSetup
+	base context.Context
+	hold *store.Hold // nil without leases
+}
+
+// acquire takes the run's lease; it fails matching store.ErrLeaseHeld while another
+// process holds it.
+func (l *runLease) acquire(id string) error {
+	leaser, ok := l.s.opts.Store.(store.Leaser)
+	if !ok {
+		return nil
+	}
+	h, err := store.AcquireHold(l.base, leaser, id, l.s.owner, store.HoldOptions{TTL: l.s.leaseTTL, Logger: l.g.log})
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return fmt.Errorf("%w: another process drives it (verdict status %s shows it)", err, id)
+	}
+	if err != nil {
+		return fmt.Errorf("lease run %s: %w", id, err)
+	}
+	l.hold = h
+	return nil
+}
+
+func (l *runLease) fence(r *engine.Run) {
+	if l.hold != nil {
+		r.SetFence(l.hold)
+	}
+}
+
+// lost reports whether the lease has run out (the store unreachable past the TTL, or
+// another process took the run).
+func (l *runLease) lost() bool { return l.hold != nil && l.hold.Context().Err() != nil }
+
+// scope is ctx ended also when the lease is lost.
+func (l *runLease) scope(ctx context.Context) (context.Context, func()) {
+	if l.hold == nil {
+		return ctx, func() {}
+	}
+	c, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.hold.Context(), func() { cancel(context.Cause(l.hold.Context())) })
+	return c, func() { stop(); cancel(nil) }
+}
+
+// release hands the run over at once: a later --resume or a serve replica goes on without
+// waiting out the lease.
+func (l *runLease) release() {
+	if l.hold == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(l.base, 5*time.Second)
+	defer cancel()
+	_ = l.hold.Release(rctx)
+}
+
 // keepDriving drives r to its end. A step that fails (the store or the load balancer
 // unreachable past the engine's own retries) does not end the command: as serve does, the
 // run is reloaded from the store — the engine reconciles the pool with its last intent —
-// and retried with backoff, and the failure is shown as a fault event. Only ctx (Ctrl-C, or
-// the loss of the run's lease) ends it early. It returns the run as last loaded.
-func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSetup, hold *store.Hold, view *runView) (*engine.Run, error) {
+// and retried with backoff, and the failure is shown as a fault event. A lease that ran out
+// (the store unreachable for longer than its TTL) is taken again, unless another process
+// took the run meanwhile, which ends the command with an error matching
+// store.ErrLeaseHeld. Only ctx (Ctrl-C) ends it otherwise. It returns the run as last loaded.
+func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSetup, ls *runLease, view *runView) (*engine.Run, error) {
 	failures := 0
 	for {
-		err := r.Drive(ctx, s.clock, s.tick)
-		if err == nil || ctx.Err() != nil {
-			if ctx.Err() != nil && context.Cause(ctx) != ctx.Err() && errors.Is(context.Cause(ctx), store.ErrLeaseLost) {
-				return r, context.Cause(ctx)
-			}
+		dctx, done := ls.scope(ctx)
+		err := r.Drive(dctx, s.clock, s.tick)
+		done()
+		if r.Done() || ctx.Err() != nil {
 			return r, err
 		}
-		if errors.Is(err, store.ErrLeaseLost) {
-			return r, err
+		if err == nil {
+			err = errors.New("the run stopped without ending")
 		}
+		lost := ls.lost() || errors.Is(err, store.ErrLeaseLost)
 		for {
 			failures++
+			lost = lost || ls.lost()
 			wait := min(s.tick<<min(failures, 6), time.Minute)
+			what := "step failed"
+			if lost {
+				what = "lost the run's lease (nothing is written to the pool without it)"
+			}
 			view.Observe(engine.Event{Type: engine.EventFault, RunID: r.ID(), At: s.clock.Now(),
-				Message: fmt.Sprintf("step failed: %v; reloading the run from the store in %s", err, wait), Data: mustJSON(map[string]any{"error": err.Error(), "retryIn": wait.String()})})
+				Message: fmt.Sprintf("%s: %v; reloading the run from the store in %s", what, err, wait), Data: mustJSON(map[string]any{"error": err.Error(), "retryIn": wait.String()})})
 			select {
 			case <-ctx.Done():
 				return r, ctx.Err()
 			case <-s.clock.After(wait):
 			}
+			if lost {
+				// Same owner name: this succeeds unless another process holds the lease.
+				if aerr := ls.acquire(r.ID()); aerr != nil {
+					if errors.Is(aerr, store.ErrLeaseHeld) {
+						return r, aerr
+					}
+					err = aerr
+					continue
+				}
+				lost = false
+			}
 			next, rerr := eng.Resume(ctx, r.ID(), s.exp)
 			if rerr == nil {
-				if hold != nil {
-					next.SetFence(hold)
-				}
+				ls.fence(next)
 				r = next
 				view.attach(r)
 				break
