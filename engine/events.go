@@ -44,6 +44,16 @@ type ObserverFunc func(Event)
 // Observe implements Observer.
 func (f ObserverFunc) Observe(e Event) { f(e) }
 
+// NewEvent makes an Event with data encoded as the engine encodes it, for a process that
+// drives runs and reports its own faults (the store unreachable, say) next to the runs'.
+func NewEvent(typ, runID string, at time.Time, msg string, data any) Event {
+	e := Event{Type: typ, RunID: runID, At: at, Message: msg}
+	if data != nil {
+		e.Data = mustJSON(data)
+	}
+	return e
+}
+
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
 	if err != nil {

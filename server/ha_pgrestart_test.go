@@ -111,31 +111,17 @@ func ownPostgres(t *testing.T) (dsn string, pgctl func(args ...string) error) {
 // written once each (plus at most one reconciling write per outage) and no interval decided
 // twice.
 func TestReplicasRecoverFromAPostgresRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a PostgreSQL cluster and replica processes for about 45 s")
-	}
-	if raceEnabled {
-		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
-	}
+	skipProcessTest(t)
 	dsn, pgctl := ownPostgres(t)
-	bin := buildVerdict(t)
-	now := time.Now()
-	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	p := newProcWorld(t, dsn)
+	w, mon := p.world, p.mon
 	const ttl = 2 * time.Second
-	const hold = 12 // seconds per step
+	const hold = 12 * time.Second // per step
 	const interval = 2 * time.Second
-	y := w.experiment("ha-restart", "b", fmt.Sprintf("%ds", hold))
-	y = strings.Replace(y, "interval: 1m", "interval: "+interval.String(), 1)
 
 	ctx := context.Background()
-	mon, err := store.OpenPostgres(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mon.Close() })
-
-	rs := startReplicas(t, bin, w, dsn, ttl, 3)
-	w.write("ha-restart.yaml", y)
+	rs := startReplicas(t, p, ttl, 3)
+	w.write("ha-restart.yaml", p.experiment("ha-restart", hold))
 	var id string
 	eventually(t, "the run to be started", func() bool {
 		if rec, err := mon.Run(ctx, "ha-restart"); err == nil {
@@ -212,7 +198,7 @@ func TestReplicasRecoverFromAPostgresRestart(t *testing.T) {
 		}
 	}
 
-	rec, n, ds := promotedOnce(t, mon, w, id, 4*hold*time.Second+30*time.Second, len(outages))
+	rec, n, ds := promotedOnce(t, mon, w, id, 4*hold+30*time.Second, len(outages))
 	if gone := rs.exited(); len(gone) > 0 {
 		t.Errorf("replicas %v exited", gone)
 	}
@@ -248,53 +234,18 @@ func decisionsAfter(mon store.Store, id string, at time.Time) int {
 // database goes away for longer than its lease keeps quiet while it cannot write, takes its
 // lease back when the database returns (nobody else took the run) and finishes the run.
 func TestVerdictRunRidesOutAPostgresRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a PostgreSQL cluster and a verdict run process for about 40 s")
-	}
-	if raceEnabled {
-		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
-	}
+	skipProcessTest(t)
 	dsn, pgctl := ownPostgres(t)
-	bin := buildVerdict(t)
-	now := time.Now()
-	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	p := newProcWorld(t, dsn)
+	w, mon := p.world, p.mon
 	const ttl = 2 * time.Second
-	y := w.experiment("run-restart", "b", "8s")
-	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
 	// Outside the world's watched directory: no serve replica is involved.
 	file := filepath.Join(t.TempDir(), "run-restart.yaml")
-	if err := os.WriteFile(file, []byte(y), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(p.experiment("run-restart", 8*time.Second)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	mon, err := store.OpenPostgres(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mon.Close() })
-
-	logPath := filepath.Join(t.TempDir(), "run.log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := exec.Command(bin, "run", file, "--store", dsn, "--lease-ttl", ttl.String(), "--tick", "200ms", "-o", "json")
-	run.Env = append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
-		"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_STATE="+t.TempDir(), "VERDICT_STORE=")
-	run.Stdout, run.Stderr = lf, lf
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	runDone := make(chan struct{})
-	go func() { run.Wait(); lf.Close(); close(runDone) }()
-	t.Cleanup(func() {
-		run.Process.Kill()
-		<-runDone
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- verdict run:\n%s", b)
-		}
-	})
+	run := p.startVerdictRun(t, file, "--lease-ttl", ttl.String())
 	var id string
 	eventually(t, "the run to reach step 1", func() bool {
 		if rec, err := mon.Run(ctx, "run-restart"); err == nil {
@@ -317,15 +268,15 @@ func TestVerdictRunRidesOutAPostgresRestart(t *testing.T) {
 	}
 	back := time.Now()
 	select {
-	case <-runDone:
+	case <-run.done:
 	case <-time.After(2 * time.Minute):
 		t.Fatal("verdict run did not finish after PostgreSQL came back")
 	}
-	if code := run.ProcessState.ExitCode(); code != 0 {
+	if code := run.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("verdict run exited %d after the outage, want 0 (promoted)", code)
 	}
 	rec, n, ds := promotedOnce(t, mon, w, id, time.Second, 1)
-	b, _ := os.ReadFile(logPath)
+	b, _ := os.ReadFile(run.log)
 	if !strings.Contains(string(b), "lost the run's lease") {
 		t.Errorf("the outage outlasted the lease, yet verdict run never said it lost it:\n%s", b)
 	}

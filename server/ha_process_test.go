@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/store/storetest"
 )
 
 // buildVerdict builds the verdict binary for child-process tests.
@@ -38,39 +39,102 @@ type child struct {
 	done chan struct{}
 }
 
+// skipProcessTest skips a test of verdict processes in -short mode and under the race
+// detector: the processes are not built with it, and the plain pass runs the test.
+func skipProcessTest(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs verdict processes for half a minute or more")
+	}
+	if raceEnabled {
+		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
+	}
+}
+
+// procWorld is the setting of the process tests: the verdict binary, a fleet on real time
+// (the emulator and the embedded Prometheus), and the test's own connection to the store.
+type procWorld struct {
+	*world
+	bin string
+	dsn string
+	mon *store.Postgres
+}
+
+func newProcWorld(t *testing.T, dsn string) *procWorld {
+	t.Helper()
+	now := time.Now()
+	p := &procWorld{world: newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000), bin: buildVerdict(t), dsn: dsn}
+	mon, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+	p.mon = mon
+	return p
+}
+
+// experiment is the world's experiment on pool b with 2 s intervals and the given hold.
+func (p *procWorld) experiment(name string, hold time.Duration) string {
+	return strings.Replace(p.world.experiment(name, "b", hold.String()), "interval: 1m", "interval: 2s", 1)
+}
+
+// env is the environment of a verdict child: the emulator's credentials, nothing from
+// the caller's configuration.
+func (p *procWorld) env(t *testing.T, extra ...string) []string {
+	return append(append(os.Environ(), "CLOUDFLARE_API_TOKEN="+p.emu.Token(), "CLOUDFLARE_BASE_URL="+p.emu.APIURL(),
+		"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_STATE="+t.TempDir(), "VERDICT_TOKEN=", "VERDICT_REPLICA=", "VERDICT_STORE="), extra...)
+}
+
+// startChild starts `bin args...` with its output in a log file; done closes when it exits.
+func startChild(t *testing.T, name string, env []string, bin string, args ...string) *child {
+	t.Helper()
+	c := &child{name: name, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
+	f, err := os.Create(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Env = env
+	c.cmd.Stdout, c.cmd.Stderr = f, f
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.cmd.Wait(); f.Close(); close(c.done) }()
+	return c
+}
+
+// startVerdictRun starts `verdict run file args...`, killed when the test ends (its output
+// logged if the test failed).
+func (p *procWorld) startVerdictRun(t *testing.T, file string, args ...string) *child {
+	t.Helper()
+	c := startChild(t, "verdict-run", p.env(t), p.bin, append([]string{"run", file, "--store", p.dsn, "--tick", "200ms", "-o", "json"}, args...)...)
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.done
+		if t.Failed() {
+			tail(t, c)
+		}
+	})
+	return c
+}
+
 // TestReplicaProcessesSurviveSIGKILL runs three `verdict serve` processes on one PostgreSQL
 // with the emulator and the embedded Prometheus on real time, and SIGKILLs whichever
 // replica owns the experiment at random moments (VERDICT_HA_KILLS times, 4 by default),
 // starting a new replica each time. Every takeover must happen within the TTL and a step,
 // and the run must end promoted with its three steps written and no interval decided twice.
 func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs replica processes for about 30 s")
-	}
-	if raceEnabled {
-		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
-	}
-	dsn := postgresSchema(t)
+	skipProcessTest(t)
 	kills := 4
 	if v, err := strconv.Atoi(os.Getenv("VERDICT_HA_KILLS")); err == nil && v > 0 {
 		kills = v
 	}
-	bin := buildVerdict(t)
-	now := time.Now()
-	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	p := newProcWorld(t, storetest.PostgresSchema(t))
+	w, mon := p.world, p.mon
 	const ttl = 2 * time.Second
 	hold := max(8, kills*4/3+2)
-	y := w.experiment("ha-proc", "b", fmt.Sprintf("%ds", hold))
-	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
-
-	mon, err := store.OpenPostgres(context.Background(), dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mon.Close() })
-
-	rs := startReplicas(t, bin, w, dsn, ttl, 3)
-	w.write("ha-proc.yaml", y)
+	rs := startReplicas(t, p, ttl, 3)
+	w.write("ha-proc.yaml", p.experiment("ha-proc", time.Duration(hold)*time.Second))
 
 	ctx := context.Background()
 	var id string
@@ -82,7 +146,7 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 	})
 	owner := func() string { return ownerOf(mon, id) }
 	ended := func() bool { return endedRun(mon, id) }
-	rng := rand.New(rand.NewPCG(uint64(now.UnixNano()), 1))
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var takeovers []time.Duration
 	spread := max(3*hold*1000/kills-2000, 500) // milliseconds
 	for k := 0; k < kills && !ended(); k++ {
@@ -126,6 +190,7 @@ func TestReplicaProcessesSurviveSIGKILL(t *testing.T) {
 // replicaSet is a group of `verdict serve` replica processes on one store.
 type replicaSet struct {
 	t    *testing.T
+	bin  string
 	args []string
 	env  []string
 
@@ -134,15 +199,13 @@ type replicaSet struct {
 	gen      int
 }
 
-// startReplicas starts n replicas serving w's experiment directory from the store at dsn;
-// they are stopped (SIGTERM, then SIGKILL) when the test ends, and their output is logged
-// if it failed.
-func startReplicas(t *testing.T, bin string, w *world, dsn string, ttl time.Duration, n int) *replicaSet {
-	rs := &replicaSet{t: t, children: map[string]*child{},
-		args: []string{bin, "serve", "--dir", w.dir, "--store", dsn, "--lease-ttl", ttl.String(),
-			"--poll", "100ms", "--tick", "200ms", "--listen", "127.0.0.1:0", "-o", "json"},
-		env: append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
-			"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_REPLICA=", "VERDICT_STORE=")}
+// startReplicas starts n replicas serving p's experiment directory from its store; they are
+// stopped (SIGTERM, then SIGKILL) when the test ends, and their output is logged if it
+// failed.
+func startReplicas(t *testing.T, p *procWorld, ttl time.Duration, n int) *replicaSet {
+	rs := &replicaSet{t: t, children: map[string]*child{}, bin: p.bin, env: p.env(t),
+		args: []string{"serve", "--dir", p.dir, "--store", p.dsn, "--lease-ttl", ttl.String(),
+			"--poll", "100ms", "--tick", "200ms", "--listen", "127.0.0.1:0", "-o", "json"}}
 	t.Cleanup(rs.stop)
 	for range n {
 		rs.spawn()
@@ -157,19 +220,7 @@ func (rs *replicaSet) spawn() *child {
 	rs.gen++
 	name := fmt.Sprintf("proc-%d", rs.gen)
 	rs.mu.Unlock()
-	c := &child{name: name, log: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
-	f, err := os.Create(c.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append(append([]string(nil), rs.args[1:]...), "--replica", name, "--state", t.TempDir())
-	c.cmd = exec.Command(rs.args[0], args...)
-	c.cmd.Env = rs.env
-	c.cmd.Stdout, c.cmd.Stderr = f, f
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.cmd.Wait(); f.Close(); close(c.done) }()
+	c := startChild(t, name, rs.env, rs.bin, append(append([]string(nil), rs.args...), "--replica", name, "--state", t.TempDir())...)
 	rs.mu.Lock()
 	rs.children[name] = c
 	rs.mu.Unlock()
@@ -342,49 +393,13 @@ func tail(t *testing.T, c *child) {
 // same store, and taken over by a serve replica whose directory holds the file when the
 // process is SIGKILLed.
 func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs verdict processes for about 30 s")
-	}
-	if raceEnabled {
-		t.Skip("the processes under test are not built with the race detector; the plain pass runs this")
-	}
-	dsn := postgresSchema(t)
-	bin := buildVerdict(t)
-	now := time.Now()
-	w := newWorldAt(t, &fastClock{base: now, start: now, speed: 1}, 500*time.Millisecond, 100000)
+	skipProcessTest(t)
+	p := newProcWorld(t, storetest.PostgresSchema(t))
+	w, mon, bin, dsn := p.world, p.mon, p.bin, p.dsn
 	const ttl = 2 * time.Second
-	y := w.experiment("cli-run", "b", "6s")
-	y = strings.Replace(y, "interval: 1m", "interval: 2s", 1)
-	file := w.write("cli-run.yaml", y)
+	file := w.write("cli-run.yaml", p.experiment("cli-run", 6*time.Second))
 	ctx := context.Background()
-	mon, err := store.OpenPostgres(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mon.Close() })
-	env := append(os.Environ(), "CLOUDFLARE_API_TOKEN="+w.emu.Token(), "CLOUDFLARE_BASE_URL="+w.emu.APIURL(),
-		"XDG_CONFIG_HOME="+t.TempDir(), "VERDICT_STORE="+dsn, "VERDICT_STATE="+t.TempDir())
-
-	logPath := filepath.Join(t.TempDir(), "run.log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := exec.Command(bin, "run", file, "--lease-ttl", ttl.String(), "--tick", "200ms", "-o", "json")
-	run.Env, run.Stdout, run.Stderr = env, lf, lf
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	runDone := make(chan struct{})
-	go func() { run.Wait(); lf.Close(); close(runDone) }()
-	t.Cleanup(func() {
-		run.Process.Kill()
-		<-runDone
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- verdict run:\n%s", b)
-		}
-	})
+	run := p.startVerdictRun(t, file, "--lease-ttl", ttl.String())
 	var id string
 	eventually(t, "the run to be started", func() bool {
 		if rec, err := mon.Run(ctx, "cli-run"); err == nil {
@@ -400,14 +415,14 @@ func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
 	}
 
 	// A serve replica on the same store and directory sees the run as another process's.
-	rs := startReplicas(t, bin, w, dsn, ttl, 1)
+	rs := startReplicas(t, p, ttl, 1)
 	eventually(t, "the run to reach step 1", func() bool { return stepOf(t, mon, id) >= 1 })
 	time.Sleep(time.Second)
 	if o := ownerOf(mon, id); o != "verdict-run@"+host {
 		t.Fatalf("while verdict run lives, the lease is %q's", o)
 	}
-	run.Process.Kill()
-	<-runDone
+	run.cmd.Process.Kill()
+	<-run.done
 	killed := time.Now()
 	eventually(t, "the replica to take the run over", func() bool { return ownerOf(mon, id) == "proc-1" || endedRun(mon, id) })
 	took := time.Since(killed)

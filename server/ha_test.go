@@ -2,69 +2,19 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/store/storetest"
 	"github.com/verdict-dev/verdict/traffic"
 )
-
-// postgresSchema returns VERDICT_TEST_POSTGRES with search_path set to a fresh schema,
-// dropped after the test. Without the variable the test skips, except in CI.
-func postgresSchema(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("VERDICT_TEST_POSTGRES")
-	if dsn == "" {
-		msg := `VERDICT_TEST_POSTGRES is not set: run eval "$(scripts/ci-postgres.sh)" to start a throwaway PostgreSQL on 127.0.0.1 and point the tests at it`
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + " (CI must run the PostgreSQL tests)")
-		}
-		t.Skip(msg)
-	}
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "verdict_ha_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to VERDICT_TEST_POSTGRES: %v", store.RedactDSN(err.Error()))
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Error(err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal("VERDICT_TEST_POSTGRES must be a postgres:// URL")
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 var errCut = errors.New("replica cut off (test)")
 
@@ -248,7 +198,7 @@ func TestReplicasTakeOverADeadOwner(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three replicas for about 20 s")
 	}
-	dsn := postgresSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	w := newWorld(t)
 	const ttl = 1500 * time.Millisecond
 	var mu sync.Mutex

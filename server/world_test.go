@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verdict-dev/verdict/internal/testworld"
 	"github.com/verdict-dev/verdict/metrics/embedded"
 	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
@@ -149,23 +149,6 @@ func (w *world) writer() {
 	}
 }
 
-func poisson(r *rand.Rand, mean float64) float64 {
-	if mean <= 0 {
-		return 0
-	}
-	if mean > 50 {
-		return math.Max(0, math.Round(mean+math.Sqrt(mean)*r.NormFloat64()))
-	}
-	l, k, p := math.Exp(-mean), 0.0, 1.0
-	for {
-		p *= r.Float64()
-		if p <= l {
-			return k
-		}
-		k++
-	}
-}
-
 func (w *world) shares(letter string) map[string]float64 {
 	raw, ok := w.emu.Pool(pools[letter])
 	if !ok {
@@ -199,9 +182,9 @@ func (w *world) writeUntil(to time.Time) {
 			share := w.shares(letter)
 			for i := 1; i <= 3; i++ {
 				c := fmt.Sprintf("%s%d", letter, i)
-				n := poisson(w.rng, w.rate*share[c]*step.Seconds())
-				e := poisson(w.rng, n*w.errP[c])
-				slow := poisson(w.rng, (n-e)*w.slowP[c])
+				n := testworld.Poisson(w.rng, w.rate*share[c]*step.Seconds())
+				e := testworld.Poisson(w.rng, n*w.errP[c])
+				slow := testworld.Poisson(w.rng, (n-e)*w.slowP[c])
 				cc := w.cum[c]
 				cc.ok += n - e
 				cc.errs += e

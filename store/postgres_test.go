@@ -3,8 +3,6 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -21,59 +19,6 @@ import (
 	"github.com/verdict-dev/verdict/store/storetest"
 )
 
-// postgresDSN is the database the PostgreSQL tests use. They skip without one, except in
-// CI, which must run them.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("VERDICT_TEST_POSTGRES")
-	if dsn == "" {
-		msg := `VERDICT_TEST_POSTGRES is not set: run eval "$(scripts/ci-postgres.sh)" to start a throwaway PostgreSQL on 127.0.0.1 and point the tests at it`
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + " (CI must run the PostgreSQL tests)")
-		}
-		t.Skip(msg)
-	}
-	return dsn
-}
-
-// freshSchema creates an empty schema, dropped after the test, and returns the DSN with
-// search_path set to it: each test gets a database of its own without CREATE DATABASE.
-func freshSchema(t *testing.T) string {
-	t.Helper()
-	dsn := postgresDSN(t)
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "verdict_test_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to VERDICT_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Error(err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("VERDICT_TEST_POSTGRES must be a postgres:// URL: %v", store.RedactDSN(err.Error()))
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 func openPostgres(t *testing.T, dsn string, o store.Options) *store.Postgres {
 	t.Helper()
 	s, err := store.OpenPostgres(context.Background(), dsn, o)
@@ -85,16 +30,16 @@ func openPostgres(t *testing.T, dsn string, o store.Options) *store.Postgres {
 }
 
 func TestPostgresConformance(t *testing.T) {
-	postgresDSN(t)
+	storetest.PostgresDSN(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return openPostgres(t, freshSchema(t), store.Options{})
+		return openPostgres(t, storetest.PostgresSchema(t), store.Options{})
 	})
 }
 
 func TestPostgresShared(t *testing.T) {
-	postgresDSN(t)
+	storetest.PostgresDSN(t)
 	storetest.RunShared(t, func(t *testing.T, n int, o store.Options) []store.Store {
-		dsn := freshSchema(t)
+		dsn := storetest.PostgresSchema(t)
 		var out []store.Store
 		for range n {
 			out = append(out, openPostgres(t, dsn, o))
@@ -122,7 +67,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestPostgresReplicasStartingTogetherMigrateOnce(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	u, _ := url.Parse(dsn)
 	password, _ := u.User.Password()
 	var logs syncBuffer
@@ -169,7 +114,7 @@ func TestPostgresReplicasStartingTogetherMigrateOnce(t *testing.T) {
 }
 
 func TestPostgresRefusesANewerSchema(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	ctx := context.Background()
 	s := openPostgres(t, dsn, store.Options{})
 	conn, err := pgx.Connect(ctx, dsn)
@@ -215,7 +160,7 @@ func TestOpenChoosesTheStore(t *testing.T) {
 	if os.Getenv("VERDICT_TEST_POSTGRES") == "" && os.Getenv("CI") != "true" {
 		return
 	}
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	for _, spec := range []string{dsn, "postgresql://" + strings.TrimPrefix(dsn, "postgres://")} {
 		s, err := store.Open(ctx, spec)
 		if err != nil {
@@ -285,7 +230,7 @@ func TestPostgresErrorsHideThePassword(t *testing.T) {
 
 // TestPostgresEventsNotify: a replica listening hears of events another replica commits.
 func TestPostgresEventsNotify(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := storetest.PostgresSchema(t)
 	a, b := openPostgres(t, dsn, store.Options{}), openPostgres(t, dsn, store.Options{})
 	// The timeout only keeps a broken LISTEN from hanging the test run.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -109,13 +109,15 @@ func TestPoolCacheSharesReads(t *testing.T) {
 	// A run resumed or taken over reconciles against the pool as it is: a listing sent
 	// before its view was made does not answer it, even while fresh; the new listing then
 	// answers everyone.
-	w.advance(-5 * time.Second) // the last listing is 5 s old
+	ctx := context.Background()
+	views[0].Pool(ctx, w.refs[0]) // a fresh listing
+	w.advance(time.Second)
 	resumed := cache.Steerer(w.cf)
-	resumed.Pool(context.Background(), w.refs[0])
-	resumed.Pool(context.Background(), w.refs[0])
-	views[1].Pool(context.Background(), w.refs[1])
-	if l, r := w.gets(); l != lists+1 || r != reads {
-		t.Errorf("a resumed run's reads: %d listings, %d reads; want %d, %d (one new listing)", l, r, lists+1, reads)
+	resumed.Pool(ctx, w.refs[0]) // not from it: a new listing
+	resumed.Pool(ctx, w.refs[0])
+	views[1].Pool(ctx, w.refs[1]) // the new listing answers the others too
+	if l, r := w.gets(); l != lists+2 || r != reads {
+		t.Errorf("a resumed run's reads: %d listings, %d reads; want %d, %d (one listing before it, one for it)", l, r, lists+2, reads)
 	}
 }
 

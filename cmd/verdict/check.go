@@ -172,33 +172,21 @@ func printForecast(g *globals, exp *experiments.Experiment, f *engine.Forecast, 
 	fmt.Fprintf(w, "\nForecast: the canary cluster's last %d intervals replayed as an A/A run at each step's share (an estimate)\n", f.Intervals)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, k := range f.KPIs {
-		when := "not proven within " + shortDuration(f.After)
+		when := "not proven within " + experiments.Duration(f.After).String()
 		if k.Reached {
-			when = "non-inferior after " + shortDuration(k.NonInferiorAfter)
+			when = "non-inferior after " + experiments.Duration(k.NonInferiorAfter).String()
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t(tolerance %+.1f%%)\n", k.Name, when, 100*k.Tolerance)
 	}
 	tw.Flush()
 	switch {
 	case f.Action == analysis.Promote:
-		fmt.Fprintf(w, "  → likely promoted after %s (the holds end at %s).\n", shortDuration(f.After), shortDuration(f.PlannedEnd))
+		fmt.Fprintf(w, "  → likely promoted after %s (the holds end at %s).\n", experiments.Duration(f.After), experiments.Duration(f.PlannedEnd))
 	case f.After >= f.MaxDuration:
-		fmt.Fprintf(w, "  → likely inconclusive at maxDuration %s (onInconclusive: %s): %s\n", shortDuration(f.MaxDuration), exp.Spec.Analysis.OnInconclusive, f.Reason)
+		fmt.Fprintf(w, "  → likely inconclusive at maxDuration %s (onInconclusive: %s): %s\n", experiments.Duration(f.MaxDuration), exp.Spec.Analysis.OnInconclusive, f.Reason)
 		fmt.Fprintln(w, "    At this traffic the evidence does not arrive in time: larger steps, longer holds or wider tolerances would help.")
 	default:
-		fmt.Fprintf(w, "  → likely rolled back after %s at step %d, before the variant matters: %s\n", shortDuration(f.After), f.Step, f.Reason)
+		fmt.Fprintf(w, "  → likely rolled back after %s at step %d, before the variant matters: %s\n", experiments.Duration(f.After), f.Step, f.Reason)
 		fmt.Fprintln(w, "    The canary cluster already differs from its baselines; compare them with verdict analyze (a pre-period adjusts for a steady difference).")
 	}
-}
-
-// shortDuration prints 35m rather than 35m0s.
-func shortDuration(d time.Duration) string {
-	s := d.Round(time.Second).String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }

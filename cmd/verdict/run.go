@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -305,8 +304,9 @@ func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSe
 			if lost {
 				what = "lost the run's lease (nothing is written to the pool without it)"
 			}
-			view.Observe(engine.Event{Type: engine.EventFault, RunID: r.ID(), At: s.clock.Now(),
-				Message: fmt.Sprintf("%s: %v; reloading the run from the store in %s", what, err, wait), Data: mustJSON(map[string]any{"error": err.Error(), "retryIn": wait.String()})})
+			// Shown, not stored: the store may be what failed.
+			view.Observe(engine.NewEvent(engine.EventFault, r.ID(), s.clock.Now(),
+				fmt.Sprintf("%s: %v; reloading the run from the store in %s", what, err, wait), map[string]any{"error": err.Error(), "retryIn": wait.String()}))
 			select {
 			case <-ctx.Done():
 				return r, ctx.Err()
@@ -457,10 +457,4 @@ func (v *runView) finish(r *engine.Run, file string) error {
 		return nil
 	}
 	return &exitErr{code: code, silent: true}
-}
-
-// mustJSON encodes event data the engine's way; the maps of strings it gets always encode.
-func mustJSON(v any) json.RawMessage {
-	b, _ := json.Marshal(v)
-	return b
 }

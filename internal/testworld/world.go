@@ -149,7 +149,8 @@ func (w *World) weights() map[string]float64 {
 	return out
 }
 
-func poisson(r *rand.Rand, mean float64) float64 {
+// Poisson draws a Poisson count (normal above a mean of 50, where the two agree closely).
+func Poisson(r *rand.Rand, mean float64) float64 {
 	if mean <= 0 {
 		return 0
 	}
@@ -179,9 +180,9 @@ func (w *World) Advance(to time.Time) {
 		share := w.weights()
 		var samples []embedded.Sample
 		for _, c := range []string{"c1", "c2", "c3"} {
-			n := poisson(w.rng, w.Rate*share[c]*step.Seconds())
-			e := poisson(w.rng, n*w.ErrP[c])
-			slow := poisson(w.rng, (n-e)*w.SlowP[c])
+			n := Poisson(w.rng, w.Rate*share[c]*step.Seconds())
+			e := Poisson(w.rng, n*w.ErrP[c])
+			slow := Poisson(w.rng, (n-e)*w.SlowP[c])
 			cc := w.cum[c]
 			cc.ok += n - e
 			cc.errs += e
