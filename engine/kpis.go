@@ -43,6 +43,11 @@ type kpiState struct {
 	lastEnd                  time.Time
 }
 
+// slowName is the judged name of a latency KPI's slow share.
+func (k *kpiState) slowName() string {
+	return k.spec.Name + " (slower than " + k.spec.SlowerThan.String() + ")"
+}
+
 func (k *kpiState) judged() []analysis.KPI {
 	harm := analysis.Increase
 	if k.spec.Harm == experiments.HarmDecrease {
@@ -53,7 +58,7 @@ func (k *kpiState) judged() []analysis.KPI {
 	if k.ratio != nil {
 		name, rtol := k.spec.Name, tol
 		if k.spec.Type == experiments.KPILatency {
-			name += " (slower than " + k.spec.SlowerThan.String() + ")"
+			name = k.slowName()
 			if k.spec.SlowTolerance != nil {
 				rtol = float64(*k.spec.SlowTolerance)
 			}

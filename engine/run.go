@@ -859,7 +859,7 @@ func (r *Run) latestValues() []KPIValue {
 		out = append(out, KPIValue{KPI: k.spec.Name, Canary: finiteOr0(k.lastCanary), Baseline: finiteOr0(k.lastBaseline)})
 		if k.spec.Type == experiments.KPILatency && k.ratio != nil {
 			// The slow share is judged on its own: show its values under its judged name.
-			out = append(out, KPIValue{KPI: k.spec.Name + " (slower than " + k.spec.SlowerThan.String() + ")", Canary: finiteOr0(k.lastSlowC), Baseline: finiteOr0(k.lastSlowB)})
+			out = append(out, KPIValue{KPI: k.slowName(), Canary: finiteOr0(k.lastSlowC), Baseline: finiteOr0(k.lastSlowB)})
 		}
 	}
 	return out

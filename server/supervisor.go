@@ -154,15 +154,6 @@ func (sv *supervisor) engineFor(exp *experiments.Experiment) (eng *engine.Engine
 	return eng, closeSrc, setRun, nil
 }
 
-// heldError says a run is driven by another replica: this one holds no lease on it.
-type heldError struct {
-	runID string
-	err   error // matches store.ErrLeaseHeld
-}
-
-func (e *heldError) Error() string { return e.err.Error() }
-func (e *heldError) Unwrap() error { return e.err }
-
 // acquire takes the run's lease when replicas share the store; nil, nil without leases.
 // It fails matching store.ErrLeaseHeld while another replica drives the run.
 func (sv *supervisor) acquire(ctx context.Context, runID string) (*store.Hold, error) {
@@ -171,12 +162,8 @@ func (sv *supervisor) acquire(ctx context.Context, runID string) (*store.Hold, e
 		return nil, nil
 	}
 	// The hold outlives ctx (a scan's): it ends with the run, its loss or Release.
-	h, err := store.AcquireHold(context.WithoutCancel(ctx), s.leaser, runID, s.opts.Replica, store.HoldOptions{
+	return store.AcquireHold(context.WithoutCancel(ctx), s.leaser, runID, s.opts.Replica, store.HoldOptions{
 		TTL: s.opts.LeaseTTL, Every: s.opts.LeaseRenew, Clock: s.opts.LeaseClock, Logger: s.opts.Logger.With("replica", s.opts.Replica)})
-	if errors.Is(err, store.ErrLeaseHeld) {
-		return nil, &heldError{runID: runID, err: err}
-	}
-	return h, err
 }
 
 // release gives a hold up, so another replica can take the run over at once.
@@ -193,7 +180,7 @@ func (sv *supervisor) release(h *store.Hold) {
 
 // start records a new run of exp and drives it. With leases, another replica may take the
 // new run's lease first: it then drives the run, and start fails matching
-// store.ErrLeaseHeld (with a *heldError).
+// store.ErrLeaseHeld.
 func (sv *supervisor) start(ctx context.Context, exp *experiments.Experiment, file string) (*runner, error) {
 	if sv.stopping() {
 		return nil, errors.New("server is stopping")
@@ -253,7 +240,7 @@ func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experimen
 		// Ended by another replica since it was listed.
 		closeSrc()
 		sv.release(hold)
-		return nil, &heldError{runID: rec.ID, err: fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)}
+		return nil, fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)
 	}
 	return sv.launch(run, rec.SpecFile, closeSrc, hold), nil
 }
