@@ -70,8 +70,12 @@ type Step struct {
 	// Alpha is the family-wise error level (default 0.05), split equally
 	// over the KPIs (Bonferroni, valid for confidence sequences).
 	Alpha float64 `json:"alpha"`
-	// HoldComplete is true when the step's minimum hold has elapsed.
+	// HoldComplete is true when the step's hold has elapsed.
 	HoldComplete bool `json:"hold_complete"`
+	// MinHoldComplete is true when the step's minimum hold has elapsed: from then on the
+	// step advances (or, the final step, promotes) as soon as every KPI is non-inferior
+	// and the traffic shares match, without waiting for the rest of its hold.
+	MinHoldComplete bool `json:"min_hold_complete,omitempty"`
 	// Final is true on the last step (after which the canary is promoted).
 	Final bool `json:"final"`
 	// MaxDurationReached is true when the experiment's time is up.
@@ -217,6 +221,13 @@ func Decide(kpis []KPI, step Step) Decision {
 	case len(missing) > 0:
 		d.Action = Continue
 		d.Reason = fmt.Sprintf("Continue: %s no data; no verdict without data.", verbList(missing, "has", "have"))
+	case !step.HoldComplete && !step.MaxDurationReached && step.MinHoldComplete && len(pending) == 0 && !d.ShareMismatch:
+		d.Action = Advance
+		d.Reason = "Advance early: every KPI is already within its tolerance and the step's minimum hold is over."
+		if step.Final {
+			d.Action = Promote
+			d.Reason = "Promote early: every KPI is within its tolerance and the final step's minimum hold is over."
+		}
 	case !step.HoldComplete && !step.MaxDurationReached:
 		d.Action = Continue
 		d.Reason = "Continue: no KPI shows harm; the step's hold is not over."

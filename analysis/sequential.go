@@ -50,6 +50,9 @@ type Interval struct {
 	// PreAdjusted is true when a pre-period was subtracted
 	// (difference-in-differences), its own uncertainty included.
 	PreAdjusted bool `json:"pre_adjusted"`
+	// Noise is the noise model learned from history that the sequence used, if any:
+	// why a verdict takes the time it takes.
+	Noise *NoiseModel `json:"noise,omitempty"`
 	// GuardrailStreak is the number of consecutive latest intervals beyond the
 	// KPI's absolute guardrail; GuardrailBreached is true once it reaches the
 	// configured count.
@@ -157,7 +160,8 @@ func relFromLog(x float64) (float64, bool) {
 // RatioOptions configures a RatioSequence. Zero fields take the defaults.
 type RatioOptions struct {
 	// GridPoints is the number of log rate-ratio values tracked (default
-	// 201, spanning ±GridHalfWidth so that 0 is on the grid).
+	// 201, or 1201 with a usable noise model, spanning ±GridHalfWidth so that 0
+	// is on the grid).
 	GridPoints int `json:"grid_points,omitempty"`
 	// GridHalfWidth bounds log φ (default 3: φ from 0.05 to 20).
 	GridHalfWidth float64 `json:"grid_half_width,omitempty"`
@@ -177,11 +181,22 @@ type RatioOptions struct {
 	PreAlphaShare float64 `json:"pre_alpha_share,omitempty"`
 	// Guardrail optionally limits the canary's own rate (events/total).
 	Guardrail *Guardrail `json:"guardrail,omitempty"`
+	// Noise is the KPI's noise learned from history. When usable, each interval's score
+	// is weighted by its inverse variance at the current share (counts plus cluster-level
+	// noise), the variance is the model's rather than a plug-in estimate (so a verdict
+	// may be drawn from the first intervals), and the model's offset replaces the
+	// pre-period. AddPre is then ignored.
+	Noise *NoiseModel `json:"noise,omitempty"`
 }
 
 func (o *RatioOptions) defaults() {
 	if o.GridPoints < 3 {
 		o.GridPoints = 201
+		if o.Noise.Usable() {
+			// A modelled sequence narrows to a few hundredths at high traffic, where a
+			// 0.03 grid step would decide by interpolation error: 0.005.
+			o.GridPoints = 1201
+		}
 	}
 	if !(o.GridHalfWidth > 0) || math.IsInf(o.GridHalfWidth, 0) {
 		o.GridHalfWidth = 3
@@ -237,11 +252,17 @@ type scoreSums struct {
 	v  []float64 // Σ (c − e·π(θ))²: its empirical variance
 	bv []float64 // Σ e·π(θ)(1−π(θ)): the binomial variance
 	ll []float64 // Σ c·log π(θ) + b·log(1−π(θ)): the binomial log-likelihood
-	n  int       // informative intervals
+	// with a noise model: Σ w·ψ, Σ w·e·π(1−π) and Σ (w·ψ)², w = 1/(1 + e·π(1−π)·τ²)
+	ws, wv, wv2 []float64
+	n           int // informative intervals
 }
 
-func newScoreSums(g int) scoreSums {
-	return scoreSums{s: make([]float64, g), v: make([]float64, g), bv: make([]float64, g), ll: make([]float64, g)}
+func newScoreSums(g int, weighted bool) scoreSums {
+	s := scoreSums{s: make([]float64, g), v: make([]float64, g), bv: make([]float64, g), ll: make([]float64, g)}
+	if weighted {
+		s.ws, s.wv, s.wv2 = make([]float64, g), make([]float64, g), make([]float64, g)
+	}
+	return s
 }
 
 // RatioSequence is the live state of a ratio KPI (errors/requests,
@@ -282,6 +303,7 @@ type RatioSequence struct {
 	guard     guardState
 	lastRate  float64
 	logw      []float64 // mixing weights of grid offsets, log, by |i−j|
+	tau2      float64   // the noise model's long-run cluster variance, when usable
 }
 
 // NewRatioSequence returns an empty sequence with the given options.
@@ -292,8 +314,12 @@ func NewRatioSequence(opt RatioOptions) *RatioSequence {
 		g++ // keep θ = 0 on the grid
 		opt.GridPoints = g
 	}
-	r := &RatioSequence{opt: opt, theta: make([]float64, g), cur: newScoreSums(g), pre: newScoreSums(g),
+	modelled := opt.Noise.Usable()
+	r := &RatioSequence{opt: opt, theta: make([]float64, g), cur: newScoreSums(g, modelled), pre: newScoreSums(g, false),
 		minP: 1, minPBinom: 1, zeroIdx: g / 2, guard: guardState{g: opt.Guardrail}, lastRate: math.NaN()}
+	if modelled {
+		r.tau2 = opt.Noise.LongRunVar
+	}
 	step := 2 * opt.GridHalfWidth / float64(g-1)
 	for i := range r.theta {
 		r.theta[i] = -opt.GridHalfWidth + float64(i)*step
@@ -326,6 +352,19 @@ func (r *RatioSequence) accumulate(sum *scoreSums, c, nc, b, nb float64) {
 		return
 	}
 	lr := math.Log(nc) - math.Log(nb) // logit of the canary's request share
+	// With a noise model, an interval with plenty of events on both sides enters on the
+	// log scale: multiplicative cluster noise is symmetric there, where on the score's
+	// scale a ×3 burst on the canary weighs four times a ×3 burst on a baseline, and
+	// one-sided bounds would under-cover.
+	logForm, d, w0 := false, 0.0, 0.0
+	if sum.ws != nil {
+		off, _ := r.opt.Noise.offset()
+		if v0, ok := logFormVariance(e, lr+off); ok {
+			logForm = true
+			d = math.Log(c+0.5) - math.Log(b+0.5) - lr
+			w0 = 1 / (v0 + r.tau2)
+		}
+	}
 	for i, th := range r.theta {
 		x := th + lr
 		// π = sigmoid(x); log π = −softplus(−x); log(1−π) = −softplus(x)
@@ -346,6 +385,19 @@ func (r *RatioSequence) accumulate(sum *scoreSums, c, nc, b, nb float64) {
 		sum.v[i] += psi * psi
 		sum.bv[i] += e * pi * (1 - pi)
 		sum.ll[i] += c*lpi + b*l1pi
+		switch {
+		case logForm:
+			x := w0 * (d - th)
+			sum.ws[i] += x
+			sum.wv[i] += w0
+			sum.wv2[i] += x * x
+		case sum.ws != nil:
+			v := e * pi * (1 - pi)
+			w := 1 / (1 + v*r.tau2)
+			sum.ws[i] += w * psi
+			sum.wv[i] += w * v
+			sum.wv2[i] += w * w * psi * psi
+		}
 	}
 	sum.n++
 }
@@ -375,7 +427,12 @@ func (r *RatioSequence) Add(canaryEvents, canaryTotal, baselineEvents, baselineT
 	}
 	// running p-values for φ = 1 (two-sided: twice the one-sided)
 	z := r.zeroIdx
-	if r.cur.n >= r.opt.MinIntervals {
+	if r.modelled() {
+		off, _ := r.opt.Noise.offset()
+		z = r.nearestIdx(off)
+		v := r.liveScale() * r.cur.wv[z]
+		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-logMixOneSided(r.cur.ws[z], v, r.opt.Precisions))))
+	} else if r.cur.n >= r.opt.MinIntervals {
 		v := r.dispersion(&r.cur) * r.cur.bv[z]
 		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-logMixOneSided(r.cur.s[z], v, r.opt.Precisions))))
 	}
@@ -386,6 +443,9 @@ func (r *RatioSequence) Add(canaryEvents, canaryTotal, baselineEvents, baselineT
 // any weight change. With a pre-period, Interval reports the change relative
 // to the clusters' pre-existing ratio (difference-in-differences).
 func (r *RatioSequence) AddPre(canaryEvents, canaryTotal, baselineEvents, baselineTotal float64) {
+	if r.modelled() {
+		return // the noise model carries the pre-existing offset
+	}
 	if !ratioInputsOK(canaryEvents, canaryTotal, baselineEvents, baselineTotal) {
 		r.invalid++
 		return
@@ -396,12 +456,22 @@ func (r *RatioSequence) AddPre(canaryEvents, canaryTotal, baselineEvents, baseli
 // Invalid reports how many intervals were ignored for bad values.
 func (r *RatioSequence) Invalid() int { return r.invalid }
 
+// score is the running score the estimate and the confidence sequence are built on:
+// weighted by the noise model when there is one.
+func (s *scoreSums) score() []float64 {
+	if s.ws != nil {
+		return s.ws
+	}
+	return s.s
+}
+
 // estimateIdx is the grid index nearest the root of the score.
 func (r *RatioSequence) estimateIdx(sum *scoreSums) int {
+	sc := sum.score()
 	// s is decreasing in θ
 	for i := range r.theta {
-		if sum.s[i] <= 0 {
-			if i > 0 && -sum.s[i] > sum.s[i-1] {
+		if sc[i] <= 0 {
+			if i > 0 && -sc[i] > sc[i-1] {
 				return i - 1
 			}
 			return i
@@ -412,12 +482,13 @@ func (r *RatioSequence) estimateIdx(sum *scoreSums) int {
 
 // estimate is the root of the score, interpolated between grid points.
 func (r *RatioSequence) estimate(sum *scoreSums) float64 {
+	sc := sum.score()
 	for i := range r.theta {
-		if sum.s[i] <= 0 {
+		if sc[i] <= 0 {
 			if i == 0 {
 				return r.theta[0]
 			}
-			return interpRoot(r.theta[i-1], r.theta[i], sum.s[i-1], sum.s[i])
+			return interpRoot(r.theta[i-1], r.theta[i], sc[i-1], sc[i])
 		}
 	}
 	return r.theta[len(r.theta)-1]
@@ -434,12 +505,13 @@ func interpRoot(x0, x1, f0, f1 float64) float64 {
 // csBounds returns the set {θ : |S(θ)| ≤ z(V(θ))} around the estimate on the
 // grid, interpolated; bounded flags say whether the set ended inside the grid.
 func (r *RatioSequence) csBounds(sum *scoreSums, f func(i int) float64) (lo, hi float64, loB, hiB bool) {
+	sc := sum.score()
 	j := r.estimateIdx(sum)
 	lo, hi = r.theta[0], r.theta[len(r.theta)-1]
 	last := len(r.theta) - 1
 	// a score that never changes sign puts the estimate beyond the grid:
 	// that side of the set is unbounded
-	aboveGrid, belowGrid := sum.s[last] > 0, sum.s[0] < 0
+	aboveGrid, belowGrid := sc[last] > 0, sc[0] < 0
 	prev := f(j)
 	if prev > 0 {
 		// even the estimate is outside (coarse grid, or beyond the grid):
@@ -570,6 +642,13 @@ func (r *RatioSequence) base(alpha float64) Interval {
 	out := Interval{Relative: true, Alpha: alpha, Intervals: r.intervals, Informative: r.cur.n,
 		Ready: r.cur.n >= r.opt.MinIntervals, Dispersion: 1, PValue: r.minP,
 		GuardrailStreak: r.guard.streak, GuardrailBreached: r.guard.breached()}
+	if r.opt.Noise != nil {
+		m := *r.opt.Noise
+		out.Noise = &m
+	}
+	if r.modelled() {
+		out.Ready = r.cur.n >= modelMinIntervals
+	}
 	if !math.IsNaN(r.lastRate) {
 		out.CanaryValue = r.lastRate
 	}
@@ -592,6 +671,9 @@ func (r *RatioSequence) Interval(alpha float64) Interval {
 		hi, _ := relFromLog(r.theta[len(r.theta)-1])
 		out.Lower, out.Upper = lo, hi
 		return out
+	}
+	if r.modelled() {
+		return r.modelInterval(out, alpha)
 	}
 	aSeq := alpha
 	if r.pre.n > 0 {
@@ -624,6 +706,60 @@ func (r *RatioSequence) Interval(alpha float64) Interval {
 	out.Upper, ok = relFromLog(hi)
 	hiB = hiB && ok
 	out.LowerBounded, out.UpperBounded = loB, hiB
+	return out
+}
+
+// modelMinIntervals is the floor of informative intervals before a modelled sequence is
+// Ready: its variance is known from history, so it needs no plug-in estimate to settle.
+const modelMinIntervals = 2
+
+func (r *RatioSequence) modelled() bool { return r.cur.ws != nil }
+
+// liveScale guards the noise model against a run noisier than its history (the model was
+// learned in a calm hour, or the variant itself is erratic): once MinIntervals informative
+// intervals are in, the weighted Pearson dispersion of the run at its estimate, at its 70%
+// upper confidence bound, scales the model's variance when it exceeds 1.
+func (r *RatioSequence) liveScale() float64 {
+	if r.cur.n < r.opt.MinIntervals {
+		return 1
+	}
+	j := r.estimateIdx(&r.cur)
+	if !(r.cur.wv[j] > 0) {
+		return 1
+	}
+	d := r.cur.wv2[j] / r.cur.wv[j] * smallSampleInflation(r.cur.n)
+	if !(d > 1) || math.IsInf(d, 0) {
+		return 1
+	}
+	return d
+}
+
+// modelInterval is Interval with a usable noise model: the weighted score's one-sided
+// mixture boundary at the model's variance (times liveScale), at α less the share spent on
+// the model's offset, minus the offset's fixed interval (difference-in-differences with
+// the history as the pre-period).
+func (r *RatioSequence) modelInterval(out Interval, alpha float64) Interval {
+	m := r.opt.Noise
+	aSeq := alpha * (1 - r.opt.PreAlphaShare)
+	thr := math.Log(1 / aSeq)
+	scale := r.liveScale()
+	out.Dispersion = 1 + r.tau2*r.cur.bv[r.estimateIdx(&r.cur)]/float64(max(1, r.cur.n))
+	out.Dispersion = math.Max(out.Dispersion, scale)
+	lo, hi, loB, hiB := r.csBounds(&r.cur, func(i int) float64 {
+		return logMixOneSided(r.cur.ws[i], scale*r.cur.wv[i], r.opt.Precisions) - thr
+	})
+	off, se := m.offset()
+	est := r.estimate(&r.cur) - off
+	ph := -normalQuantile(alpha*r.opt.PreAlphaShare) * se
+	lo -= off + ph
+	hi -= off - ph
+	out.PreAdjusted = !m.OffsetIgnored
+	out.Estimate, _ = relFromLog(est)
+	var ok bool
+	out.Lower, ok = relFromLog(lo)
+	out.LowerBounded = loB && ok
+	out.Upper, ok = relFromLog(hi)
+	out.UpperBounded = hiB && ok
 	return out
 }
 
@@ -703,6 +839,11 @@ type GaugeOptions struct {
 	PreAlphaShare float64 `json:"pre_alpha_share,omitempty"`
 	// Guardrail optionally limits the canary's own value.
 	Guardrail *Guardrail `json:"guardrail,omitempty"`
+	// Noise is the KPI's noise learned from history. When usable, intervals are weighted
+	// by their inverse variance (sampling variance at the current traffic plus the
+	// model's long-run cluster variance), the variance is the model's rather than a
+	// plug-in, and the model's offset replaces the pre-period (AddPre is ignored).
+	Noise *NoiseModel `json:"noise,omitempty"`
 }
 
 // welford is a running mean and variance.
@@ -740,6 +881,9 @@ type GaugeSequence struct {
 	minP      float64
 	guard     guardState
 	last      float64
+	// with a usable noise model: Σw, Σw·d, Σw·d² (w = 1/(sampling + τ²))
+	model         bool
+	sw, swd, swdd float64
 }
 
 // NewGaugeSequence returns an empty gauge sequence.
@@ -756,7 +900,7 @@ func NewGaugeSequence(opt GaugeOptions) *GaugeSequence {
 	if !(opt.PreAlphaShare > 0 && opt.PreAlphaShare < 1) {
 		opt.PreAlphaShare = 0.2
 	}
-	return &GaugeSequence{opt: opt, minP: 1, guard: guardState{g: opt.Guardrail}, last: math.NaN()}
+	return &GaugeSequence{opt: opt, minP: 1, guard: guardState{g: opt.Guardrail}, last: math.NaN(), model: opt.Noise.Usable()}
 }
 
 // Options returns the options in force.
@@ -778,7 +922,13 @@ func (g *GaugeSequence) diff(c, b float64) (float64, bool) {
 
 // Add feeds one interval's canary and baseline values. Invalid pairs (NaN,
 // ±Inf, non-positive on the log scale) are counted and skipped.
-func (g *GaugeSequence) Add(canary, baseline float64) {
+func (g *GaugeSequence) Add(canary, baseline float64) { g.AddSampled(canary, baseline, 0) }
+
+// AddSampled feeds one interval with the sampling variance of its comparison (for a
+// latency mean, per-request variance over requests on each side; 0 when unknown). Only a
+// modelled sequence uses it: it is what makes an interval at a 5% share count for less
+// than one at 50%.
+func (g *GaugeSequence) AddSampled(canary, baseline, samplingVar float64) {
 	g.intervals++
 	if !math.IsNaN(canary) && !math.IsInf(canary, 0) {
 		// the guardrail judges the canary alone, even without a baseline
@@ -791,6 +941,17 @@ func (g *GaugeSequence) Add(canary, baseline float64) {
 		return
 	}
 	g.cur.add(d)
+	if g.model {
+		w := 1 / math.Max(math.Max(0, finite(samplingVar))+g.opt.Noise.LongRunVar, g.opt.VarianceFloor)
+		g.sw += w
+		g.swd += w * d
+		g.swdd += w * d * d
+		off, _ := g.opt.Noise.offset()
+		if s, v := g.modelSums(off); v > 0 {
+			g.minP = math.Min(g.minP, nmPValue(s, v, g.modelRho(0.05)))
+		}
+		return
+	}
 	v := math.Max(g.cur.variance(), g.opt.VarianceFloor)
 	if g.varPer == 0 && g.cur.n >= g.opt.MinIntervals {
 		g.varPer = v
@@ -805,6 +966,9 @@ func (g *GaugeSequence) Add(canary, baseline float64) {
 // AddPre feeds one pre-period interval (same clusters, same code, before the
 // change) for difference-in-differences.
 func (g *GaugeSequence) AddPre(canary, baseline float64) {
+	if g.model {
+		return // the noise model carries the pre-existing offset
+	}
 	d, ok := g.diff(canary, baseline)
 	if !ok {
 		g.invalid++
@@ -838,6 +1002,13 @@ func (g *GaugeSequence) Interval(alpha float64) Interval {
 		}
 		return out
 	}
+	if g.opt.Noise != nil {
+		m := *g.opt.Noise
+		out.Noise = &m
+	}
+	if g.model {
+		return g.modelInterval(out, alpha)
+	}
 	aSeq := alpha
 	usePre := g.pre.n >= 2
 	if usePre {
@@ -864,6 +1035,60 @@ func (g *GaugeSequence) Interval(alpha float64) Interval {
 		hi -= g.pre.mean - ph
 		out.PreAdjusted = true
 	}
+	if out.Relative {
+		var okL, okH bool
+		out.Estimate, _ = relFromLog(est)
+		out.Lower, okL = relFromLog(lo)
+		out.Upper, okH = relFromLog(hi)
+		out.LowerBounded, out.UpperBounded = okL, okH
+	} else {
+		out.Estimate, out.Lower, out.Upper = finite(est), finite(lo), finite(hi)
+		out.LowerBounded, out.UpperBounded = out.Lower == lo, out.Upper == hi
+	}
+	return out
+}
+
+// modelSums are S(θ) = Σw(d − θ) and V = Σw·liveScale for a modelled sequence.
+func (g *GaugeSequence) modelSums(theta float64) (s, v float64) {
+	return g.swd - theta*g.sw, g.sw * g.liveScale()
+}
+
+// liveScale guards the model against a run noisier than its history: once MinIntervals
+// intervals are in, the weighted variance of the run around its estimate, at its 70% upper
+// confidence bound, scales the model's variance when it exceeds 1.
+func (g *GaugeSequence) liveScale() float64 {
+	n := g.cur.n
+	if n < g.opt.MinIntervals || !(g.sw > 0) {
+		return 1
+	}
+	mean := g.swd / g.sw
+	ss := g.swdd - g.sw*mean*mean
+	d := ss / float64(n-1) * smallSampleInflation(n)
+	if !(d > 1) || math.IsInf(d, 0) {
+		return 1
+	}
+	return d
+}
+
+// modelRho makes the boundary tightest at the planned end, in the model's units.
+func (g *GaugeSequence) modelRho(alpha float64) float64 {
+	m := g.opt.Noise
+	per := math.Max(m.LongRunVar+m.SamplingVar, g.opt.VarianceFloor)
+	return nmRho(float64(g.opt.PlannedIntervals)/per, alpha)
+}
+
+func (g *GaugeSequence) modelInterval(out Interval, alpha float64) Interval {
+	m := g.opt.Noise
+	out.Ready = g.cur.n >= modelMinIntervals
+	aSeq := alpha * (1 - g.opt.PreAlphaShare)
+	_, v := g.modelSums(0)
+	out.Dispersion = math.Max(m.Dispersion, g.liveScale())
+	half := nmOneSided(v, g.modelRho(aSeq), aSeq) / g.sw
+	off, se := m.offset()
+	est := g.swd/g.sw - off
+	ph := -normalQuantile(alpha*g.opt.PreAlphaShare) * se
+	lo, hi := est-half-ph, est+half+ph
+	out.PreAdjusted = !m.OffsetIgnored
 	if out.Relative {
 		var okL, okH bool
 		out.Estimate, _ = relFromLog(est)
@@ -922,6 +1147,15 @@ func tQuantileUpper(p, nu float64) float64 {
 // each constant-weight segment multiplies into one test martingale, so the
 // check stays valid across weight changes.
 type ShareCheck struct {
+	// tol > 0 tests a practical mismatch: a cluster's share off its configured share by
+	// more than tol (relative), each cluster's share a ratio sequence of its requests
+	// against the others', robust to overdispersion; tol = 0 tests exact equality with
+	// the Dirichlet-multinomial Bayes factor alone.
+	tol           float64
+	alpha         float64
+	seqs          []*RatioSequence
+	segment       int    // weight segments begun, for the tolerance check's α spending
+	flagged       string // the first mismatch found: once found, it stays found
 	concentration float64
 	logBFDone     float64 // completed segments
 	weights       []float64
@@ -944,6 +1178,14 @@ type ShareResult struct {
 	Observed []float64 `json:"observed"`
 	// Reason says why for a person, when Mismatch.
 	Reason string `json:"reason,omitempty"`
+	// Tolerance is the relative share difference that counts as a mismatch (0: exact).
+	Tolerance float64 `json:"tolerance,omitempty"`
+	// Deviation is, per cluster, the estimated relative difference between its observed
+	// and configured share over the whole check (0.02: 2% more than configured), with
+	// DeviationLower and DeviationUpper its anytime-valid bounds; empty with Tolerance 0.
+	Deviation      []float64 `json:"deviation,omitempty"`
+	DeviationLower []float64 `json:"deviation_lower,omitempty"`
+	DeviationUpper []float64 `json:"deviation_upper,omitempty"`
 }
 
 // NewShareCheck returns a share check with Dirichlet concentration k
@@ -953,6 +1195,25 @@ func NewShareCheck(concentration float64) *ShareCheck {
 		concentration = 1000
 	}
 	return &ShareCheck{concentration: concentration}
+}
+
+// NewShareCheckTolerance returns a share check that flags a cluster whose observed share
+// differs from its configured share by more than tol, relative (0.05: 5%), rather than
+// any difference at all: at hundreds of thousands of requests a minute a canary receiving
+// 99.5% of its share is real, harmless and certain, and must not block promotion. tol ≤ 0
+// is NewShareCheck(0).
+//
+// Each constant-weight segment gets its own sequences at α/2, α/4, … (so the whole run
+// spends at most α), since a share that is off by −50% in one step and +65% in the next
+// must not average out; and a mismatch, once found, stays found for the run: the
+// comparisons made while it held were biased.
+func NewShareCheckTolerance(tol, alpha float64) *ShareCheck {
+	s := NewShareCheck(0)
+	if tol > 0 && tol < 1 {
+		s.tol = tol
+	}
+	s.alpha = validAlpha(alpha)
+	return s
 }
 
 // Add feeds one interval's request counts per cluster with the weights that
@@ -985,14 +1246,63 @@ func (s *ShareCheck) Add(counts, weights []float64) error {
 		s.logBFDone += s.segmentLogBF()
 		s.weights = w
 		s.counts = make([]float64, len(w))
+		s.seqs = nil
+		s.segment++
 	}
+	var total float64
 	for i, c := range counts {
 		s.counts[i] += c
-		if w[i] == 0 && c > 0 {
+		total += c
+	}
+	for i, c := range counts {
+		// with a tolerance, a trickle to a drained cluster (requests in flight) is not a
+		// mismatch; a tenth of the tolerance of all requests is
+		if w[i] == 0 && c > 0 && (s.tol == 0 || c > s.tol/10*total) {
 			s.zeroWeightHit = true
 		}
 	}
+	if s.tol > 0 {
+		if s.seqs == nil {
+			s.seqs = make([]*RatioSequence, len(counts))
+		}
+		if len(s.seqs) == len(counts) {
+			for i, c := range counts {
+				if w[i] == 0 || w[i] == 1 {
+					continue
+				}
+				if s.seqs[i] == nil {
+					s.seqs[i] = NewRatioSequence(RatioOptions{GridPoints: 601, GridHalfWidth: 1})
+				}
+				// the cluster's requests against the others', with its weight as its
+				// "exposure": the rate ratio is 1 when the share is as configured
+				s.seqs[i].Add(c, w[i], total-c, 1-w[i])
+			}
+			if s.flagged == "" {
+				var res ShareResult
+				res.Expected, res.Observed = s.weights, s.observed()
+				s.tolerance(&res, s.alpha*math.Pow(0.5, float64(s.segment)))
+				if res.Mismatch {
+					s.flagged = res.Reason
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// observed is the current segment's observed shares.
+func (s *ShareCheck) observed() []float64 {
+	var total float64
+	for _, c := range s.counts {
+		total += c
+	}
+	out := make([]float64, len(s.counts))
+	if total > 0 {
+		for i, c := range s.counts {
+			out[i] = c / total
+		}
+	}
+	return out
 }
 
 func sameShares(a, b []float64) bool {
@@ -1046,6 +1356,18 @@ func (s *ShareCheck) Result(alpha float64) ShareResult {
 			res.Observed[i] = c / total
 		}
 	}
+	if s.tol > 0 {
+		res.Tolerance = s.tol
+		s.tolerance(&res, s.alpha*math.Pow(0.5, float64(s.segment)))
+		if s.flagged != "" {
+			res.Mismatch, res.Reason = true, s.flagged
+		}
+		if s.zeroWeightHit && !res.Mismatch {
+			res.Mismatch = true
+			res.Reason = fmt.Sprintf("a cluster with weight 0 received more than %.2g%% of the requests", 100*s.tol/10)
+		}
+		return res
+	}
 	switch {
 	case s.zeroWeightHit:
 		res.Mismatch = true
@@ -1055,6 +1377,45 @@ func (s *ShareCheck) Result(alpha float64) ShareResult {
 		res.Reason = fmt.Sprintf("observed traffic shares %s differ from the configured %s (Bayes factor e^%.1f)", fmtShares(res.Observed), fmtShares(res.Expected), res.LogBayesFactor)
 	}
 	return res
+}
+
+// tolerance judges each cluster's share sequence at α split over the clusters: a mismatch
+// when its confidence sequence lies wholly beyond ±tol of its configured share, at the
+// current weights.
+func (s *ShareCheck) tolerance(res *ShareResult, alpha float64) {
+	n := 0
+	for _, q := range s.seqs {
+		if q != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	a := alpha / float64(n)
+	res.Deviation = make([]float64, len(s.seqs))
+	res.DeviationLower = make([]float64, len(s.seqs))
+	res.DeviationUpper = make([]float64, len(s.seqs))
+	// share deviation δ ↔ rate ratio φ at weight w: φ = (1+δ)(1−w)/(1−w(1+δ))
+	toDelta := func(phi, w float64) float64 { return phi/(1-w+w*phi) - 1 }
+	for i, q := range s.seqs {
+		if q == nil || i >= len(s.weights) || s.weights[i] == 0 {
+			continue
+		}
+		w := s.weights[i]
+		iv := q.Interval(a)
+		res.Deviation[i] = toDelta(1+iv.Estimate, w)
+		res.DeviationLower[i] = toDelta(1+iv.Lower, w)
+		res.DeviationUpper[i] = toDelta(1+iv.Upper, w)
+		if !iv.Ready || res.Mismatch {
+			continue
+		}
+		if res.DeviationLower[i] > s.tol || res.DeviationUpper[i] < -s.tol {
+			res.Mismatch = true
+			res.Reason = fmt.Sprintf("observed traffic shares %s differ from the configured %s by more than %.3g%% (cluster %d: %+.1f%%, anytime-valid bounds %+.1f%% to %+.1f%%)",
+				fmtShares(res.Observed), fmtShares(res.Expected), 100*s.tol, i+1, 100*res.Deviation[i], 100*res.DeviationLower[i], 100*res.DeviationUpper[i])
+		}
+	}
 }
 
 func fmtShares(v []float64) string {
@@ -1100,6 +1461,9 @@ type GaugeObservation struct {
 	Canary float64 `json:"canary"`
 	// Baseline is the baselines' value for the interval.
 	Baseline float64 `json:"baseline"`
+	// SamplingVar is the sampling variance of the interval's comparison when known (a
+	// latency mean: per-request variance over request count, both sides), else 0.
+	SamplingVar float64 `json:"sampling_var,omitempty"`
 }
 
 // ReplayGauge rebuilds a GaugeSequence from persisted observations.
@@ -1109,7 +1473,7 @@ func ReplayGauge(opt GaugeOptions, pre, obs []GaugeObservation) *GaugeSequence {
 		g.AddPre(o.Canary, o.Baseline)
 	}
 	for _, o := range obs {
-		g.Add(o.Canary, o.Baseline)
+		g.AddSampled(o.Canary, o.Baseline, o.SamplingVar)
 	}
 	return g
 }

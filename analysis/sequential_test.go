@@ -162,7 +162,7 @@ func TestReplayIsDeterministic(t *testing.T) {
 	glive := NewGaugeSequence(GaugeOptions{})
 	for i := range 40 {
 		o := RatioObservation{poissonRand(rng, 30), 3000, poissonRand(rng, 270), 27000}
-		g := GaugeObservation{100 * math.Exp(0.05*rng.NormFloat64()), 100 * math.Exp(0.05*rng.NormFloat64())}
+		g := GaugeObservation{Canary: 100 * math.Exp(0.05*rng.NormFloat64()), Baseline: 100 * math.Exp(0.05*rng.NormFloat64())}
 		if i < 10 {
 			pre = append(pre, o)
 			gpre = append(gpre, g)

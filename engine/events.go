@@ -16,6 +16,7 @@ const (
 	EventFault            = "fault"
 	EventNoData           = "no_data"
 	EventPrePeriod        = "pre_period"
+	EventApply            = "apply"
 	EventPrecondition     = "precondition"
 	EventCapacity         = "capacity"
 	EventAction           = "action"

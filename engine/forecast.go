@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/verdict-dev/verdict/analysis"
@@ -37,6 +38,11 @@ type Forecast struct {
 	MaxDuration time.Duration `json:"maxDuration"`
 	// KPIs says, per judged KPI, when it first became non-inferior in the replay.
 	KPIs []KPIForecast `json:"kpis"`
+	// Noise is each judged KPI's noise model learned from the window.
+	Noise []KPINoise `json:"noise,omitempty"`
+	// Warnings say where the plan cannot conclude: a KPI whose proof needs more than the
+	// holds, or more than maxDuration.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // KPIForecast is one judged KPI in a Forecast.
@@ -49,6 +55,20 @@ type KPIForecast struct {
 	Reached          bool          `json:"reached"`
 	// Final is its verdict when the replay ended.
 	Final analysis.KPIVerdict `json:"final"`
+	// Proof is how long a healthy canary takes to be proven non-inferior under the noise
+	// learned from the window, at the plan's shares (nil without a usable noise model).
+	Proof *ProofForecast `json:"proof,omitempty"`
+}
+
+// ProofForecast is analysis.ProofTime in time units from the start of the ramp.
+type ProofForecast struct {
+	// Median and P90 are when the KPI is proven non-inferior with probability 50% and 90%;
+	// Reached is false when even maxDuration is not enough.
+	Median  time.Duration `json:"median,omitempty"`
+	P90     time.Duration `json:"p90,omitempty"`
+	Reached bool          `json:"reached"`
+	// Limit is the part of the tolerance the baseline offset's own uncertainty takes.
+	Limit float64 `json:"limit"`
 }
 
 // ForecastRun replays the last `history` intervals of exp's KPIs complete at now (as the
@@ -67,10 +87,11 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 	}
 	end := now.Add(-min(iv/4, 15*time.Second)).Truncate(iv)
 	rng := metrics.Range{Start: end.Add(-time.Duration(history) * iv), End: end, Interval: iv}
-	kpis, err := newKPIStates(exp, max(int(exp.Spec.TotalHold()/iv), exp.Spec.Analysis.MinIntervals))
+	ev, err := NewEvidence(exp, int(exp.Spec.TotalHold()/iv))
 	if err != nil {
 		return nil, err
 	}
+	kpis := ev.kpis
 	canary, baselines := exp.Spec.Canary.Cluster, exp.Spec.Baselines
 	clusters := exp.Spec.Clusters()
 	data := make([]*metrics.Data, len(kpis))
@@ -120,30 +141,31 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 		f.CanaryShare = canaryReq / allReq
 	}
 
-	a := &exp.Spec.Analysis
-	onInc := onInconclusive(a)
+	// The history is the baseline the replayed run learns its noise from, as a run would.
+	for _, row := range hist {
+		obs := map[string]Observation{}
+		for j, k := range kpis {
+			obs[k.spec.Name] = row[j]
+		}
+		ev.AddHistory(obs)
+	}
+	ev.Fit()
+	f.Noise = ev.Noise()
+
 	first := map[string]time.Duration{}
 	step, elapsed, t := 1, time.Duration(0), time.Duration(0)
 	// A run ends at maxDuration; the bound only guards against a spec that never ends.
 	for i := 0; i < 1_000_000; i++ {
 		share := float64(steps[step-1].Weight)
 		row := hist[i%len(hist)]
+		obs := map[string]Observation{}
 		for j, k := range kpis {
-			k.add(scaleObservation(row[j], k.spec.Type, canary, share/f.CanaryShare, (1-share)/(1-f.CanaryShare)), canary, baselines, false)
+			obs[k.spec.Name] = scaleObservation(row[j], k.spec.Type, canary, share/f.CanaryShare, (1-share)/(1-f.CanaryShare))
 		}
+		ev.AddInterval(obs, rng.End.Add(t))
 		t += iv
 		elapsed += iv
-		var ks []analysis.KPI
-		for _, k := range kpis {
-			ks = append(ks, k.judged()...)
-		}
-		d := analysis.Decide(ks, analysis.Step{
-			Alpha:              a.Alpha,
-			HoldComplete:       elapsed >= steps[step-1].Hold.Std(),
-			Final:              step >= len(steps),
-			MaxDurationReached: t >= f.MaxDuration,
-			OnInconclusive:     onInc,
-		})
+		d := ev.Decide(Position{Step: step, StepElapsed: elapsed, Elapsed: t})
 		for _, kv := range d.KPIs {
 			if _, seen := first[kv.Name]; !seen && kv.Status == analysis.NonInferior {
 				first[kv.Name] = t
@@ -162,15 +184,64 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 		}
 		if done {
 			f.Action, f.After, f.Step, f.Reason = d.Action, t, step, d.Reason
-			for _, kv := range d.KPIs {
+			proofs := proofForecasts(exp, ev, f.CanaryShare)
+			for i, kv := range d.KPIs {
 				kf := KPIForecast{Name: kv.Name, Tolerance: kv.Tolerance, Final: kv}
 				kf.NonInferiorAfter, kf.Reached = first[kv.Name]
+				if i < len(proofs) {
+					kf.Proof = proofs[i]
+				}
 				f.KPIs = append(f.KPIs, kf)
+				switch p := kf.Proof; {
+				case p == nil:
+				case !p.Reached:
+					why := ""
+					if p.Limit > 0 {
+						why = fmt.Sprintf(" (the baseline offset's uncertainty alone takes %.2g of it on the log scale)", p.Limit)
+					}
+					f.Warnings = append(f.Warnings, fmt.Sprintf("%s cannot be proven within its %.3g tolerance before maxDuration %s at this traffic and noise%s: widen the tolerance, take larger steps, read more history, or expect an inconclusive end", kv.Name, kv.Tolerance, experiments.Duration(f.MaxDuration), why))
+				case p.P90 > f.PlannedEnd:
+					f.Warnings = append(f.Warnings, fmt.Sprintf("%s needs about %s (90%%: %s) to be proven, longer than the holds' %s: hold the last step longer", kv.Name, experiments.Duration(p.Median), experiments.Duration(p.P90), experiments.Duration(f.PlannedEnd)))
+				}
 			}
 			return f, nil
 		}
 	}
 	return nil, fmt.Errorf("forecast: the replay did not end within a million intervals")
+}
+
+// proofForecasts runs analysis.ProofTime for every judged KPI with a usable noise model,
+// in judged order, at the plan's shares and holds, up to maxDuration.
+func proofForecasts(exp *experiments.Experiment, ev *Evidence, canaryShare float64) []*ProofForecast {
+	iv := exp.Spec.Analysis.Interval.Std()
+	var steps []analysis.ProofStep
+	for _, st := range exp.Spec.Traffic.Steps {
+		steps = append(steps, analysis.ProofStep{Share: float64(st.Weight), Intervals: max(1, int(st.Hold.Std()/iv))})
+	}
+	judged := ev.Judged()
+	noise := ev.Noise()
+	alpha := exp.Spec.Analysis.Alpha
+	if !(alpha > 0 && alpha < 1) {
+		alpha = experiments.DefaultAlpha
+	}
+	alpha /= float64(max(len(judged), 1))
+	maxIv := int(exp.Spec.Analysis.MaxDuration.Std() / iv)
+	planned := int(exp.Spec.TotalHold() / iv)
+	out := make([]*ProofForecast, len(judged))
+	for i, k := range judged {
+		if i >= len(noise) || noise[i].Model == nil {
+			continue
+		}
+		m := *noise[i].Model
+		tol := k.Tolerance
+		gauge := m.Kind == "gauge"
+		if iv := k.State.Interval(alpha); iv.Relative {
+			tol = math.Log1p(tol)
+		}
+		p := analysis.ProofTime(m, tol, alpha, gauge, canaryShare, steps, maxIv, analysis.RatioOptions{}, planned)
+		out[i] = &ProofForecast{Median: time.Duration(p.Median) * iv, P90: time.Duration(p.P90) * iv, Reached: p.Reached, Limit: p.Limit}
+	}
+	return out
 }
 
 // scaleObservation moves one interval of history to another traffic share: the canary's

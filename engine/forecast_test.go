@@ -43,6 +43,13 @@ func TestForecastPromotesAHealthyCanaryAtEnoughTraffic(t *testing.T) {
 		if !k.Reached || k.NonInferiorAfter <= 0 || k.NonInferiorAfter > f.After {
 			t.Errorf("KPI %s: reached %v after %s", k.Name, k.Reached, k.NonInferiorAfter)
 		}
+		// the learned noise model forecasts the proof too, and not as instant
+		if k.Proof == nil || !k.Proof.Reached || k.Proof.Median <= 0 || k.Proof.P90 < k.Proof.Median {
+			t.Errorf("KPI %s: proof forecast %+v", k.Name, k.Proof)
+		}
+	}
+	if len(f.Noise) != len(f.KPIs) {
+		t.Errorf("noise models for %d of %d KPIs", len(f.Noise), len(f.KPIs))
 	}
 }
 
@@ -57,6 +64,12 @@ func TestForecastSaysLowTrafficEndsInconclusive(t *testing.T) {
 	}
 	if f.After != f.MaxDuration {
 		t.Errorf("ended after %s, want at maxDuration %s (inconclusive)", f.After, f.MaxDuration)
+	}
+	if len(f.Warnings) == 0 {
+		t.Error("no warning that the plan cannot conclude at this traffic")
+	}
+	for _, w := range f.Warnings {
+		t.Log(w)
 	}
 	unproven := 0
 	for _, k := range f.KPIs {

@@ -20,11 +20,16 @@ type ClusterValues struct {
 	Total  float64  `json:"total,omitempty"`  // ratio total; latency: request count
 	Sum    *float64 `json:"sum,omitempty"`    // latency sum of durations, when queried
 	Value  *float64 `json:"value,omitempty"`  // gauge, throughput
+	// CV2 is a latency KPI's per-request squared coefficient of variation, estimated from
+	// its histogram buckets: the sampling variance of the interval's log mean is CV2/Total.
+	CV2 *float64 `json:"cv2,omitempty"`
 }
 
 // Observation is the stored form of one KPI's interval: the JSON in
 // store.Observation.Values.
 type Observation struct {
+	// Version is ObservationVersion when written; 0 for version 1.
+	Version  int                      `json:"v,omitempty"`
 	Clusters map[string]ClusterValues `json:"clusters"`
 	// Weights are the clusters' origin weights during the interval, for the share check.
 	Weights map[string]float64 `json:"weights,omitempty"`
@@ -41,6 +46,15 @@ type kpiState struct {
 	lastCanary, lastBaseline float64
 	lastSlowC, lastSlowB     float64
 	lastEnd                  time.Time
+	// history before the variant, until fit learns the noise models from it
+	ratioPre []analysis.RatioObservation
+	gaugePre []analysis.GaugeObservation
+	ratioOpt analysis.RatioOptions
+	gaugeOpt analysis.GaugeOptions
+	fitted   bool
+	// arrivalDeclared: spec.canary.apply says when the variant arrives, so the history
+	// ends before it and its offset may be subtracted.
+	arrivalDeclared bool
 }
 
 // slowName is the judged name of a latency KPI's slow share.
@@ -118,25 +132,100 @@ func newKPIStates(exp *experiments.Experiment, plannedIntervals int) ([]*kpiStat
 	var out []*kpiState
 	minIv := exp.Spec.Analysis.MinIntervals
 	for i, k := range exp.Spec.KPIs {
-		st := &kpiState{spec: k, query: queries[i]}
+		st := &kpiState{spec: k, query: queries[i], arrivalDeclared: exp.Spec.Canary.Apply.Declared()}
 		switch k.Type {
 		case experiments.KPIRatio:
-			st.ratio = analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv, Guardrail: guardrail(k.Guardrail, 1)})
+			st.ratioOpt = analysis.RatioOptions{MinIntervals: minIv, Guardrail: guardrail(k.Guardrail, 1)}
 		case experiments.KPILatency:
 			if k.SlowerThan != nil {
-				st.ratio = analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv})
+				st.ratioOpt = analysis.RatioOptions{MinIntervals: minIv}
 			}
 			if k.Sum != "" && k.Count != "" {
-				st.gauge = analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)})
+				st.gaugeOpt = analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)}
 			}
 		case experiments.KPIGauge:
-			st.gauge = analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)})
+			st.gaugeOpt = analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: plannedIntervals, Guardrail: guardrail(k.Guardrail, 1)}
 		case experiments.KPIThroughput:
 			// Throughput feeds the traffic-share check only.
 		}
+		st.build()
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+func (k *kpiState) hasRatio() bool {
+	return k.spec.Type == experiments.KPIRatio || (k.spec.Type == experiments.KPILatency && k.spec.SlowerThan != nil)
+}
+
+func (k *kpiState) hasGauge() bool {
+	return k.spec.Type == experiments.KPIGauge || (k.spec.Type == experiments.KPILatency && k.spec.Sum != "" && k.spec.Count != "")
+}
+
+// build (re)creates the sequences from the options in force.
+func (k *kpiState) build() {
+	k.ratio, k.gauge = nil, nil
+	if k.hasRatio() {
+		k.ratio = analysis.NewRatioSequence(k.ratioOpt)
+	}
+	if k.hasGauge() {
+		k.gauge = analysis.NewGaugeSequence(k.gaugeOpt)
+	}
+}
+
+// fit learns the noise models from the history and starts the live sequences from them;
+// a KPI whose history is too short falls back to the history as a pre-period and to noise
+// estimated from the run.
+func (k *kpiState) fit() {
+	if k.fitted {
+		return
+	}
+	k.fitted = true
+	// Without a declared arrival the history may hold the variant: its offset is shown,
+	// never subtracted.
+	ignore := !k.arrivalDeclared
+	if k.ratio != nil {
+		if m := analysis.LearnRatioNoise(k.ratioPre); m.Usable() {
+			m.OffsetIgnored = ignore
+			k.ratioOpt.Noise = &m
+		}
+	}
+	if k.gauge != nil {
+		if m := analysis.LearnGaugeNoise(k.gaugePre, k.gaugeOpt.Scale); m.Usable() {
+			m.OffsetIgnored = ignore
+			k.gaugeOpt.Noise = &m
+		}
+	}
+	k.build()
+	for _, o := range k.ratioPre {
+		k.ratio.AddPre(o.CanaryEvents, o.CanaryTotal, o.BaselineEvents, o.BaselineTotal)
+	}
+	for _, o := range k.gaugePre {
+		k.gauge.AddPre(o.Canary, o.Baseline)
+	}
+}
+
+// noise reports the judged KPIs' noise models, in judged order.
+func (k *kpiState) noise() []KPINoise {
+	var out []KPINoise
+	one := func(name string, m *analysis.NoiseModel, have, minIv int) {
+		n := KPINoise{KPI: name, Model: m}
+		if m == nil {
+			n.Fallback = fmt.Sprintf("%d history intervals, fewer than the %d a noise model needs: noise is estimated from the run, after %d intervals",
+				have, analysis.MinHistoryIntervals, max(minIv, 1))
+		}
+		out = append(out, n)
+	}
+	names := k.judged()
+	i := 0
+	if k.ratio != nil {
+		one(names[i].Name, k.ratioOpt.Noise, len(k.ratioPre), k.ratioOpt.MinIntervals)
+		i++
+	}
+	if k.gauge != nil {
+		one(names[i].Name, k.gaugeOpt.Noise, len(k.gaugePre), k.gaugeOpt.MinIntervals)
+	}
+	return out
 }
 
 func (k *kpiState) reduce(iv metrics.Interval) (ClusterValues, bool) { return Reduce(k.spec, iv) }
@@ -174,6 +263,9 @@ func Reduce(spec experiments.KPI, iv metrics.Interval) (ClusterValues, bool) {
 		if finite(iv.Sum) {
 			s := iv.Sum
 			cv.Sum = &s
+			if v, ok := bucketCV2(iv.Buckets, iv.Count, iv.Sum); ok {
+				cv.CV2 = &v
+			}
 		}
 		return cv, true
 	default:
@@ -216,8 +308,8 @@ func (k *kpiState) add(o Observation, canary string, baselines []string, pre boo
 		return
 	}
 	var b ClusterValues
-	var bSum, bVal float64
-	nVal, hasSum := 0, true
+	var bSum, bVal, bCV2, bCV2w float64
+	nVal, hasSum, bCV2n := 0, true, 0
 	for _, name := range baselines {
 		v, ok := o.Clusters[name]
 		if !ok {
@@ -233,6 +325,12 @@ func (k *kpiState) add(o Observation, canary string, baselines []string, pre boo
 		if v.Value != nil {
 			bVal += *v.Value
 			nVal++
+		}
+		if v.CV2 != nil && v.Total > 0 {
+			// the pooled baselines' CV² weighted by requests (exact for equal means)
+			bCV2 += *v.CV2 * v.Total
+			bCV2w += v.Total
+			bCV2n++
 		}
 	}
 	switch k.spec.Type {
@@ -253,14 +351,19 @@ func (k *kpiState) add(o Observation, canary string, baselines []string, pre boo
 		}
 		if k.gauge != nil && c.Sum != nil && hasSum && c.Total > 0 && b.Total > 0 {
 			cm, bm := *c.Sum/c.Total, bSum/b.Total
-			k.addGauge(cm, bm, pre)
+			sv := 0.0
+			if c.CV2 != nil && bCV2n > 0 && bCV2w == b.Total {
+				// Var(log mean) ≈ CV²/n on each side
+				sv = *c.CV2/c.Total + bCV2/bCV2w/b.Total
+			}
+			k.addGauge(cm, bm, sv, pre)
 			k.lastCanary, k.lastBaseline = cm, bm
 		} else if k.ratio != nil && c.Total > 0 && b.Total > 0 {
 			k.lastCanary, k.lastBaseline = c.Events/c.Total, b.Events/b.Total
 		}
 	case experiments.KPIGauge:
 		if c.Value != nil && nVal > 0 {
-			k.addGauge(*c.Value, bVal/float64(nVal), pre)
+			k.addGauge(*c.Value, bVal/float64(nVal), 0, pre)
 			k.lastCanary, k.lastBaseline = *c.Value, bVal/float64(nVal)
 		}
 	case experiments.KPIThroughput:
@@ -272,18 +375,20 @@ func (k *kpiState) add(o Observation, canary string, baselines []string, pre boo
 
 func (k *kpiState) addRatio(c, nc, b, nb float64, pre bool) {
 	if pre {
-		k.ratio.AddPre(c, nc, b, nb)
-	} else {
-		k.ratio.Add(c, nc, b, nb)
+		k.ratioPre = append(k.ratioPre, analysis.RatioObservation{CanaryEvents: c, CanaryTotal: nc, BaselineEvents: b, BaselineTotal: nb})
+		return
 	}
+	k.fit()
+	k.ratio.Add(c, nc, b, nb)
 }
 
-func (k *kpiState) addGauge(c, b float64, pre bool) {
+func (k *kpiState) addGauge(c, b, samplingVar float64, pre bool) {
 	if pre {
-		k.gauge.AddPre(c, b)
-	} else {
-		k.gauge.Add(c, b)
+		k.gaugePre = append(k.gaugePre, analysis.GaugeObservation{Canary: c, Baseline: b, SamplingVar: samplingVar})
+		return
 	}
+	k.fit()
+	k.gauge.AddSampled(c, b, samplingVar)
 }
 
 // requests returns each cluster's request count in the Observation, for the share check.
@@ -304,3 +409,41 @@ func (k *kpiState) requests(o Observation, cluster string) (float64, bool) {
 }
 
 func encodeObservation(o Observation) json.RawMessage { return mustJSON(o) }
+
+// bucketCV2 estimates the per-request squared coefficient of variation from cumulative
+// histogram buckets: each bucket's requests at its midpoint (the first bucket's at half its
+// bound, the +Inf bucket's at 1.5× the last finite bound), with the exact mean sum/count.
+// Coarse, but it only splits an interval's variance into the part that shrinks with
+// traffic and the part that does not.
+func bucketCV2(buckets []metrics.Bucket, count, sum float64) (float64, bool) {
+	if !(count > 0) || !(sum > 0) || len(buckets) < 2 {
+		return 0, false
+	}
+	bs := append([]metrics.Bucket(nil), buckets...)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].UpperBound < bs[j].UpperBound })
+	var m2, prevBound, prevCount float64
+	for _, b := range bs {
+		n := b.Count - prevCount
+		if n < 0 || math.IsNaN(n) {
+			return 0, false
+		}
+		var mid float64
+		switch {
+		case math.IsInf(b.UpperBound, 1):
+			mid = 1.5 * prevBound
+		default:
+			mid = (prevBound + b.UpperBound) / 2
+		}
+		m2 += n * mid * mid
+		prevBound, prevCount = b.UpperBound, b.Count
+		if math.IsInf(b.UpperBound, 1) {
+			break
+		}
+	}
+	mean := sum / count
+	v := m2/count - mean*mean
+	if !(v > 0) || math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v / (mean * mean), true
+}

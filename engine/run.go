@@ -53,6 +53,14 @@ type book struct {
 	EndBy      string      `json:"endBy,omitempty"`
 	PauseNote  string      `json:"pauseNote,omitempty"`
 	IntentSeq  int64       `json:"intentSeq,omitempty"`
+	// HistoryRead is set once the history window (the baseline before the variant) is stored.
+	HistoryRead bool `json:"historyRead,omitempty"`
+	// Apply is the variant's arrival phase (hook, ready, done) when the engine brings it
+	// in; ApplyAt when that phase began; Drained the weights with the canary drained.
+	Apply      string        `json:"apply,omitempty"`
+	ApplyAt    time.Time     `json:"applyAt,omitzero"`
+	ApplyFails int           `json:"applyFails,omitempty"`
+	Drained    store.Weights `json:"drained,omitempty"`
 }
 
 // Run is one live run of an experiment.
@@ -62,8 +70,7 @@ type Run struct {
 	rec    *store.Run
 	ref    traffic.PoolRef
 	origin map[string]string // cluster -> origin
-	kpis   []*kpiState
-	share  *analysis.ShareCheck
+	ev     *Evidence
 	book   book
 	last   *analysis.Decision
 	fence  Fence
@@ -109,11 +116,11 @@ func (e *Engine) newRun(exp *experiments.Experiment, rec *store.Run) (*Run, erro
 	if iv := exp.Spec.Analysis.Interval.Std(); iv > 0 {
 		planned = int(exp.Spec.TotalHold() / iv)
 	}
-	kpis, err := newKPIStates(exp, max(planned, exp.Spec.Analysis.MinIntervals))
+	ev, err := NewEvidence(exp, planned)
 	if err != nil {
 		return nil, err
 	}
-	r := &Run{e: e, exp: exp, rec: rec, ref: poolRef(exp), origin: exp.Spec.Traffic.Cloudflare.Origins, kpis: kpis, share: analysis.NewShareCheck(1000)}
+	r := &Run{e: e, exp: exp, rec: rec, ref: poolRef(exp), origin: exp.Spec.Traffic.Cloudflare.Origins, ev: ev}
 	if len(rec.Data) > 0 {
 		if err := json.Unmarshal(rec.Data, &r.book); err != nil {
 			return nil, fmt.Errorf("run %s: stored bookkeeping: %w", rec.ID, err)
@@ -216,10 +223,35 @@ func (r *Run) fault(ctx context.Context, now time.Time, what string, err error) 
 func (r *Run) preflight(ctx context.Context, now time.Time) error {
 	if r.rec.State == store.StatePending {
 		r.rec.StartedAt = now
-		if err := r.transition(ctx, now, store.StatePreflight, "checking the pool, the preconditions and the pre-period"); err != nil {
+		if err := r.transition(ctx, now, store.StatePreflight, "checking the pool, the preconditions and the baseline"); err != nil {
 			return err
 		}
 	}
+	if r.rec.Current == nil {
+		// Nothing has changed yet: plan from the pool as it is now, check, capture the
+		// baseline. Once weights move, the plan and the baseline are fixed.
+		if err := r.prepare(ctx, now); err != nil || r.Done() {
+			return err
+		}
+		if !r.book.HistoryRead {
+			return nil // a fault was recorded; retried next tick
+		}
+		r.rec.Original = r.book.Plan[0]
+		r.rec.Current = r.book.Plan[0]
+	}
+	if done, err := r.applyVariant(ctx, now); err != nil || !done || r.Done() || r.rec.Intent != nil {
+		return err
+	}
+	r.book.RampStart = now
+	r.book.LastDataAt = now
+	r.book.Faults = 0
+	return r.setWeights(ctx, now, "step:1", r.book.Plan[1])
+}
+
+// prepare plans the weights from the pool, checks the preconditions and captures the
+// baseline (the history window before the variant). It leaves book.HistoryRead false when
+// it recorded a fault to retry.
+func (r *Run) prepare(ctx context.Context, now time.Time) error {
 	timeout := r.exp.Spec.Analysis.NoDataTimeout.Std()
 	pool, err := r.e.opts.Steerer.Pool(ctx, r.ref)
 	if err != nil {
@@ -241,6 +273,10 @@ func (r *Run) preflight(ctx context.Context, now time.Time) error {
 		r.book.Plan = append(r.book.Plan, r.owned(st))
 	}
 	r.book.Rollback = r.owned(plan.Rollback)
+	r.book.Drained = nil
+	if plan.Drained != nil {
+		r.book.Drained = r.owned(*plan.Drained)
+	}
 	r.book.Others = 0
 	for _, o := range pool.Origins {
 		if _, mine := r.book.Plan[0][o.Name]; !mine && o.Enabled {
@@ -257,21 +293,35 @@ func (r *Run) preflight(ctx context.Context, now time.Time) error {
 		return r.end(ctx, now, store.StateFailed, VerdictCheckFailed, "precondition failed before any change: "+failed, r.e.opts.Who)
 	}
 
-	if pre := r.exp.Spec.Analysis.PrePeriod.Std(); pre > 0 && !r.hasPre() {
-		if err := r.prePeriod(ctx, now, pre); err != nil {
+	if a := r.exp.Spec.Canary.Apply; a != nil && a.Readiness != nil && !r.book.HistoryRead {
+		// The baseline is only a baseline if the variant is not there yet.
+		ready, got, err := r.readinessHolds(ctx, now)
+		if err != nil {
 			if now.Sub(r.rec.StartedAt) > timeout {
-				return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the pre-period could not be read for %s: %v", timeout, err), r.e.opts.Who)
+				return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("readiness could not be evaluated for %s: %v", timeout, err), r.e.opts.Who)
 			}
-			return r.fault(ctx, now, "read the pre-period", err)
+			return r.fault(ctx, now, "evaluate readiness before the baseline", err)
+		}
+		if ready {
+			return r.end(ctx, now, store.StateFailed, VerdictCheckFailed, fmt.Sprintf("the readiness query already holds (got %s) before the variant was applied: the canary may already run it, so no baseline can be taken now; declare spec.canary.apply.appliedAt with when it arrived", got), r.e.opts.Who)
 		}
 	}
 
-	r.rec.Original = r.book.Plan[0]
-	r.rec.Current = r.book.Plan[0]
-	r.book.RampStart = now
-	r.book.LastDataAt = now
-	r.book.Faults = 0
-	return r.setWeights(ctx, now, "step:1", r.book.Plan[1])
+	if r.book.HistoryRead || r.ev.HistoryIntervals() > 0 {
+		r.book.HistoryRead = true
+		return nil
+	}
+	end, err := r.historyEnd(now)
+	if err != nil {
+		return r.end(ctx, now, store.StateFailed, VerdictCheckFailed, err.Error(), r.e.opts.Who)
+	}
+	if err := r.readHistory(ctx, now, end, r.exp.Spec.Analysis.History.Std()); err != nil {
+		if now.Sub(r.rec.StartedAt) > timeout {
+			return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the history could not be read for %s: %v", timeout, err), r.e.opts.Who)
+		}
+		return r.fault(ctx, now, "read the history", err)
+	}
+	return nil
 }
 
 // owned keeps the weights of the experiment's origins.
@@ -283,15 +333,6 @@ func (r *Run) owned(st experiments.PlanStep) store.Weights {
 		}
 	}
 	return w
-}
-
-func (r *Run) hasPre() bool {
-	for _, k := range r.kpis {
-		if (k.ratio != nil && k.ratio.Interval(0.05).PreAdjusted) || (k.gauge != nil && k.gauge.Interval(0.05).PreAdjusted) {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPreconditions evaluates every precondition now; failed names the first that fails.
@@ -377,42 +418,66 @@ func valuesOf(v model.Value) []float64 {
 	return nil
 }
 
-func (r *Run) prePeriod(ctx context.Context, now time.Time, pre time.Duration) error {
+// readHistory reads the history window — the baseline before the variant — stores it, and
+// learns each KPI's noise model from it.
+func (r *Run) readHistory(ctx context.Context, now, end time.Time, pre time.Duration) error {
 	iv := r.interval()
-	end := now.Add(-r.settle()).Truncate(iv)
 	n := int(pre / iv)
 	if n < 1 {
-		return nil
+		r.book.HistoryRead = true
+		r.ev.Fit()
+		return r.save(ctx, r.event(EventPrePeriod, now, "no history window (analysis.history is 0): noise is estimated from the run itself, after analysis.minIntervals", nil))
 	}
-	rng := metrics.AlignedRange(end, iv, n)
-	data, err := r.fetchAll(ctx, rng)
-	if err != nil {
-		return err
-	}
+	// Prometheus answers at most 11,000 points per series: hours of short intervals are
+	// read in chunks, oldest first, and fed only once all are in.
+	const chunk = 5000
 	var obs []store.Observation
-	for _, e := range rng.Ends() {
-		for i, k := range r.kpis {
-			o, ok := k.observe(data[i], e, r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines)
-			if !ok {
-				continue
-			}
-			k.add(o, r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines, true)
-			obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: k.spec.Name, Start: e.Add(-iv), End: e, Phase: "pre", Values: encodeObservation(o)})
+	var batches []map[string]Observation
+	for done := 0; done < n; done += chunk {
+		k := min(chunk, n-done)
+		rng := metrics.AlignedRange(end.Add(-time.Duration(n-done-k)*iv), iv, k)
+		data, err := r.fetchAll(ctx, rng)
+		if err != nil {
+			return err
 		}
+		for _, e := range rng.Ends() {
+			got, _ := r.ev.Observe(data, e)
+			batches = append(batches, got)
+			for _, name := range sortedKeys(got) {
+				obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: name, Start: e.Add(-iv), End: e, Phase: PhaseHistory, Values: encodeObservation(got[name])})
+			}
+		}
+	}
+	for _, got := range batches {
+		r.ev.AddHistory(got)
 	}
 	if err := r.e.opts.Store.AddObservations(ctx, obs); err != nil {
 		return err
 	}
-	return r.save(ctx, r.event(EventPrePeriod, now, fmt.Sprintf("pre-period: %d KPI intervals over the last %s calibrate canary against baselines", len(obs), experiments.Duration(pre)), nil))
+	r.book.HistoryRead = true
+	r.ev.Fit()
+	noise := r.ev.Noise()
+	var parts []string
+	for _, n := range noise {
+		if n.Model != nil {
+			parts = append(parts, n.KPI+": "+n.Model.String())
+		} else {
+			parts = append(parts, n.KPI+": "+n.Fallback)
+		}
+	}
+	msg := fmt.Sprintf("history: %d KPI intervals over the %s before %s; noise learned per KPI — %s",
+		len(obs), experiments.Duration(pre), end.UTC().Format(time.RFC3339), strings.Join(parts, "; "))
+	return r.save(ctx, r.event(EventPrePeriod, now, msg, map[string]any{"noise": noise, "end": end}))
 }
 
 func (r *Run) fetchAll(ctx context.Context, rng metrics.Range) ([]*metrics.Data, error) {
 	clusters := r.exp.Spec.Clusters()
-	out := make([]*metrics.Data, len(r.kpis))
-	for i, k := range r.kpis {
-		d, err := r.e.opts.Metrics.Fetch(ctx, k.query, rng, clusters)
+	qs := r.ev.Queries()
+	out := make([]*metrics.Data, len(qs))
+	for i, q := range qs {
+		d, err := r.e.opts.Metrics.Fetch(ctx, q, rng, clusters)
 		if err != nil {
-			return nil, fmt.Errorf("KPI %s: %w", k.spec.Name, err)
+			return nil, fmt.Errorf("KPI %s: %w", q.Name, err)
 		}
 		out[i] = d
 	}
@@ -732,40 +797,30 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 		}
 		return 0, nil
 	}
-	canary, baselines := r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
 	clusters := r.exp.Spec.Clusters()
 	var obs []store.Observation
 	complete := 0
 	var missing []string
 	for _, end := range rng.Ends() {
-		full := true
-		var shareObs *Observation
-		var shareKPI *kpiState
-		for i, k := range r.kpis {
-			o, ok := k.observe(data[i], end, canary, baselines)
-			if !ok {
-				full = false
-				if !slices.Contains(missing, k.spec.Name) {
-					missing = append(missing, k.spec.Name)
-				}
-				continue
-			}
-			o.Weights = map[string]float64{}
-			for _, c := range clusters {
-				o.Weights[c] = r.rec.Current[r.origin[c]]
-			}
-			k.add(o, canary, baselines, false)
-			k.lastEnd = end
-			obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: k.spec.Name, Start: end.Add(-iv), End: end, Step: r.rec.Step, Phase: "run", Values: encodeObservation(o)})
-			if shareObs == nil || k.spec.Type == experiments.KPIThroughput {
-				oc := o
-				shareObs, shareKPI = &oc, k
+		got, miss := r.ev.Observe(data, end)
+		for _, m := range miss {
+			if !slices.Contains(missing, m) {
+				missing = append(missing, m)
 			}
 		}
-		if shareObs != nil {
-			r.addShare(shareKPI, *shareObs)
+		weights := map[string]float64{}
+		for _, c := range clusters {
+			weights[c] = r.rec.Current[r.origin[c]]
 		}
-		if full {
+		for name, o := range got {
+			o.Weights = weights
+			got[name] = o
+		}
+		r.ev.AddInterval(got, end)
+		for _, name := range sortedKeys(got) {
+			obs = append(obs, store.Observation{RunID: r.rec.ID, KPI: name, Start: end.Add(-iv), End: end, Step: r.rec.Step, Phase: PhaseRun, Values: encodeObservation(got[name])})
+		}
+		if len(miss) == 0 {
 			complete++
 			r.rec.StepElapsed += iv
 		}
@@ -790,19 +845,6 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 	return complete, r.save(ctx, evs...)
 }
 
-func (r *Run) addShare(k *kpiState, o Observation) {
-	var counts, weights []float64
-	for _, c := range r.exp.Spec.Clusters() {
-		n, ok := k.requests(o, c)
-		if !ok {
-			return
-		}
-		counts = append(counts, n)
-		weights = append(weights, o.Weights[c])
-	}
-	_ = r.share.Add(counts, weights) // invalid input (all-zero weights) is skipped by design
-}
-
 // onInconclusive is the action the analysis takes at maxDuration on inconclusive KPIs.
 func onInconclusive(a *experiments.Analysis) analysis.Action {
 	switch a.OnInconclusive {
@@ -815,22 +857,7 @@ func onInconclusive(a *experiments.Analysis) analysis.Action {
 }
 
 func (r *Run) decide(now time.Time) analysis.Decision {
-	var ks []analysis.KPI
-	for _, k := range r.kpis {
-		ks = append(ks, k.judged()...)
-	}
-	a := &r.exp.Spec.Analysis
-	hold := r.exp.Spec.Traffic.Steps[max(r.rec.Step, 1)-1].Hold.Std()
-	onInc := onInconclusive(a)
-	share := r.share.Result(a.Alpha)
-	d := analysis.Decide(ks, analysis.Step{
-		Alpha:              a.Alpha,
-		HoldComplete:       r.rec.StepElapsed >= hold,
-		Final:              r.rec.Step >= len(r.exp.Spec.Traffic.Steps),
-		MaxDurationReached: now.Sub(r.book.RampStart) >= a.MaxDuration.Std(),
-		OnInconclusive:     onInc,
-		Share:              &share,
-	})
+	d := r.ev.Decide(Position{Step: r.rec.Step, StepElapsed: r.rec.StepElapsed, Elapsed: now.Sub(r.book.RampStart)})
 	r.last = &d
 	return d
 }
@@ -853,17 +880,7 @@ type KPIValue struct {
 	Baseline float64 `json:"baseline"`
 }
 
-func (r *Run) latestValues() []KPIValue {
-	var out []KPIValue
-	for _, k := range r.kpis {
-		out = append(out, KPIValue{KPI: k.spec.Name, Canary: finiteOr0(k.lastCanary), Baseline: finiteOr0(k.lastBaseline)})
-		if k.spec.Type == experiments.KPILatency && k.ratio != nil {
-			// The slow share is judged on its own: show its values under its judged name.
-			out = append(out, KPIValue{KPI: k.slowName(), Canary: finiteOr0(k.lastSlowC), Baseline: finiteOr0(k.lastSlowB)})
-		}
-	}
-	return out
-}
+func (r *Run) latestValues() []KPIValue { return r.ev.LatestValues() }
 
 func finiteOr0(x float64) float64 {
 	if math.IsNaN(x) || math.IsInf(x, 0) {
@@ -1021,52 +1038,10 @@ func (r *Run) replay(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byName := map[string]*kpiState{}
-	for _, k := range r.kpis {
-		byName[k.spec.Name] = k
+	lastComplete, err := r.ev.Replay(obs)
+	if err != nil {
+		return err
 	}
-	canary, baselines := r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
-	// Observations come ordered by end time then KPI name; the share check needs one
-	// Observation per interval, chosen as collect chose it.
-	var curEnd time.Time
-	var shareObs *Observation
-	var shareKPI *kpiState
-	flush := func() {
-		if shareObs != nil {
-			r.addShare(shareKPI, *shareObs)
-		}
-		shareObs, shareKPI = nil, nil
-	}
-	var lastComplete time.Time
-	seen := map[time.Time]int{}
-	for _, so := range obs {
-		k := byName[so.KPI]
-		if k == nil {
-			continue
-		}
-		if so.Phase == "run" {
-			if seen[so.End]++; seen[so.End] == len(r.kpis) {
-				lastComplete = so.End
-			}
-		}
-		var o Observation
-		if err := json.Unmarshal(so.Values, &o); err != nil {
-			return fmt.Errorf("Observation %s at %s: %w", so.KPI, so.End, err)
-		}
-		if !so.End.Equal(curEnd) {
-			flush()
-			curEnd = so.End
-		}
-		k.add(o, canary, baselines, so.Phase == "pre")
-		if so.Phase == "run" {
-			k.lastEnd = so.End
-			if shareObs == nil || k.spec.Type == experiments.KPIThroughput || kpiIndex(r.kpis, k) < kpiIndex(r.kpis, shareKPI) && shareKPI.spec.Type != experiments.KPIThroughput {
-				oc := o
-				shareObs, shareKPI = &oc, k
-			}
-		}
-	}
-	flush()
 	if lastComplete.IsZero() || r.rec.State != store.StateRamping {
 		return nil
 	}
@@ -1086,15 +1061,6 @@ func (r *Run) replay(ctx context.Context) error {
 	return nil
 }
 
-func kpiIndex(ks []*kpiState, k *kpiState) int {
-	for i, x := range ks {
-		if x == k {
-			return i
-		}
-	}
-	return -1
-}
-
 // ---- views -----------------------------------------------------------------------------
 
 // Snapshot is what a live view shows about a run.
@@ -1105,6 +1071,7 @@ type Snapshot struct {
 	Decision    *analysis.Decision   `json:"decision,omitempty"`
 	Values      []KPIValue           `json:"values"`
 	Share       analysis.ShareResult `json:"share"`
+	Noise       []KPINoise           `json:"noise,omitempty"`
 	PauseNote   string               `json:"pauseNote,omitempty"`
 	RampStart   time.Time            `json:"rampStart,omitzero"`
 	MaxDuration time.Duration        `json:"maxDuration"`
@@ -1113,7 +1080,7 @@ type Snapshot struct {
 // Snapshot returns the run's current state for display.
 func (r *Run) Snapshot() Snapshot {
 	s := Snapshot{Run: *r.rec, Steps: len(r.exp.Spec.Traffic.Steps), Decision: r.last, Values: r.latestValues(),
-		Share: r.share.Result(r.exp.Spec.Analysis.Alpha), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
+		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
 		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
 	}

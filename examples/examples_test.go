@@ -5,6 +5,7 @@ package examples
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/verdict-dev/verdict/experiments"
@@ -18,9 +19,22 @@ var pools = map[string]string{
 	"hpa-rps-on-psyduck":         "pools/use2.json",
 	"ewma-routing-on-staryu":     "pools/use1.json",
 	"fast-readiness-on-eevee":    "pools/apse1.json",
-	"k8s-1-32-snorlax-ramp-back": "pools/use1-drained.json",
+	"k8s-1-32-snorlax-ramp-back": "pools/use1.json",
 	"cilium-on-squirtle":         "pools/use1.json",
 	"cilium-on-bulbasaur":        "pools/euw1.json",
+}
+
+// phases says how each example brings its variant in: every shape of spec.canary.apply is
+// shown by at least one example, and one keeps the old, undeclared form.
+var phases = map[string][]string{
+	"karpenter-on-snorlax":       {"baseline", "apply", "ready", "ramp"},
+	"k8s-1-32-snorlax-ramp-back": {"baseline", "apply", "ready", "ramp"}, // drained while applied
+	"ewma-routing-on-staryu":     {"baseline", "apply", "ramp"},
+	"hpa-rps-on-psyduck":         {"baseline", "ready", "ramp"},
+	"graviton-m7g-on-pikachu":    {"baseline (before appliedAt 2026-12-01T06:00:00Z)", "ramp"},
+	"cilium-on-squirtle":         {"baseline (before appliedAt 2026-11-24T14:00:00Z)", "ramp"},
+	"cilium-on-bulbasaur":        {"baseline (before appliedAt 2026-11-25T09:00:00Z)", "ramp"},
+	"fast-readiness-on-eevee":    {"baseline (variant arrival not declared)", "ramp"},
 }
 
 func TestExamples(t *testing.T) {
@@ -65,7 +79,14 @@ func TestExamples(t *testing.T) {
 				t.Errorf("%s: %v", name, e.FieldError(err))
 				continue
 			}
-			for _, st := range append(plan.Steps, plan.Promote, plan.Rollback) {
+			if got, want := e.Spec.Phases(), phases[name]; !slices.Equal(got, want) {
+				t.Errorf("%s: phases %q, want %q", name, got, want)
+			}
+			cols := append(plan.Steps, plan.Promote, plan.Rollback)
+			if plan.Drained != nil {
+				cols = append(cols, *plan.Drained)
+			}
+			for _, st := range cols {
 				sum := 0
 				for i, o := range st.Origins {
 					sum += int(o.Weight*100 + 0.5)

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -19,6 +20,9 @@ type decoder struct {
 	lookupEnv func(string) (string, bool)
 	errs      ErrorList
 	positions map[string]Pos
+	// nulls are the paths written with an empty value (key: with nothing after it), which
+	// mean "not set".
+	nulls map[string]bool
 	// visited and active bound the work aliases can cause: a recursive alias or a
 	// "billion laughs" document must end in an error, not a hang.
 	visited int
@@ -34,7 +38,10 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, a ...any) {
 	d.errs = append(d.errs, &FieldError{Pos: d.pos(n), Path: path, Msg: fmt.Sprintf(format, a...)})
 }
 
-var scalarDecoderType = reflect.TypeFor[scalarDecoder]()
+var (
+	scalarDecoderType = reflect.TypeFor[scalarDecoder]()
+	timeType          = reflect.TypeFor[time.Time]()
+)
 
 func kindName(n *yaml.Node) string {
 	switch n.Kind {
@@ -79,6 +86,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.positions[path] = d.pos(n)
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		if d.nulls != nil {
+			d.nulls[path] = true
+		}
 		return // an empty value means "not set": defaults apply
 	}
 	if v.Kind() == reflect.Pointer {
@@ -86,6 +96,19 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
 		d.decode(n, v.Elem(), path)
+		return
+	}
+	if v.Type() == timeType {
+		s, ok := d.scalar(n, path, "a time")
+		if !ok {
+			return
+		}
+		t, err := time.Parse(time.RFC3339, strings.TrimSpace(s))
+		if err != nil {
+			d.errorf(n, path, "%q is not an RFC 3339 time like 2026-12-05T09:30:00Z", s)
+			return
+		}
+		v.Set(reflect.ValueOf(t))
 		return
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(scalarDecoderType) {

@@ -8,7 +8,10 @@ const (
 	DefaultPrometheusTimeout  = 30 * time.Second
 	DefaultInterval           = time.Minute
 	DefaultAlpha              = 0.05
-	DefaultPrePeriod          = 30 * time.Minute
+	DefaultHistory            = 6 * time.Hour // same-code history read before the run
+	DefaultShareTolerance     = 0.05          // relative observed/configured share gap that is a mismatch
+	DefaultApplyHookTimeout   = 10 * time.Minute
+	DefaultReadinessTimeout   = 30 * time.Minute
 	DefaultMinIntervals       = 10
 	DefaultNoDataTimeout      = 10 * time.Minute
 	DefaultGuardrailFor       = 2
@@ -18,6 +21,15 @@ const (
 	DefaultSlowTolerance      = 0.20
 	DefaultRelativeTolerance  = 0.10
 	DefaultMaxDurationPerHold = 2 // maxDuration defaults to this many times the sum of holds
+
+	// MaxHistory bounds spec.analysis.history: older history says little about today's
+	// clusters, and reading it costs the Prometheus server.
+	MaxHistory = 7 * 24 * time.Hour
+	// MinHistoryIntervals is the shortest non-zero history, in analysis intervals.
+	MinHistoryIntervals = 2
+	// MaxShareTolerance bounds spec.analysis.shareTolerance: a wider tolerance would let a
+	// canary that gets half its traffic pass the traffic-share check.
+	MaxShareTolerance = 0.5
 )
 
 // SetDefaults fills every field the file left out. It is idempotent.
@@ -68,8 +80,10 @@ func (e *Experiment) SetDefaults() {
 	if a.Alpha == 0 {
 		a.Alpha = DefaultAlpha
 	}
-	if _, written := e.positions["spec.analysis.prePeriod"]; a.PrePeriod == 0 && !written {
-		a.PrePeriod = Duration(DefaultPrePeriod) // prePeriod: 0s turns calibration off
+	a.History = e.history()
+	a.PrePeriod = a.History // the engine still reads the deprecated name
+	if a.ShareTolerance == 0 {
+		a.ShareTolerance = DefaultShareTolerance
 	}
 	if a.MinIntervals == 0 {
 		a.MinIntervals = DefaultMinIntervals
@@ -86,6 +100,17 @@ func (e *Experiment) SetDefaults() {
 	if a.OnDrift == "" {
 		a.OnDrift = OnDriftPause
 	}
+	if ap := s.Canary.Apply; ap != nil {
+		if ap.During == "" && (ap.Hook != nil || ap.Readiness != nil) {
+			ap.During = ApplyDuringFirstStep
+		}
+		if ap.Hook != nil && ap.Hook.Timeout == 0 {
+			ap.Hook.Timeout = Duration(DefaultApplyHookTimeout)
+		}
+		if r := ap.Readiness; r != nil && r.Timeout == 0 {
+			r.Timeout = Duration(DefaultReadinessTimeout)
+		}
+	}
 	if c := s.Capacity; c != nil {
 		if c.HPA.DefaultMinReplicas == 0 {
 			c.HPA.DefaultMinReplicas = 1
@@ -97,6 +122,26 @@ func (e *Experiment) SetDefaults() {
 			c.Hook.Timeout = Duration(DefaultHookTimeout)
 		}
 	}
+}
+
+// history resolves spec.analysis.history and its deprecated alias prePeriod. A written
+// value wins (history over prePeriod; writing both is a validation error), and 0s written
+// means off. Without positions (a spec built in Go or read back from JSON) a non-zero
+// value wins, and both zero means the default.
+func (e *Experiment) history() Duration {
+	a := &e.Spec.Analysis
+	hist, pre := e.isSet("spec.analysis.history"), e.isSet("spec.analysis.prePeriod")
+	switch {
+	case hist:
+		return a.History
+	case pre:
+		return a.PrePeriod
+	case a.History != 0:
+		return a.History
+	case a.PrePeriod != 0:
+		return a.PrePeriod
+	}
+	return Duration(DefaultHistory)
 }
 
 // TotalHold is the sum of every step's hold: the shortest possible run after preflight.

@@ -90,14 +90,14 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 			continue // an empty document, e.g. a trailing ---
 		}
-		d := &decoder{file: name, lookupEnv: opts.LookupEnv, positions: map[string]Pos{}}
+		d := &decoder{file: name, lookupEnv: opts.LookupEnv, positions: map[string]Pos{}, nulls: map[string]bool{}}
 		e := &Experiment{Source: Pos{File: name, Line: n.Line, Column: n.Column}}
 		if n.Kind != yaml.MappingNode {
 			d.errorf(n, "", "an experiment document must be a mapping with apiVersion, kind, metadata and spec; got %s", kindName(n))
 		} else {
 			d.decode(n, reflect.ValueOf(e).Elem(), "")
 		}
-		e.positions = d.positions
+		e.positions, e.nulls = d.positions, d.nulls
 		errs = append(errs, d.errs...)
 		if n.Kind == yaml.MappingNode {
 			// Validate even after decoding errors, so one run shows every problem; a field

@@ -1,11 +1,14 @@
 package experiments
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func readBase(t testing.TB) string {
@@ -246,5 +249,310 @@ func TestSecretsNotInErrors(t *testing.T) {
 	_, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("want an error that does not repeat the webhook URL, got %v", err)
+	}
+}
+
+// withApply inserts an apply block (indented as under spec.canary) into the base file, so
+// that its first line is line 9.
+func withApply(t testing.TB, block string) string {
+	t.Helper()
+	base := readBase(t)
+	const at = "    variant: {cni: cilium}\n"
+	if !strings.Contains(base, at) {
+		t.Fatalf("test bug: %q not in base", at)
+	}
+	return strings.Replace(base, at, at+block, 1)
+}
+
+func loadOne(t *testing.T, src string) *Experiment {
+	t.Helper()
+	exps, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
+	if err != nil {
+		t.Fatalf("valid file rejected:\n%v", err)
+	}
+	return exps[0]
+}
+
+func TestApplyShapes(t *testing.T) {
+	applied := time.Date(2026, 12, 5, 9, 30, 0, 0, time.UTC)
+	cases := []struct {
+		name, block string
+		phases      []string
+		during      string
+		check       func(t *testing.T, e *Experiment)
+	}{
+		{
+			name:   "not declared",
+			phases: []string{"baseline (variant arrival not declared)", "ramp"},
+			check: func(t *testing.T, e *Experiment) {
+				if e.Spec.Canary.Apply != nil || e.Spec.Canary.Apply.Declared() {
+					t.Error("apply set without being written")
+				}
+				if w := e.Warnings(); len(w) != 1 || w[0] != WarningApplyNotSet {
+					t.Errorf("warnings %q", w)
+				}
+			},
+		},
+		{
+			name:   "empty value means not set",
+			block:  "    apply:\n",
+			phases: []string{"baseline (variant arrival not declared)", "ramp"},
+		},
+		{
+			name:   "hook and readiness",
+			block:  "    apply:\n      hook:\n        command: [kubectl, --context, \"{{.Cluster}}\", apply, -k, overlays/karpenter]\n      readiness:\n        query: max(argocd_app_info{name=\"{{.Cluster}}-app\", sync_status=\"Synced\"})\n        expect: \"== 1\"\n",
+			phases: []string{"baseline", "apply", "ready", "ramp"},
+			during: ApplyDuringFirstStep,
+			check: func(t *testing.T, e *Experiment) {
+				a := e.Spec.Canary.Apply
+				if a.Hook.Timeout.Std() != DefaultApplyHookTimeout || a.Readiness.Timeout.Std() != DefaultReadinessTimeout {
+					t.Errorf("timeouts %s, %s: want the defaults", a.Hook.Timeout, a.Readiness.Timeout)
+				}
+				args, err := e.ApplyHookCommand()
+				if err != nil || !slices.Equal(args, []string{"kubectl", "--context", "c1", "apply", "-k", "overlays/karpenter"}) {
+					t.Errorf("hook command %q, %v", args, err)
+				}
+				q, err := e.ReadinessQuery()
+				if err != nil || q != `max(argocd_app_info{name="c1-app", sync_status="Synced"})` {
+					t.Errorf("readiness query %q, %v", q, err)
+				}
+				if w := e.Warnings(); len(w) != 0 {
+					t.Errorf("warnings %q", w)
+				}
+			},
+		},
+		{
+			name:   "hook only, drained, with timeout",
+			block:  "    apply:\n      hook: {command: [./upgrade.sh, \"{{.Cluster}}\", \"{{.Interval}}\"], timeout: 15m}\n      during: drained\n",
+			phases: []string{"baseline", "apply", "ramp"},
+			during: ApplyDuringDrained,
+			check: func(t *testing.T, e *Experiment) {
+				if got := e.Spec.Canary.Apply.Hook.Timeout.String(); got != "15m" {
+					t.Errorf("timeout %s", got)
+				}
+				if args, _ := e.ApplyHookCommand(); !slices.Equal(args, []string{"./upgrade.sh", "c1", "1m"}) {
+					t.Errorf("hook command %q", args)
+				}
+			},
+		},
+		{
+			name:   "readiness only",
+			block:  "    apply:\n      readiness: {query: 'count(up{cluster=\"{{.Cluster}}\"}) or vector(0)', expect: \">= 1\", timeout: 1h}\n",
+			phases: []string{"baseline", "ready", "ramp"},
+			during: ApplyDuringFirstStep,
+			check: func(t *testing.T, e *Experiment) {
+				if got := e.Spec.Canary.Apply.Readiness.Timeout.String(); got != "1h" {
+					t.Errorf("timeout %s", got)
+				}
+				if args, err := e.ApplyHookCommand(); args != nil || err != nil {
+					t.Errorf("hook command without a hook: %q, %v", args, err)
+				}
+			},
+		},
+		{
+			name:   "appliedAt",
+			block:  "    apply:\n      appliedAt: 2026-12-05T09:30:00Z\n",
+			phases: []string{"baseline (before appliedAt 2026-12-05T09:30:00Z)", "ramp"},
+			check: func(t *testing.T, e *Experiment) {
+				if at := e.Spec.Canary.Apply.AppliedAt; at == nil || !at.Equal(applied) {
+					t.Errorf("appliedAt %v", at)
+				}
+			},
+		},
+		{
+			name:   "appliedAt with an offset is shown in UTC",
+			block:  "    apply: {appliedAt: \"2026-12-05T11:30:00+02:00\"}\n",
+			phases: []string{"baseline (before appliedAt 2026-12-05T09:30:00Z)", "ramp"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := loadOne(t, withApply(t, tc.block))
+			if got := e.Spec.Phases(); !slices.Equal(got, tc.phases) {
+				t.Errorf("phases %q, want %q", got, tc.phases)
+			}
+			a := e.Spec.Canary.Apply
+			if got := ""; a != nil {
+				got = a.During
+				if got != tc.during {
+					t.Errorf("during %q, want %q", got, tc.during)
+				}
+				if !a.Declared() {
+					t.Error("not declared")
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, e)
+			}
+			// The spec round-trips through JSON, as the state store keeps it.
+			b, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back Experiment
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			if got := back.Spec.Phases(); !slices.Equal(got, tc.phases) {
+				t.Errorf("after a JSON round trip: phases %q, want %q", got, tc.phases)
+			}
+		})
+	}
+}
+
+func TestHistoryAndAlias(t *testing.T) {
+	base := readBase(t)
+	analysis := func(lines string) string {
+		return strings.Replace(base, "    alpha: 0.05\n", "    alpha: 0.05\n"+lines, 1)
+	}
+	cases := []struct {
+		name, src string
+		want      time.Duration
+	}{
+		{"default", base, DefaultHistory},
+		{"history", analysis("    history: 2h\n"), 2 * time.Hour},
+		{"history off", analysis("    history: 0s\n"), 0},
+		{"history empty means default", analysis("    history:\n"), DefaultHistory},
+		{"deprecated prePeriod", analysis("    prePeriod: 45m\n"), 45 * time.Minute},
+		{"deprecated prePeriod off", analysis("    prePeriod: 0s\n"), 0},
+		{"seven days", analysis("    history: 7d\n"), 7 * 24 * time.Hour},
+		{"two intervals", analysis("    history: 2m\n"), 2 * time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := loadOne(t, tc.src)
+			a := e.Spec.Analysis
+			if a.History.Std() != tc.want || a.PrePeriod != a.History {
+				t.Errorf("history %s, prePeriod %s; want both %s", a.History, a.PrePeriod, Duration(tc.want))
+			}
+			// SetDefaults is idempotent.
+			e.SetDefaults()
+			if e.Spec.Analysis != a {
+				t.Errorf("a second SetDefaults changed analysis: %+v, was %+v", e.Spec.Analysis, a)
+			}
+		})
+	}
+}
+
+func TestNewAnalysisDefaults(t *testing.T) {
+	e := loadOne(t, readBase(t))
+	if got := e.Spec.Analysis.ShareTolerance; got != DefaultShareTolerance {
+		t.Errorf("shareTolerance %s, want %v", got, DefaultShareTolerance)
+	}
+	for i, st := range e.Spec.Traffic.Steps {
+		if st.MinHold != 0 {
+			t.Errorf("steps[%d].minHold %s without being written", i, st.MinHold)
+		}
+	}
+	src := strings.Replace(readBase(t), "{weight: 0.2, hold: 10m}", "{weight: 0.2, hold: 10m, minHold: 4m}", 1)
+	src = strings.Replace(src, "    alpha: 0.05\n", "    alpha: 0.05\n    shareTolerance: 12.5%\n", 1)
+	e = loadOne(t, src)
+	if got := e.Spec.Traffic.Steps[1].MinHold.String(); got != "4m" {
+		t.Errorf("minHold %s", got)
+	}
+	if got := e.Spec.Analysis.ShareTolerance; got != 0.125 {
+		t.Errorf("shareTolerance %v", got)
+	}
+	// A spec built in Go (no positions) gets the same defaults.
+	var g Experiment
+	g.Spec.Analysis.PrePeriod = Duration(time.Hour)
+	g.SetDefaults()
+	if g.Spec.Analysis.History.Std() != time.Hour || g.Spec.Analysis.PrePeriod.Std() != time.Hour {
+		t.Errorf("Go-built spec: history %s, prePeriod %s", g.Spec.Analysis.History, g.Spec.Analysis.PrePeriod)
+	}
+}
+
+// TestLoadBadNewFields is TestLoadBadInput for spec.canary.apply, history, shareTolerance
+// and minHold: each case names the line and the field path of its error.
+func TestLoadBadNewFields(t *testing.T) {
+	base := readBase(t)
+	replace := func(old, new string) string {
+		if !strings.Contains(base, old) {
+			t.Fatalf("test bug: %q not in base", old)
+		}
+		return strings.Replace(base, old, new, 1)
+	}
+	apply := func(block string) string { return withApply(t, block) }
+	analysis := func(lines string) string { return replace("    alpha: 0.05\n", "    alpha: 0.05\n"+lines) }
+	const hook = "      hook: {command: [kubectl, apply, -k, overlays/v]}\n"
+	cases := []struct {
+		name, src string
+		line      int
+		path, msg string
+	}{
+		// spec.canary.apply
+		{"apply empty", apply("    apply: {}\n"), 9, "spec.canary.apply", "declare appliedAt"},
+		{"apply only during", apply("    apply: {during: drained}\n"), 9, "spec.canary.apply", "declare appliedAt"},
+		{"apply misspelt field", apply("    apply:\n      applied: 2026-12-05T09:30:00Z\n"), 10, "spec.canary.apply.applied", `did you mean "appliedAt"`},
+		{"apply not a mapping", apply("    apply: now\n"), 9, "spec.canary.apply", "want a mapping"},
+		{"appliedAt with hook", apply("    apply:\n      appliedAt: 2026-12-05T09:30:00Z\n" + hook), 10, "spec.canary.apply.appliedAt", "needs neither hook nor readiness"},
+		{"appliedAt with readiness", apply("    apply:\n      appliedAt: 2026-12-05T09:30:00Z\n      readiness: {query: up, expect: \"== 1\"}\n"), 10, "spec.canary.apply.appliedAt", "needs neither hook nor readiness"},
+		{"appliedAt not a time", apply("    apply:\n      appliedAt: yesterday\n"), 10, "spec.canary.apply.appliedAt", "not an RFC 3339 time"},
+		{"appliedAt without zone", apply("    apply:\n      appliedAt: 2026-12-05 09:30\n"), 10, "spec.canary.apply.appliedAt", "not an RFC 3339 time"},
+		{"appliedAt a list", apply("    apply:\n      appliedAt: [2026-12-05T09:30:00Z]\n"), 10, "spec.canary.apply.appliedAt", "want a time"},
+		{"during with appliedAt", apply("    apply:\n      appliedAt: 2026-12-05T09:30:00Z\n      during: drained\n"), 11, "spec.canary.apply.during", "only with hook or readiness"},
+		{"during typo", apply("    apply:\n" + hook + "      during: drain\n"), 11, "spec.canary.apply.during", `did you mean "drained"`},
+		{"during unknown", apply("    apply:\n" + hook + "      during: lunch\n"), 11, "spec.canary.apply.during", "must be firstStep or drained"},
+		{"hook without command", apply("    apply:\n      hook: {timeout: 5m}\n"), 10, "spec.canary.apply.hook.command", "required"},
+		{"hook empty command", apply("    apply:\n      hook:\n        command: []\n"), 11, "spec.canary.apply.hook.command", "required"},
+		{"hook misspelt field", apply("    apply:\n      hook: {comand: [x]}\n"), 10, "spec.canary.apply.hook.comand", `did you mean "command"`},
+		{"hook unknown variable", apply("    apply:\n      hook:\n        command: [kubectl, --context, \"{{.Cluster}}\", apply, -k, \"overlays/{{.Variant}}\"]\n"), 11, "spec.canary.apply.hook.command[5]", "unknown template variable {{.Variant}}"},
+		{"hook capacity variable", apply("    apply:\n      hook:\n        command: [scale, \"{{.MinReplicas}}\"]\n"), 11, "spec.canary.apply.hook.command[1]", "unknown template variable {{.MinReplicas}}"},
+		{"hook broken template", apply("    apply:\n      hook:\n        command: [kubectl, \"{{.Cluster\"]\n"), 11, "spec.canary.apply.hook.command[1]", "bad template"},
+		{"hook zero timeout", apply("    apply:\n      hook:\n        command: [x]\n        timeout: 0s\n"), 12, "spec.canary.apply.hook.timeout", "must be positive"},
+		{"hook bad timeout", apply("    apply:\n      hook:\n        command: [x]\n        timeout: soon\n"), 12, "spec.canary.apply.hook.timeout", "not a duration"},
+		{"readiness without query", apply("    apply:\n      readiness:\n        expect: \"== 1\"\n"), 10, "spec.canary.apply.readiness.query", "required"},
+		{"readiness without expect", apply("    apply:\n      readiness:\n        query: up\n"), 10, "spec.canary.apply.readiness.expect", "required"},
+		{"readiness bad expect", apply("    apply:\n      readiness:\n        query: up\n        expect: \"about 1\"\n"), 12, "spec.canary.apply.readiness.expect", "want an operator"},
+		{"readiness bad PromQL", apply("    apply:\n      readiness:\n        query: max(argocd_app_info{name=\"{{.Cluster}}\"}\n        expect: \"== 1\"\n"), 11, "spec.canary.apply.readiness.query", "invalid PromQL"},
+		{"readiness unknown variable", apply("    apply:\n      readiness:\n        query: max(argocd_app_info{name=\"{{.App}}\"})\n        expect: \"== 1\"\n"), 11, "spec.canary.apply.readiness.query", "unknown template variable {{.App}}"},
+		{"readiness zero timeout", apply("    apply:\n      readiness: {query: up, expect: \"== 1\", timeout: 0s}\n"), 10, "spec.canary.apply.readiness.timeout", "must be positive"},
+		{"readiness misspelt field", apply("    apply:\n      readiness: {query: up, expected: \"== 1\"}\n"), 10, "spec.canary.apply.readiness.expected", `did you mean "expect"`},
+
+		// spec.analysis.history and its deprecated alias
+		{"history and prePeriod", analysis("    history: 6h\n    prePeriod: 1h\n"), 36, "spec.analysis.prePeriod", "prePeriod is the deprecated name of history; keep one"},
+		{"prePeriod before history", analysis("    prePeriod: 1h\n    history: 6h\n"), 35, "spec.analysis.prePeriod", "deprecated name of history"},
+		{"history shorter than two intervals", analysis("    history: 90s\n"), 35, "spec.analysis.history", "shorter than 2 analysis intervals (2m)"},
+		{"prePeriod shorter than two intervals", analysis("    prePeriod: 1m\n"), 35, "spec.analysis.prePeriod", "shorter than 2 analysis intervals"},
+		{"history longer than seven days", analysis("    history: 8d\n"), 35, "spec.analysis.history", "longer than 7 days"},
+		{"default history with a long interval", replace("interval: 1m", "interval: 4h\n    maxDuration: 1d"), 32, "spec.analysis.history", "the default history of 6h is shorter than 2 analysis intervals"},
+		{"history negative", analysis("    history: -1h\n"), 35, "spec.analysis.history", "not a duration"},
+		{"history misspelt", analysis("    histroy: 6h\n"), 35, "spec.analysis.histroy", `did you mean "history"`},
+
+		// spec.analysis.shareTolerance
+		{"shareTolerance zero", analysis("    shareTolerance: 0%\n"), 35, "spec.analysis.shareTolerance", "must be above 0%"},
+		{"shareTolerance above 50%", analysis("    shareTolerance: 60%\n"), 35, "spec.analysis.shareTolerance", "at most 50%, got 60%"},
+		{"shareTolerance negative", analysis("    shareTolerance: -5%\n"), 35, "spec.analysis.shareTolerance", "must be above 0%"},
+		{"shareTolerance ambiguous", analysis("    shareTolerance: 5\n"), 35, "spec.analysis.shareTolerance", "ambiguous"},
+
+		// spec.traffic.steps[].minHold
+		{"minHold longer than hold", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 10m, minHold: 15m}"), 18, "spec.traffic.steps[0].minHold", "longer than the step's hold of 10m"},
+		{"minHold shorter than interval", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 10m, minHold: 30s}"), 18, "spec.traffic.steps[0].minHold", "shorter than one analysis interval"},
+		{"minHold zero", replace("{weight: 0.2, hold: 10m}", "{weight: 0.2, hold: 10m, minHold: 0s}"), 19, "spec.traffic.steps[1].minHold", "must be a positive duration"},
+		{"minHold garbage", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 10m, minHold: early}"), 18, "spec.traffic.steps[0].minHold", "not a duration"},
+		{"minHold misspelt", replace("{weight: 5%, hold: 10m}", "{weight: 5%, hold: 10m, minhold: 5m}"), 18, "spec.traffic.steps[0].minhold", `did you mean "minHold"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("exp.yaml", []byte(tc.src), LoadOptions{LookupEnv: noEnv})
+			if err == nil {
+				t.Fatal("accepted bad input")
+			}
+			list, ok := err.(ErrorList)
+			if !ok {
+				t.Fatalf("error is %T, want ErrorList: %v", err, err)
+			}
+			for _, fe := range list {
+				if fe.File != "exp.yaml" || fe.Line < 1 || fe.Column < 1 {
+					t.Errorf("error without a full position: %v", fe)
+				}
+			}
+			for _, fe := range list {
+				if fe.Path == tc.path && fe.Line == tc.line && strings.Contains(fe.Msg, tc.msg) {
+					return
+				}
+			}
+			t.Errorf("want line %d, path %q, message containing %q; got:\n%v", tc.line, tc.path, tc.msg, err)
+		})
 	}
 }

@@ -2,6 +2,8 @@
 // positions, defaults, validation, PromQL templating and the weight plan.
 package experiments
 
+import "time"
+
 // APIVersion and Kind identify an experiment document.
 const (
 	APIVersion = "verdict.dev/v1alpha1"
@@ -19,6 +21,14 @@ type Experiment struct {
 	// to where they were written, so later checks can still point at the right line.
 	Source    Pos            `yaml:"-" json:"-"`
 	positions map[string]Pos `yaml:"-"`
+	// nulls are the paths written with an empty value, which means "not set".
+	nulls map[string]bool `yaml:"-"`
+}
+
+// isSet reports whether the file wrote a value at path (an empty value does not count).
+func (e *Experiment) isSet(path string) bool {
+	_, ok := e.positions[path]
+	return ok && !e.nulls[path]
 }
 
 // Pos returns where the field at path (or its nearest written ancestor) is in the file.
@@ -70,6 +80,50 @@ type Canary struct {
 	// Variant says what differs on the canary (autoscaler: karpenter); it is recorded in
 	// state and reports, never interpreted.
 	Variant map[string]string `yaml:"variant" json:"variant,omitempty"`
+	// Apply says how the variant reaches the canary, so that the baseline window (the
+	// history the engine learns the canary/baseline offset and noise from) ends before it.
+	// Nil keeps the old behaviour, with a warning: the comparison then assumes the
+	// clusters were equal before the run.
+	Apply *Apply `yaml:"apply" json:"apply,omitempty"`
+}
+
+// Apply declares when and how the variant arrives on the canary. Exactly one of two
+// shapes: AppliedAt alone (the variant is already live), or Hook and/or Readiness (the
+// variant arrives during the run, after the baseline is captured).
+type Apply struct {
+	// AppliedAt is when the variant went live on the canary; the baseline is the history
+	// before it.
+	AppliedAt *time.Time `yaml:"appliedAt" json:"appliedAt,omitempty"`
+	// Hook is a command the engine runs once the baseline is captured; its arguments are
+	// templates over the query variables, {{.Cluster}} being the canary.
+	Hook *Hook `yaml:"hook" json:"hook,omitempty"`
+	// During is the canary's traffic while the hook runs and until Readiness holds:
+	// ApplyDuringFirstStep or ApplyDuringDrained.
+	During string `yaml:"during" json:"during,omitempty"`
+	// Readiness is waited for after the hook, or alone when something else (GitOps)
+	// applies the variant. It must not hold when the baseline is captured.
+	Readiness *Readiness `yaml:"readiness" json:"readiness,omitempty"`
+}
+
+// Apply.During values.
+const (
+	// ApplyDuringFirstStep gives the canary the first step's weight while the variant is
+	// applied.
+	ApplyDuringFirstStep = "firstStep"
+	// ApplyDuringDrained takes the canary to weight 0 (the baselines take its share)
+	// until the variant is ready, e.g. for a Kubernetes upgrade.
+	ApplyDuringDrained = "drained"
+)
+
+// Readiness is an instant query that says the variant is live on the canary. Query is a
+// PromQL template over the query variables ({{.Cluster}} is the canary) and Expect has the
+// preconditions' syntax ("== 1").
+type Readiness struct {
+	Query  string `yaml:"query" json:"query"`
+	Expect string `yaml:"expect" json:"expect"`
+	// Timeout is how long the engine waits for Query to satisfy Expect before it rolls
+	// back.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Clusters returns the canary followed by the baselines.
@@ -107,6 +161,9 @@ type Cloudflare struct {
 type Step struct {
 	Weight Fraction `yaml:"weight" json:"weight"`
 	Hold   Duration `yaml:"hold" json:"hold"`
+	// MinHold, when set, lets the step advance as soon as every KPI is already
+	// non-inferior and MinHold has passed; without it the step waits its full Hold.
+	MinHold Duration `yaml:"minHold" json:"minHold,omitempty"`
 }
 
 // Prometheus is where KPIs are read from.
@@ -194,9 +251,20 @@ type Guardrail struct {
 
 // Analysis tunes how and how long the experiment is judged.
 type Analysis struct {
-	Interval       Duration `yaml:"interval" json:"interval"`
-	Alpha          float64  `yaml:"alpha" json:"alpha"`
-	PrePeriod      Duration `yaml:"prePeriod" json:"prePeriod"`
+	Interval Duration `yaml:"interval" json:"interval"`
+	Alpha    float64  `yaml:"alpha" json:"alpha"`
+	// History is how much same-code history before the run is read to learn each KPI's
+	// cluster-level noise and the canary/baseline offset; 0 disables it (the run then
+	// falls back to in-run noise estimates).
+	History Duration `yaml:"history" json:"history"`
+	// PrePeriod is the deprecated name of History. After SetDefaults both hold the same
+	// value.
+	PrePeriod Duration `yaml:"prePeriod" json:"prePeriod"`
+	// ShareTolerance is the relative difference between a cluster's observed and
+	// configured traffic share that counts as a mismatch.
+	ShareTolerance Fraction `yaml:"shareTolerance" json:"shareTolerance"`
+	// MinIntervals is the number of intervals before any verdict. With History it is only
+	// the floor for KPIs whose history was too short to learn their noise from.
 	MinIntervals   int      `yaml:"minIntervals" json:"minIntervals"`
 	MaxDuration    Duration `yaml:"maxDuration" json:"maxDuration"`
 	NoDataTimeout  Duration `yaml:"noDataTimeout" json:"noDataTimeout"`
@@ -238,8 +306,10 @@ type HPA struct {
 	DefaultMaxReplicas int `yaml:"defaultMaxReplicas" json:"defaultMaxReplicas"`
 }
 
-// Hook is a command run to apply replica bounds to a cluster; arguments are templates over
-// {{.Cluster}}, {{.MinReplicas}}, {{.MaxReplicas}} and {{.Percent}}.
+// Hook is a command: in spec.capacity it applies replica bounds to a cluster, with
+// arguments templated over {{.Cluster}}, {{.MinReplicas}}, {{.MaxReplicas}} and
+// {{.Percent}}; in spec.canary.apply it applies the variant, with arguments templated over
+// the query variables ({{.Cluster}} is the canary).
 type Hook struct {
 	Command []string `yaml:"command" json:"command"`
 	Timeout Duration `yaml:"timeout" json:"timeout"`

@@ -24,7 +24,8 @@ func (v *validator) errorf(path, format string, a ...any) {
 	v.errs = append(v.errs, &FieldError{Pos: v.e.Pos(path), Path: path, Msg: fmt.Sprintf(format, a...)})
 }
 
-func (v *validator) written(path string) bool { _, ok := v.e.positions[path]; return ok }
+// written reports whether the file set path; an empty value ("key:") means not set.
+func (v *validator) written(path string) bool { return v.e.isSet(path) }
 
 var (
 	dnsLabel   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -38,17 +39,23 @@ var (
 func (e *Experiment) checkExplicitZeros() ErrorList {
 	v := &validator{e: e}
 	a := e.Spec.Analysis
+	ap := e.Spec.Canary.Apply
 	for path, zero := range map[string]bool{
-		"spec.analysis.interval":      a.Interval == 0,
-		"spec.analysis.alpha":         a.Alpha == 0,
-		"spec.analysis.minIntervals":  a.MinIntervals == 0,
-		"spec.analysis.maxDuration":   a.MaxDuration == 0,
-		"spec.analysis.noDataTimeout": a.NoDataTimeout == 0,
-		"spec.prometheus.timeout":     e.Spec.Prometheus.Timeout == 0,
+		"spec.analysis.interval":              a.Interval == 0,
+		"spec.analysis.alpha":                 a.Alpha == 0,
+		"spec.analysis.minIntervals":          a.MinIntervals == 0,
+		"spec.analysis.maxDuration":           a.MaxDuration == 0,
+		"spec.analysis.noDataTimeout":         a.NoDataTimeout == 0,
+		"spec.prometheus.timeout":             e.Spec.Prometheus.Timeout == 0,
+		"spec.canary.apply.hook.timeout":      ap != nil && ap.Hook != nil && ap.Hook.Timeout == 0,
+		"spec.canary.apply.readiness.timeout": ap != nil && ap.Readiness != nil && ap.Readiness.Timeout == 0,
 	} {
 		if zero && v.written(path) {
 			v.errorf(path, "must be positive (leave it out for the default)")
 		}
+	}
+	if a.ShareTolerance == 0 && v.written("spec.analysis.shareTolerance") {
+		v.errorf("spec.analysis.shareTolerance", "must be above 0%% and at most %s (leave it out for the default %s)", Fraction(MaxShareTolerance), Fraction(DefaultShareTolerance))
 	}
 	for i, k := range e.Spec.KPIs {
 		if g := k.Guardrail; g != nil && g.For == 0 && v.written(fmt.Sprintf("spec.kpis[%d].guardrail.for", i)) {
@@ -63,6 +70,7 @@ func (e *Experiment) Validate() ErrorList {
 	v := &validator{e: e}
 	v.header()
 	v.clusters()
+	v.apply()
 	v.traffic()
 	v.prometheus()
 	v.kpis()
@@ -182,6 +190,16 @@ func (v *validator) traffic() {
 			v.errorf(p+".hold", "must be a positive duration")
 		case st.Hold < s.Analysis.Interval:
 			v.errorf(p+".hold", "%s is shorter than one analysis interval (%s)", st.Hold, s.Analysis.Interval)
+		}
+		if v.written(p + ".minHold") {
+			switch {
+			case st.MinHold <= 0:
+				v.errorf(p+".minHold", "must be a positive duration (leave it out to hold the full %s)", st.Hold)
+			case st.Hold > 0 && st.MinHold > st.Hold:
+				v.errorf(p+".minHold", "%s is longer than the step's hold of %s", st.MinHold, st.Hold)
+			case st.MinHold < s.Analysis.Interval:
+				v.errorf(p+".minHold", "%s is shorter than one analysis interval (%s): no KPI can be judged before the first interval ends", st.MinHold, s.Analysis.Interval)
+			}
 		}
 	}
 	if t.OnPromote != OnPromoteKeep && t.OnPromote != OnPromoteRestore {
@@ -395,8 +413,9 @@ func (v *validator) analysis() {
 	if a.NoDataTimeout < a.Interval {
 		v.errorf("spec.analysis.noDataTimeout", "%s is shorter than one interval (%s)", a.NoDataTimeout, a.Interval)
 	}
-	if a.PrePeriod > 0 && a.PrePeriod < a.Interval {
-		v.errorf("spec.analysis.prePeriod", "%s is shorter than one interval (%s)", a.PrePeriod, a.Interval)
+	v.history()
+	if st := a.ShareTolerance; st != 0 && (st < 0 || st > MaxShareTolerance) {
+		v.errorf("spec.analysis.shareTolerance", "must be above 0%% and at most %s, got %s", Fraction(MaxShareTolerance), st)
 	}
 	switch a.OnInconclusive {
 	case OnInconclusiveRollback, OnInconclusivePromote, OnInconclusivePause:
@@ -407,6 +426,88 @@ func (v *validator) analysis() {
 	case OnDriftPause, OnDriftRollback, OnDriftIgnore:
 	default:
 		v.errorf("spec.analysis.onDrift", "must be pause, rollback or ignore, not %q", a.OnDrift)
+	}
+}
+
+// history checks spec.analysis.history and its deprecated alias prePeriod, after defaults
+// (which copy the written one into both).
+func (v *validator) history() {
+	a := &v.e.Spec.Analysis
+	path := "spec.analysis.history"
+	if v.written("spec.analysis.prePeriod") {
+		if v.written(path) {
+			v.errorf("spec.analysis.prePeriod", "prePeriod is the deprecated name of history; keep one")
+			return
+		}
+		path = "spec.analysis.prePeriod"
+	}
+	h := a.History
+	what := h.String()
+	if !v.written(path) {
+		what = "the default history of " + what
+	}
+	switch {
+	case h < 0:
+		v.errorf(path, "must not be negative")
+	case h > 0 && a.Interval > 0 && h.Std() < MinHistoryIntervals*a.Interval.Std():
+		v.errorf(path, "%s is shorter than %d analysis intervals (%s), too little to learn noise from; write 0s to turn history off", what, MinHistoryIntervals, Duration(MinHistoryIntervals*a.Interval.Std()))
+	case h.Std() > MaxHistory:
+		v.errorf(path, "%s is longer than 7 days; older history says little about the clusters today", what)
+	}
+}
+
+// apply checks spec.canary.apply: either appliedAt alone, or a hook and/or a readiness
+// query the engine waits for after the baseline.
+func (v *validator) apply() {
+	s := &v.e.Spec
+	a := s.Canary.Apply
+	if a == nil {
+		return
+	}
+	const p = "spec.canary.apply"
+	if !a.Declared() {
+		v.errorf(p, "declare appliedAt (the variant is already live), hook (a command that applies it) or readiness (a query that says it is live); or leave apply out")
+	}
+	if a.AppliedAt != nil && (a.Hook != nil || a.Readiness != nil) {
+		v.errorf(p+".appliedAt", "an already applied variant needs neither hook nor readiness: keep appliedAt, or remove it to have the variant applied during the run")
+	}
+	if a.AppliedAt != nil && a.AppliedAt.IsZero() {
+		v.errorf(p+".appliedAt", "must be a real time, e.g. 2026-12-05T09:30:00Z")
+	}
+	if v.written(p + ".during") {
+		switch {
+		case a.Hook == nil && a.Readiness == nil:
+			v.errorf(p+".during", "only with hook or readiness: it is the canary's traffic while the variant is applied")
+		case a.During != ApplyDuringFirstStep && a.During != ApplyDuringDrained:
+			msg := fmt.Sprintf("must be %s or %s, not %q", ApplyDuringFirstStep, ApplyDuringDrained, a.During)
+			if hint := didYouMean(a.During, []string{ApplyDuringFirstStep, ApplyDuringDrained}); hint != "" {
+				msg += fmt.Sprintf("; did you mean %q?", hint)
+			}
+			v.errorf(p+".during", "%s", msg)
+		}
+	}
+	vars := v.e.Vars(s.Canary.Cluster)
+	if hk := a.Hook; hk != nil {
+		if len(hk.Command) == 0 || hk.Command[0] == "" {
+			v.errorf(p+".hook.command", "required: the program and its arguments, e.g. [kubectl, --context, \"{{.Cluster}}\", apply, -k, overlays/variant]")
+		}
+		for i, arg := range hk.Command {
+			if _, err := RenderApplyHookArg(arg, vars); err != nil {
+				v.errorf(fmt.Sprintf("%s.hook.command[%d]", p, i), "%v", err)
+			}
+		}
+	}
+	if r := a.Readiness; r != nil {
+		if r.Query == "" {
+			v.errorf(p+".readiness.query", "required: an instant query that says the variant is live on the canary")
+		} else if _, _, err := ParseQuery(r.Query, vars); err != nil {
+			v.errorf(p+".readiness.query", "%v", err)
+		}
+		if r.Expect == "" {
+			v.errorf(p+".readiness.expect", `required, e.g. "== 1"`)
+		} else if _, err := metrics.ParseExpect(r.Expect); err != nil {
+			v.errorf(p+".readiness.expect", "%v", err)
+		}
 	}
 }
 

@@ -39,6 +39,7 @@ type PlanStep struct {
 	Step        int                 `json:"step"`
 	CanaryShare float64             `json:"canaryShare"` // the canary's share of the experiment's traffic
 	Hold        Duration            `json:"hold,omitempty"`
+	MinHold     Duration            `json:"minHold,omitempty"` // the step may advance after this when every KPI is non-inferior
 	Origins     []OriginWeight      `json:"origins"`
 	Replicas    map[string]Replicas `json:"replicas,omitempty"`
 }
@@ -50,6 +51,9 @@ type Plan struct {
 	// Rollback and Promote are the pool after each ending.
 	Rollback PlanStep `json:"rollback"`
 	Promote  PlanStep `json:"promote"`
+	// Drained is the pool with the canary drained (its share to the baselines), where the
+	// canary waits while its variant is applied with spec.canary.apply.during: drained.
+	Drained *PlanStep `json:"drained,omitempty"`
 }
 
 // PlanError says why the pool cannot carry the experiment as written.
@@ -137,12 +141,28 @@ func WeightPlan(e *Experiment, pool []PoolOrigin) (*Plan, error) {
 		plan.Promote = plan.Steps[0]
 	}
 	plan.Rollback = plan.Steps[0]
-	if s.Traffic.OnRollback == OnRollbackDrain {
+	drainedAt := func(path string) (PlanStep, error) {
 		w, err := shareWeights(e, byName, total, baseTotal, 0)
 		if err != nil {
-			return nil, &PlanError{Path: "spec.traffic.onRollback", Msg: fmt.Sprintf("cannot drain the canary: %v", err)}
+			return PlanStep{}, &PlanError{Path: path, Msg: fmt.Sprintf("cannot drain the canary: %v", err)}
 		}
-		plan.Rollback = e.planStep(0, 0, 0, pool, merge(current, w), clusterOf)
+		st := e.planStep(0, 0, 0, pool, merge(current, w), clusterOf)
+		st.Step = -1
+		return st, nil
+	}
+	if s.Traffic.OnRollback == OnRollbackDrain {
+		st, err := drainedAt("spec.traffic.onRollback")
+		if err != nil {
+			return nil, err
+		}
+		plan.Rollback = st
+	}
+	if a := s.Canary.Apply; a != nil && a.During == ApplyDuringDrained {
+		st, err := drainedAt("spec.canary.apply.during")
+		if err != nil {
+			return nil, err
+		}
+		plan.Drained = &st
 	}
 	plan.Promote.Step, plan.Promote.Hold = -1, 0
 	plan.Rollback.Step, plan.Rollback.Hold = -1, 0
@@ -222,6 +242,9 @@ func (e *Experiment) planStep(i int, share float64, hold Duration, pool []PoolOr
 		}
 	}
 	st := PlanStep{Step: i, CanaryShare: share, Hold: hold}
+	if i > 0 {
+		st.MinHold = e.Spec.Traffic.Steps[i-1].MinHold
+	}
 	for _, o := range pool {
 		ow := OriginWeight{Name: o.Name, Cluster: clusterOf[o.Name], Weight: float64(w[o.Name]) / weightScale}
 		if o.Enabled && enabled > 0 {

@@ -170,7 +170,7 @@ func TestPlanErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unrepresentable step", []string{"plan", "../../examples/karpenter.yaml", "--pool-file", tiny}, "karpenter.yaml:23:10: spec.traffic.steps[0].weight: 5%: 5% of the experiment's total weight 0.03 is below Cloudflare's smallest weight step of 0.01"},
+		{"unrepresentable step", []string{"plan", "../../examples/karpenter.yaml", "--pool-file", tiny}, "karpenter.yaml:36:10: spec.traffic.steps[0].weight: 5%: 5% of the experiment's total weight 0.03 is below Cloudflare's smallest weight step of 0.01"},
 		{"pool not JSON", []string{"plan", "../../examples/karpenter.yaml", "--pool-file", notJSON}, "bad.json: pool is not valid JSON"},
 		{"wrong pool", []string{"plan", "../../examples/karpenter.yaml", "--pool-file", "../../examples/pools/euw1.json"}, "is not the experiment's pool"},
 		{"no pool", []string{"plan", "../../examples/karpenter.yaml"}, "--pool-file"},

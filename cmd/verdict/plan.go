@@ -91,7 +91,7 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 			return withCode(exitInvalid, e.FieldError(err))
 		}
 		if g.json() {
-			if err := writeJSON(g.stdout, plan); err != nil {
+			if err := writeJSON(g.stdout, newPlanJSON(e, plan)); err != nil {
 				return withCode(exitError, err)
 			}
 			continue
@@ -99,6 +99,27 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		printPlan(g.stdout, e, pool, plan)
 	}
 	return nil
+}
+
+// planJSON is the JSON view of a plan: the weights, and what the run does around them.
+type planJSON struct {
+	Experiment string   `json:"experiment"`
+	Phases     []string `json:"phases"`
+	// ApplyDuring is the canary's traffic while the variant is applied; empty when the
+	// engine does not apply it.
+	ApplyDuring    string               `json:"applyDuring,omitempty"`
+	History        experiments.Duration `json:"history"`
+	ShareTolerance experiments.Fraction `json:"shareTolerance"`
+	*experiments.Plan
+}
+
+func newPlanJSON(e *experiments.Experiment, plan *experiments.Plan) planJSON {
+	a := &e.Spec.Analysis
+	out := planJSON{Experiment: plan.Experiment, Phases: e.Spec.Phases(), History: a.History, ShareTolerance: a.ShareTolerance, Plan: plan}
+	if ap := e.Spec.Canary.Apply; ap != nil && (ap.Hook != nil || ap.Readiness != nil) {
+		out.ApplyDuring = ap.During
+	}
+	return out
 }
 
 func poolOrigins(p traffic.Pool) []experiments.PoolOrigin {
@@ -115,15 +136,28 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	s := &e.Spec
 	fmt.Fprintf(w, "Experiment %s: canary %s, baselines %s\n", e.Metadata.Name, s.Canary.Cluster, strings.Join(s.Baselines, ", "))
 	fmt.Fprintf(w, "Pool %s (%s, origin steering %s, %d origins)\n\n", pool.ID, pool.Name, pool.SteeringPolicy, len(pool.Origins))
+	printPhases(w, e)
 
+	// The run's columns in order: now, [drained while the variant is applied], the steps;
+	// then the two endings, each compared with now.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	header := []string{"ORIGIN", "CLUSTER", "NOW"}
+	run := []experiments.PlanStep{plan.Steps[0]}
+	if plan.Drained != nil {
+		header = append(header, "APPLY (drained)")
+		run = append(run, *plan.Drained)
+	}
 	for _, st := range plan.Steps[1:] {
-		header = append(header, fmt.Sprintf("STEP %d (%s, %s)", st.Step, pct(st.CanaryShare), st.Hold))
+		h := fmt.Sprintf("STEP %d (%s, %s)", st.Step, pct(st.CanaryShare), st.Hold)
+		if st.MinHold > 0 {
+			h = fmt.Sprintf("STEP %d (%s, %s, min %s)", st.Step, pct(st.CanaryShare), st.Hold, st.MinHold)
+		}
+		header = append(header, h)
+		run = append(run, st)
 	}
 	header = append(header, "PROMOTE ("+s.Traffic.OnPromote+")", "ROLLBACK ("+s.Traffic.OnRollback+")")
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	cols := append(append([]experiments.PlanStep{}, plan.Steps...), plan.Promote, plan.Rollback)
+	cols := append(append([]experiments.PlanStep{}, run...), plan.Promote, plan.Rollback)
 	for i, o := range plan.Steps[0].Origins {
 		cluster := o.Cluster
 		if cluster == "" {
@@ -134,8 +168,8 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 			ow := st.Origins[i]
 			mark := "  "
 			prev := plan.Steps[0]
-			if j > 0 && j < len(plan.Steps) {
-				prev = plan.Steps[j-1]
+			if j > 0 && j < len(run) {
+				prev = run[j-1]
 			}
 			if j > 0 && prev.Origins[i].Weight != ow.Weight {
 				mark = "~ "
@@ -158,10 +192,10 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	if s.Capacity != nil {
 		fmt.Fprintln(w, "\nReplicas (min-max) per step, from the HPA formula:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(header[1:len(plan.Steps)+2], "\t"))
+		fmt.Fprintln(tw, strings.Join(header[1:len(run)+2], "\t"))
 		for _, c := range s.Clusters() {
 			row := []string{c}
-			for _, st := range plan.Steps {
+			for _, st := range run {
 				r := st.Replicas[c]
 				row = append(row, fmt.Sprintf("%d-%d", r.Min, r.Max))
 			}
@@ -172,14 +206,69 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	if pool.SteeringPolicy != "random" {
 		fmt.Fprintf(w, "\nWarning: origin steering %q does not split traffic exactly by weight; the traffic-share check will tell how far the real split is.\n", pool.SteeringPolicy)
 	}
-	fmt.Fprintf(w, "\nNothing has been changed. %d weight change(s) over %d step(s); total hold %s.\n\n", countChanges(plan), len(plan.Steps)-1, experiments.Duration(s.TotalHold()))
+	fmt.Fprintf(w, "\nNothing has been changed. %d weight change(s) over %d step(s); total hold %s.\n\n", countChanges(run), len(plan.Steps)-1, experiments.Duration(s.TotalHold()))
 }
 
-func countChanges(p *experiments.Plan) int {
+// printPhases says what the run does before and around the weight table: its phases, how
+// the variant arrives (hook and readiness rendered for the canary), and the history and
+// share tolerance the analysis uses.
+func printPhases(w io.Writer, e *experiments.Experiment) {
+	s := &e.Spec
+	fmt.Fprintf(w, "phases: %s\n", strings.Join(s.Phases(), " → "))
+	historyEnd := "the run"
+	if a := s.Canary.Apply; a != nil {
+		if a.AppliedAt != nil {
+			historyEnd = "appliedAt"
+		}
+		if h := a.Hook; h != nil {
+			args, err := e.ApplyHookCommand()
+			if err != nil { // validated on load: cannot happen
+				args = h.Command
+			}
+			fmt.Fprintf(w, "apply: %s (timeout %s)\n", shellJoin(args), h.Timeout)
+		}
+		if r := a.Readiness; r != nil {
+			q, err := e.ReadinessQuery()
+			if err != nil {
+				q = r.Query
+			}
+			fmt.Fprintf(w, "ready: %s %s (waited for up to %s, then rollback)\n", q, r.Expect, r.Timeout)
+		}
+		switch {
+		case a.Hook == nil && a.Readiness == nil:
+		case a.During == experiments.ApplyDuringDrained:
+			fmt.Fprintln(w, "while applying: the canary is drained (weight 0), the baselines take its share")
+		case len(s.Traffic.Steps) > 0:
+			fmt.Fprintf(w, "while applying: the canary carries step 1's weight (%s)\n", s.Traffic.Steps[0].Weight)
+		}
+	}
+	an := &s.Analysis
+	if an.History > 0 {
+		fmt.Fprintf(w, "history: %s before %s, to learn each KPI's noise and the canary/baseline offset\n", an.History, historyEnd)
+	} else {
+		fmt.Fprintln(w, "history: off (noise is estimated from the run itself)")
+	}
+	fmt.Fprintf(w, "share tolerance: %s (observed against configured traffic share)\n\n", an.ShareTolerance)
+}
+
+// shellJoin writes a command the way a shell would read it back.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = a
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}();&|<>#~") {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// countChanges counts the origin weights that change along the run's columns.
+func countChanges(run []experiments.PlanStep) int {
 	n := 0
-	for i := 1; i < len(p.Steps); i++ {
-		for j, o := range p.Steps[i].Origins {
-			if o.Weight != p.Steps[i-1].Origins[j].Weight {
+	for i := 1; i < len(run); i++ {
+		for j, o := range run[i].Origins {
+			if o.Weight != run[i-1].Origins[j].Weight {
 				n++
 			}
 		}

@@ -21,7 +21,9 @@ func newValidateCmd(g *globals) *cobra.Command {
 		Long: `Validate loads every experiment in the given files, applies defaults and checks them:
 required fields, cluster and origin mapping, steps, durations, and that every PromQL query
 parses and aggregates by the cluster label. Every problem is printed as
-FILE:LINE:COL: field.path: message. Exit status 0 means all valid, 2 means some are not.`,
+FILE:LINE:COL: field.path: message. Warnings (e.g. spec.canary.apply not set) are printed
+as FILE:LINE:COL: warning: EXPERIMENT: message and do not fail validation.
+Exit status 0 means all valid, 2 means some are not.`,
 		Example: "  verdict validate examples/*.yaml",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -35,6 +37,14 @@ type validateFileJSON struct {
 	Valid       bool                      `json:"valid"`
 	Experiments []string                  `json:"experiments"`
 	Errors      []*experiments.FieldError `json:"errors"`
+	Warnings    []validateWarningJSON     `json:"warnings"`
+}
+
+// validateWarningJSON is a warning about a valid experiment: it does not fail validation.
+type validateWarningJSON struct {
+	experiments.Pos
+	Experiment string `json:"experiment"`
+	Msg        string `json:"message"`
 }
 
 func runValidate(g *globals, a validateArgs) error {
@@ -42,9 +52,14 @@ func runValidate(g *globals, a validateArgs) error {
 	allValid := true
 	for _, f := range a.files {
 		exps, err := experiments.LoadFile(f, experiments.LoadOptions{})
-		r := validateFileJSON{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}}
+		r := validateFileJSON{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}, Warnings: []validateWarningJSON{}}
 		for _, e := range exps {
 			r.Experiments = append(r.Experiments, e.Metadata.Name)
+			if err == nil {
+				for _, w := range e.Warnings() {
+					r.Warnings = append(r.Warnings, validateWarningJSON{Pos: e.Source, Experiment: e.Metadata.Name, Msg: w})
+				}
+			}
 		}
 		if err != nil {
 			allValid = false
@@ -62,6 +77,9 @@ func runValidate(g *globals, a validateArgs) error {
 			for _, e := range exps {
 				fmt.Fprintf(g.stdout, "%s: %s is valid (canary %s, %d baseline(s), %d step(s), %d KPI(s))\n",
 					f, e.Metadata.Name, e.Spec.Canary.Cluster, len(e.Spec.Baselines), len(e.Spec.Traffic.Steps), len(e.Spec.KPIs))
+			}
+			for _, w := range r.Warnings {
+				fmt.Fprintf(g.stdio.err, "%s: warning: %s: %s\n", w.Pos, w.Experiment, w.Msg)
 			}
 			continue
 		}
