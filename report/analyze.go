@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/metrics"
+	"github.com/verdict-dev/verdict/store"
 )
 
 // ErrInvalidWindow marks an analysis request that is wrong before any query is sent (from
@@ -32,8 +34,9 @@ var _ Fetcher = (*metrics.Source)(nil)
 // AnalyzeRequest asks for the evidence about any past window, without moving traffic: for
 // example two clusters that already differ.
 type AnalyzeRequest struct {
-	// Experiment provides the KPIs and the analysis settings (alpha, minIntervals); its
-	// canary and baselines are used unless Canary and Baselines are set.
+	// Experiment provides the KPIs and the analysis settings (alpha, minIntervals, history,
+	// the plan whose total hold sets the gauge boundaries); its canary and baselines are
+	// used unless Canary and Baselines are set.
 	Experiment *experiments.Experiment
 	// Canary overrides the experiment's canary cluster.
 	Canary string
@@ -43,30 +46,42 @@ type AnalyzeRequest struct {
 	From, To time.Time
 	// Step is the interval; default the experiment's analysis interval.
 	Step time.Duration
-	// PreFrom and PreTo optionally give a calibration window (difference-in-differences).
+	// PreFrom and PreTo optionally give the history window explicitly; by default it is
+	// the experiment's analysis.history just before From, as a run reads the history just
+	// before its ramp.
 	PreFrom, PreTo time.Time
 	// Prometheus names the source in the report (credentials redacted).
 	Prometheus string
+	// PlanFromWindow takes the window's length as the plan's, where the gauge sequences'
+	// boundaries are tightest, for KPIs that come without a plan of their own (verdict
+	// analyze --kpi). Otherwise the experiment's total hold is used, as a run uses it.
+	PlanFromWindow bool
 }
 
-// Analyze queries every KPI of the request over the window (and the pre-period), with the
-// engine's semantics (non-overlapping intervals, latency slow share at the largest bucket
-// boundary at or below slowerThan, the mean as Δsum/Δcount, baselines pooled), and builds
-// the same evidence a run report shows. Errors: ErrInvalidWindow (exit 2), ErrNoData
-// (nothing to analyse), metrics.ErrUnreachable and other source errors as returned.
+// Analyze reads a past window exactly as a live run reads its intervals, through the
+// engine's evidence model (engine.Evidence): the history before the window (the
+// experiment's analysis.history, or PreFrom–PreTo) is the baseline each KPI learns its
+// noise model and the canary's offset from, and the window's own intervals are the live
+// phase, judged by the engine's sequences at the experiment's α. It builds the same
+// evidence a run report shows; the traffic-share check is not run (no weights are known).
+// Errors: ErrInvalidWindow (exit 2), ErrNoData (nothing to analyse), metrics.ErrUnreachable
+// and other source errors as returned.
 func Analyze(ctx context.Context, src Fetcher, req AnalyzeRequest) (*Report, error) {
 	if req.Experiment == nil {
 		return nil, fmt.Errorf("%w: no KPIs", ErrInvalidWindow)
 	}
 	exp := *req.Experiment
 	if req.Canary != "" {
-		exp.Spec.Canary = experiments.Canary{Cluster: req.Canary, Variant: exp.Spec.Canary.Variant}
+		exp.Spec.Canary.Cluster = req.Canary
 	}
 	if len(req.Baselines) > 0 {
 		exp.Spec.Baselines = req.Baselines
 	}
 	if exp.Spec.Canary.Cluster == "" || len(exp.Spec.Baselines) == 0 {
 		return nil, fmt.Errorf("%w: a canary and at least one baseline are needed", ErrInvalidWindow)
+	}
+	if len(exp.Spec.Traffic.Steps) == 0 {
+		return nil, fmt.Errorf("%w: the experiment has no steps", ErrInvalidWindow)
 	}
 	step := req.Step
 	if step <= 0 {
@@ -82,9 +97,9 @@ func Analyze(ctx context.Context, src Fetcher, req AnalyzeRequest) (*Report, err
 	// The queries' {{.Interval}} must be the step, or increase(x[I]) at step S would count
 	// overlapping (I > S) or partial (I < S) intervals.
 	exp.Spec.Analysis.Interval = experiments.Duration(step)
-	queries, err := engine.MetricsKPIs(&exp)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidWindow, err)
+	planned := plannedIntervals(&exp)
+	if req.PlanFromWindow {
+		planned = rng.Len()
 	}
 	r := &Report{SchemaVersion: SchemaVersion, Kind: KindAnalysis,
 		Experiment: Experiment{Name: exp.Metadata.Name, Description: exp.Spec.Description, Variant: exp.Spec.Canary.Variant, Prometheus: req.Prometheus},
@@ -92,33 +107,64 @@ func Analyze(ctx context.Context, src Fetcher, req AnalyzeRequest) (*Report, err
 		Window:     Window{From: rng.Start.UTC(), To: rng.End.UTC(), Step: experiments.Duration(step).String()},
 		Decisions:  []Decision{}, Timeline: []Entry{}, Steps: []Step{}, Weights: []WeightPoint{}, Preconditions: []Precondition{}, Notes: []string{},
 	}
-	var obs []decoded
-	if !req.PreFrom.IsZero() || !req.PreTo.IsZero() {
-		pre, err := window(req.PreFrom, req.PreTo, step, "pre-")
+
+	// The history window: explicit, or analysis.history before the window, ending where a
+	// run's would (at the window's start, or earlier at a declared appliedAt).
+	var hist *metrics.Range
+	switch {
+	case !req.PreFrom.IsZero() || !req.PreTo.IsZero():
+		h, err := window(req.PreFrom, req.PreTo, step, "pre-")
 		if err != nil {
 			return nil, err
 		}
-		if pre.End.After(rng.Start) {
-			return nil, fmt.Errorf("%w: the pre-period (to %s) must end before the window starts (%s)", ErrInvalidWindow, pre.End.Format(time.RFC3339), rng.Start.Format(time.RFC3339))
+		if h.End.After(rng.Start) {
+			return nil, fmt.Errorf("%w: the history window (to %s) must end before the window starts (%s)", ErrInvalidWindow, h.End.Format(time.RFC3339), rng.Start.Format(time.RFC3339))
 		}
-		po, notes, err := fetchWindow(ctx, src, &exp, queries, pre, "pre")
+		hist = &h
+		if !exp.Spec.Canary.Apply.Declared() {
+			// An explicit history window is declared to be before the change: its offset is
+			// subtracted (difference-in-differences), as for a run with apply.appliedAt.
+			at := rng.Start
+			exp.Spec.Canary.Apply = &experiments.Apply{AppliedAt: &at}
+		}
+	default:
+		end := rng.Start
+		if a := exp.Spec.Canary.Apply; a != nil && a.AppliedAt != nil && a.AppliedAt.Before(end) {
+			end = a.AppliedAt.Truncate(step)
+		}
+		if n := int(exp.Spec.Analysis.History.Std() / step); n >= 1 {
+			h := metrics.AlignedRange(end, step, n)
+			hist = &h
+		}
+	}
+	ev, err := engine.NewEvidence(&exp, planned)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidWindow, err)
+	}
+	var obs []store.Observation
+	if hist == nil {
+		r.Notes = append(r.Notes, "No history window (analysis.history is 0): the noise is estimated from the window itself.")
+	} else {
+		ho, notes, err := readWindow(ctx, src, ev, &exp, *hist, engine.PhaseHistory)
 		if err != nil && !errors.Is(err, ErrNoData) {
-			return nil, fmt.Errorf("pre-period: %w", err)
+			return nil, fmt.Errorf("history: %w", err)
 		}
 		if errors.Is(err, ErrNoData) {
-			r.Notes = append(r.Notes, "The pre-period holds no data: the effect is not calibrated.")
+			r.Notes = append(r.Notes, fmt.Sprintf("The history window %s → %s holds no data: no noise model or offset was learned, and the noise is estimated from the window itself.",
+				fmtTime(hist.Start), fmtTime(hist.End)))
 		}
-		obs = append(obs, po...)
-		r.Notes = append(r.Notes, prefixed("pre-period: ", notes)...)
+		obs = append(obs, ho...)
+		r.Notes = append(r.Notes, prefixed("history: ", notes)...)
 	}
-	ro, notes, err := fetchWindow(ctx, src, &exp, queries, rng, "run")
+	ro, notes, err := readWindow(ctx, src, ev, &exp, rng, engine.PhaseRun)
 	if err != nil {
 		return nil, err
 	}
 	obs = append(obs, ro...)
 	r.Notes = append(r.Notes, notes...)
-	sort.SliceStable(obs, func(i, j int) bool { return obs[i].End.Before(obs[j].End) })
-	build(evidence{exp: &exp, planned: max(rng.Len(), exp.Spec.Analysis.MinIntervals), obs: obs}, r)
+	if err := build(evidence{exp: &exp, planned: planned, obs: obs}, r); err != nil {
+		return nil, err
+	}
 	r.Verdict, r.Reason = overall(r.KPIs)
 	return r, nil
 }
@@ -150,60 +196,49 @@ func window(from, to time.Time, step time.Duration, what string) (metrics.Range,
 	return metrics.AlignedRange(to, step, n), nil
 }
 
-// fetchWindow reads every KPI over rng and keeps, per interval, the observations the
-// engine would have kept (canary and at least one baseline with data).
-func fetchWindow(ctx context.Context, src Fetcher, exp *experiments.Experiment, queries []metrics.KPI, rng metrics.Range, phase string) ([]decoded, []string, error) {
-	canary, baselines := exp.Spec.Canary.Cluster, exp.Spec.Baselines
+// readWindow reads every KPI over rng and turns each interval into the observations a run
+// would store for it (engine.Evidence.Observe: the canary and at least one baseline with
+// data), in the store's order.
+func readWindow(ctx context.Context, src Fetcher, ev *engine.Evidence, exp *experiments.Experiment, rng metrics.Range, phase string) ([]store.Observation, []string, error) {
 	clusters := exp.Spec.Clusters()
-	var out []decoded
+	queries := ev.Queries()
+	data := make([]*metrics.Data, len(queries))
 	var notes []string
-	for i, k := range exp.Spec.KPIs {
-		data, err := src.Fetch(ctx, queries[i], rng, clusters)
+	for i, q := range queries {
+		d, err := src.Fetch(ctx, q, rng, clusters)
 		if errors.Is(err, metrics.ErrNoData) {
-			notes = append(notes, fmt.Sprintf("KPI %s has no data in the window for any of %s.", k.Name, strings.Join(clusters, ", ")))
+			notes = append(notes, fmt.Sprintf("KPI %s has no data in the window for any of %s.", q.Name, strings.Join(clusters, ", ")))
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("KPI %s: %w", k.Name, err)
+			return nil, nil, fmt.Errorf("KPI %s: %w", q.Name, err)
 		}
-		for _, w := range data.Warnings {
-			notes = append(notes, fmt.Sprintf("KPI %s: Prometheus warned: %s", k.Name, w))
+		data[i] = d
+		for _, w := range d.Warnings {
+			notes = append(notes, fmt.Sprintf("KPI %s: Prometheus warned: %s", q.Name, w))
 		}
 		for _, c := range clusters {
-			if cd := data.Clusters[c]; cd == nil || len(cd.Intervals) == 0 {
-				notes = append(notes, fmt.Sprintf("KPI %s: no data for cluster %s.", k.Name, c))
+			if cd := d.Clusters[c]; cd == nil || len(cd.Intervals) == 0 {
+				notes = append(notes, fmt.Sprintf("KPI %s: no data for cluster %s.", q.Name, c))
 			} else if len(cd.Missing) > 0 {
-				notes = append(notes, fmt.Sprintf("KPI %s: cluster %s has no data for %d of %d intervals.", k.Name, c, len(cd.Missing), rng.Len()))
+				notes = append(notes, fmt.Sprintf("KPI %s: cluster %s has no data for %d of %d intervals.", q.Name, c, len(cd.Missing), rng.Len()))
 			}
 		}
-		for _, end := range rng.Ends() {
-			o := engine.Observation{Clusters: map[string]engine.ClusterValues{}}
-			for c, cd := range data.Clusters {
-				if cd == nil {
-					continue
-				}
-				for _, iv := range cd.Intervals {
-					if iv.End.Equal(end) {
-						if cv, ok := engine.Reduce(k, iv); ok {
-							o.Clusters[c] = cv
-						}
-					}
-				}
+	}
+	var out []store.Observation
+	for _, end := range rng.Ends() {
+		got, _ := ev.Observe(data, end)
+		names := make([]string, 0, len(got))
+		for name := range got {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			b, err := json.Marshal(got[name])
+			if err != nil {
+				return nil, nil, fmt.Errorf("KPI %s at %s: %w", name, end.Format(time.RFC3339), err)
 			}
-			if _, ok := o.Clusters[canary]; !ok {
-				continue
-			}
-			any := false
-			for _, b := range baselines {
-				_, ok := o.Clusters[b]
-				any = any || ok
-			}
-			if !any {
-				continue
-			}
-			d := decoded{o: o}
-			d.KPI, d.Start, d.End, d.Phase = k.Name, end.Add(-rng.Interval), end, phase
-			out = append(out, d)
+			out = append(out, store.Observation{KPI: name, Start: end.Add(-rng.Interval), End: end, Phase: phase, Values: b})
 		}
 	}
 	if len(out) == 0 {

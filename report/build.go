@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/verdict-dev/verdict/analysis"
@@ -22,25 +23,18 @@ const (
 	measureValue = "value"
 )
 
-// unit is one judged quantity with its live-analysis replay, built exactly as the engine
-// builds its kpiState so that the report shows the numbers the engine acted on.
-type unit struct {
-	name    string
-	spec    experiments.KPI
-	measure string
-	ratio   *analysis.RatioSequence
-	gauge   *analysis.GaugeSequence
-	judged  bool
-}
-
-// evidence is what the common builder needs, whichever the source.
+// evidence is what build needs, whichever the source: the experiment and its
+// observations, history and live, as a run stores them. build replays them through
+// engine.Evidence, the engine's own evidence model, so a report judges exactly what the
+// engine judged (or, for an analysis, what it would have judged).
 type evidence struct {
 	exp *experiments.Experiment
-	// planned is where the gauge sequence's boundary is tightest, as the engine sets it.
+	// planned is where the gauge sequences' boundary is tightest, as the engine sets it.
 	planned int
-	obs     []decoded
-	// verdicts are the engine's last judgement of each KPI by name (run reports only).
-	verdicts map[string]analysis.KPIVerdict
+	obs     []store.Observation
+	// decisions are the engine's recorded decisions (run reports): the replay is checked
+	// against them.
+	decisions []store.Decision
 	// weighted is true when the observations carry the clusters' weights (runs).
 	weighted bool
 }
@@ -49,6 +43,19 @@ type evidence struct {
 type decoded struct {
 	store.Observation
 	o engine.Observation
+}
+
+// sortObservations orders observations as the store returns them, by end time then KPI
+// name, so that each interval's observations are together when replayed.
+func sortObservations(obs []store.Observation) []store.Observation {
+	out := slices.Clone(obs)
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].End.Equal(out[j].End) {
+			return out[i].End.Before(out[j].End)
+		}
+		return out[i].KPI < out[j].KPI
+	})
+	return out
 }
 
 func decodeObservations(obs []store.Observation) ([]decoded, error) {
@@ -60,67 +67,67 @@ func decodeObservations(obs []store.Observation) ([]decoded, error) {
 		}
 		out = append(out, d)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].End.Before(out[j].End) })
 	return out, nil
 }
 
-func harmOf(k experiments.KPI) analysis.Direction {
-	if k.Harm == experiments.HarmDecrease {
-		return analysis.Decrease
-	}
-	return analysis.Increase
-}
-
-func tolOf(k experiments.KPI) float64 {
-	if k.Tolerance == nil {
-		return 0
-	}
-	return float64(*k.Tolerance)
-}
-
-func guardrailOf(g *experiments.Guardrail) *analysis.Guardrail {
-	if g == nil {
+func guardrailOf(g *experiments.Guardrail) *Guardrail {
+	switch {
+	case g == nil:
 		return nil
-	}
-	if g.Max != nil {
-		return &analysis.Guardrail{Limit: g.Max.Float(), Consecutive: g.For}
-	}
-	if g.Min != nil {
-		return &analysis.Guardrail{Limit: g.Min.Float(), Below: true, Consecutive: g.For}
+	case g.Max != nil:
+		return &Guardrail{Limit: g.Max.Float(), For: max(g.For, 1)}
+	case g.Min != nil:
+		return &Guardrail{Limit: g.Min.Float(), Below: true, For: max(g.For, 1)}
 	}
 	return nil
 }
 
-// units mirrors engine.newKPIStates and kpiState.judged.
-func units(exp *experiments.Experiment, planned int) []*unit {
-	minIv := exp.Spec.Analysis.MinIntervals
-	var out []*unit
-	for _, k := range exp.Spec.KPIs {
-		switch k.Type {
-		case experiments.KPIRatio:
-			out = append(out, &unit{name: k.Name, spec: k, measure: measureRate, judged: true,
-				ratio: analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv, Guardrail: guardrailOf(k.Guardrail)})})
-		case experiments.KPILatency:
-			if k.SlowerThan != nil {
-				out = append(out, &unit{name: k.Name + " (slower than " + k.SlowerThan.String() + ")", spec: k, measure: measureRate, judged: true,
-					ratio: analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv})})
-			}
-			if k.Sum != "" && k.Count != "" {
-				out = append(out, &unit{name: k.Name + " (mean)", spec: k, measure: measureMean, judged: true,
-					gauge: analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: planned, Guardrail: guardrailOf(k.Guardrail)})})
-			}
-		case experiments.KPIGauge:
-			out = append(out, &unit{name: k.Name, spec: k, measure: measureValue, judged: true,
-				gauge: analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: planned, Guardrail: guardrailOf(k.Guardrail)})})
-		case experiments.KPIThroughput:
-			out = append(out, &unit{name: k.Name, spec: k, measure: measureValue})
-		}
-	}
-	return out
+// entry is one KPI section of the report: a judged KPI of engine.Evidence, or a
+// throughput KPI shown for context.
+type entry struct {
+	name    string
+	spec    experiments.KPI
+	measure string
+	judged  int // index in Evidence.Judged, or −1
 }
 
-// value is one cluster's per-interval value of the unit's measure.
-func (u *unit) value(cv engine.ClusterValues) (float64, bool) {
+// entries pairs every judged KPI of the evidence (in its order, the experiment's) with the
+// experiment KPI it comes from; throughput KPIs, which only feed the share check, are
+// listed where the experiment lists them. A judged KPI's measure follows its sequence: a
+// ratio sequence judges counts (rate), a gauge sequence a latency KPI's mean or a gauge's
+// value.
+func entries(exp *experiments.Experiment, judged []analysis.KPI) ([]entry, error) {
+	var out []entry
+	j := 0
+	for _, k := range exp.Spec.KPIs {
+		if k.Type == experiments.KPIThroughput {
+			out = append(out, entry{name: k.Name, spec: k, measure: measureValue, judged: -1})
+			continue
+		}
+		for ; j < len(judged) && (judged[j].Name == k.Name || strings.HasPrefix(judged[j].Name, k.Name+" (")); j++ {
+			e := entry{name: judged[j].Name, spec: k, judged: j}
+			switch judged[j].State.(type) {
+			case *analysis.RatioSequence:
+				e.measure = measureRate
+			case *analysis.GaugeSequence:
+				e.measure = measureValue
+				if k.Type == experiments.KPILatency {
+					e.measure = measureMean
+				}
+			default:
+				return nil, fmt.Errorf("judged KPI %s: unknown sequence %T", judged[j].Name, judged[j].State)
+			}
+			out = append(out, e)
+		}
+	}
+	if j != len(judged) {
+		return nil, fmt.Errorf("judged KPI %s matches no KPI of the experiment", judged[j].Name)
+	}
+	return out, nil
+}
+
+// value is one cluster's per-interval value of the entry's measure (for display).
+func (u *entry) value(cv engine.ClusterValues) (float64, bool) {
 	switch u.measure {
 	case measureRate:
 		if cv.Total > 0 {
@@ -138,7 +145,8 @@ func (u *unit) value(cv engine.ClusterValues) (float64, bool) {
 	return 0, false
 }
 
-// pooled sums the baselines the way engine.kpiState.add does.
+// pooled sums the baselines for display: counts summed, values averaged (what the
+// engine compares the canary with).
 type pooled struct {
 	events, total, sum, val float64
 	nVal                    int
@@ -168,8 +176,8 @@ func pool(o engine.Observation, baselines []string) pooled {
 	return p
 }
 
-// baselineValue is the pooled baselines' value of the unit's measure.
-func (u *unit) baselineValue(p pooled) (float64, bool) {
+// baselineValue is the pooled baselines' value of the entry's measure.
+func (u *entry) baselineValue(p pooled) (float64, bool) {
 	switch u.measure {
 	case measureRate:
 		if p.total > 0 {
@@ -187,77 +195,132 @@ func (u *unit) baselineValue(p pooled) (float64, bool) {
 	return 0, false
 }
 
-// feed adds one observation to the unit's sequence, as engine.kpiState.add does.
-func (u *unit) feed(c engine.ClusterValues, p pooled, pre bool) {
-	switch {
-	case u.ratio != nil:
-		if pre {
-			u.ratio.AddPre(c.Events, c.Total, p.events, p.total)
-		} else {
-			u.ratio.Add(c.Events, c.Total, p.events, p.total)
-		}
-	case u.gauge != nil && u.measure == measureMean:
-		if c.Sum != nil && p.hasSum && c.Total > 0 && p.total > 0 {
-			u.addGauge(*c.Sum/c.Total, p.sum/p.total, pre)
-		}
-	case u.gauge != nil:
-		if c.Value != nil && p.nVal > 0 {
-			u.addGauge(*c.Value, p.val/float64(p.nVal), pre)
-		}
-	}
+// replayed is the evidence after every live interval, as engine.Evidence gave it.
+type replayed struct {
+	ends []time.Time
+	// ivs[i][j] is judged KPI j's interval after live interval ends[i].
+	ivs [][]analysis.Interval
 }
 
-func (u *unit) addGauge(c, b float64, pre bool) {
-	if pre {
-		u.gauge.AddPre(c, b)
-	} else {
-		u.gauge.Add(c, b)
+// at returns the judged KPIs' intervals after the last live interval ending at or
+// before t.
+func (p *replayed) at(t time.Time) ([]analysis.Interval, bool) {
+	i := sort.Search(len(p.ends), func(i int) bool { return p.ends[i].After(t) }) - 1
+	if i < 0 {
+		return nil, false
 	}
+	return p.ivs[i], true
 }
 
-func (u *unit) interval(alpha float64) (analysis.Interval, bool) {
-	switch {
-	case u.ratio != nil:
-		return u.ratio.Interval(alpha), true
-	case u.gauge != nil:
-		return u.gauge.Interval(alpha), true
+// since is the number of live intervals after which judged KPI j had status st and kept
+// it to the end (0 if it never had it at the end).
+func (p *replayed) since(j int, k analysis.KPI, st analysis.Status) int {
+	n := 0
+	for i := len(p.ivs) - 1; i >= 0; i-- {
+		if analysis.Judge(k.Name, p.ivs[i][j], k.Harm, k.Tolerance).Status != st {
+			break
+		}
+		n = i + 1
 	}
-	return analysis.Interval{}, false
+	return n
 }
 
-// build computes every KPI section, the share check and the pre-period from the evidence.
-func build(ev evidence, r *Report) {
-	exp := ev.exp
+// build replays the evidence through engine.Evidence and fills every KPI section, the
+// share check and the pre-period. The judged names, tolerances, sequences, statuses and the
+// share check are the engine's; the series, summaries and fixed-horizon tests are for
+// display.
+func build(src evidence, r *Report) error {
+	exp := src.exp
 	canary, baselines := exp.Spec.Canary.Cluster, exp.Spec.Baselines
-	us := units(exp, ev.planned)
-	judged := 0
-	for _, u := range us {
-		if u.judged {
-			judged++
-		}
+	obs := sortObservations(src.obs)
+	dec, err := decodeObservations(obs)
+	if err != nil {
+		return err
 	}
+	ev, err := engine.NewEvidence(exp, src.planned)
+	if err != nil {
+		return err
+	}
+	es, err := entries(exp, ev.Judged())
+	if err != nil {
+		return err
+	}
+	// The decision's own error split: α over the judged KPIs (Bonferroni).
+	final := ev.Decide(engine.Position{})
 	alpha := exp.Spec.Analysis.Alpha
 	if !(alpha > 0 && alpha < 1) {
 		alpha = experiments.DefaultAlpha
 	}
 	r.Alpha = alpha
-	alphaK := alpha / float64(max(judged, 1))
+	alphaK := final.AlphaPerKPI
+
+	// Which KPI had data at which live interval, and each interval's observations for the
+	// share table.
+	has := map[string]map[time.Time]bool{}
+	live := map[time.Time]map[string]engine.Observation{}
+	for _, d := range dec {
+		if d.Phase != engine.PhaseRun {
+			continue
+		}
+		if has[d.KPI] == nil {
+			has[d.KPI] = map[time.Time]bool{}
+		}
+		has[d.KPI][d.End] = true
+		if live[d.End] == nil {
+			live[d.End] = map[string]engine.Observation{}
+		}
+		live[d.End][d.KPI] = d.o
+	}
+	r.KPIs = make([]KPI, len(es))
+	var path replayed
+	shares := newShareTable(exp.Spec.Clusters())
+	if _, err := ev.ReplayEach(obs, func(end time.Time, step int) {
+		judged := ev.Judged()
+		ivs := make([]analysis.Interval, len(judged))
+		for i, j := range judged {
+			ivs[i] = j.State.Interval(alphaK)
+		}
+		path.ends, path.ivs = append(path.ends, end), append(path.ivs, ivs)
+		for i, e := range es {
+			if e.judged < 0 || !has[e.spec.Name][end] {
+				continue
+			}
+			iv := ivs[e.judged]
+			r.KPIs[i].Sequence = append(r.KPIs[i].Sequence, SeqPoint{End: end, Estimate: round(iv.Estimate, 0),
+				Lower: boundPtr(iv.Lower, iv.LowerBounded), Upper: boundPtr(iv.Upper, iv.UpperBounded), Ready: iv.Ready})
+		}
+		shares.add(ev, live[end], step)
+	}); err != nil {
+		return err
+	}
+	final = ev.Decide(engine.Position{})
+	judged := ev.Judged()
+	noise := map[string]engine.KPINoise{}
+	for _, n := range ev.Noise() {
+		noise[n.KPI] = n
+	}
 
 	type side struct{ c, b []float64 }
-	r.KPIs = make([]KPI, len(us))
-	for i, u := range us {
+	for i, u := range es {
 		k := &r.KPIs[i]
 		k.Name, k.Source, k.Type, k.Measure = u.name, u.spec.Name, u.spec.Type, u.measure
-		if u.spec.Harm == "" {
+		k.Harm = u.spec.Harm
+		if k.Harm == "" {
 			k.Harm = experiments.HarmIncrease
-		} else {
-			k.Harm = u.spec.Harm
 		}
-		k.Tolerance = tolOf(u.spec)
-		if g := guardrailOf(u.spec.Guardrail); g != nil && (u.measure != measureRate || u.spec.Type == experiments.KPIRatio) {
-			k.Guardrail = &Guardrail{Limit: g.Limit, Below: g.Below, For: max(g.Consecutive, 1)}
+		if u.judged >= 0 {
+			k.Tolerance = judged[u.judged].Tolerance
+		} else if u.spec.Tolerance != nil {
+			k.Tolerance = float64(*u.spec.Tolerance)
 		}
-		k.Series, k.Sequence, k.Tests = []Point{}, []SeqPoint{}, []Test{}
+		// The engine holds a latency KPI's guardrail on its mean only.
+		if u.measure != measureRate || u.spec.Type == experiments.KPIRatio {
+			k.Guardrail = guardrailOf(u.spec.Guardrail)
+		}
+		if k.Sequence == nil {
+			k.Sequence = []SeqPoint{}
+		}
+		k.Series, k.Tests = []Point{}, []Test{}
 		k.Baselines = map[string]Summary{}
 
 		var run side
@@ -267,7 +330,7 @@ func build(ev evidence, r *Report) {
 		var preC, preB []float64
 		var preCE, preCT, preBE, preBT float64
 		preN := 0
-		for _, d := range ev.obs {
+		for _, d := range dec {
 			if d.KPI != u.spec.Name {
 				continue
 			}
@@ -279,8 +342,7 @@ func build(ev evidence, r *Report) {
 			if !p.any {
 				continue
 			}
-			pre := d.Phase == "pre"
-			u.feed(c, p, pre)
+			pre := d.Phase != engine.PhaseRun
 			pt := Point{End: d.End, Step: d.Step, Phase: d.Phase, Baselines: map[string]*float64{}}
 			cv, cok := u.value(c)
 			bv, bok := u.baselineValue(p)
@@ -323,9 +385,6 @@ func build(ev evidence, r *Report) {
 				run.b = append(run.b, bv)
 			}
 			cE, cT, bE, bT = cE+c.Events, cT+c.Total, bE+p.events, bT+p.total
-			if iv, ok := u.interval(alphaK); ok {
-				k.Sequence = append(k.Sequence, SeqPoint{End: d.End, Estimate: round(iv.Estimate, 0), Lower: boundPtr(iv.Lower, iv.LowerBounded), Upper: boundPtr(iv.Upper, iv.UpperBounded), Ready: iv.Ready})
-			}
 		}
 		counts := u.measure == measureRate
 		k.Canary = summarize(run.c, counts, cE, cT)
@@ -357,44 +416,98 @@ func build(ev evidence, r *Report) {
 			k.Pre = pk
 		}
 
-		// Fixed-horizon tests on the run phase.
-		if u.measure == measureRate {
+		// Fixed-horizon tests on the run phase, for reference.
+		if counts {
 			k.Tests = append(k.Tests, rateTest(cE, cT, bE, bT))
 		}
-		if u.judged {
-			k.Tests = append(k.Tests, welch(run.c, run.b), mannWhitney(run.c, run.b))
-			dir := analysis.Increase
-			if harmOf(u.spec) == analysis.Decrease {
-				dir = analysis.Decrease
-			}
-			km := analysis.ClassifyKayenta(run.b, run.c, analysis.ClassifierOptions{Direction: dir})
-			kk := &Kayenta{Classification: string(km.Classification), Reason: km.Reason}
-			if km.DeviationOK {
-				kk.Deviation = fptr(km.Deviation)
-			}
-			k.Kayenta = kk
-		}
-
-		// Status and effect: the engine's own last judgement when there is one.
-		if !u.judged {
+		if u.judged < 0 {
 			k.Status = StatusNotJudged
 			k.StatusReason = u.name + " is a throughput KPI: it feeds the traffic-share check and is not judged on its own"
 			k.Effect = Effect{Relative: true}
 			continue
 		}
-		iv, _ := u.interval(alphaK)
-		v, ok := ev.verdicts[u.name]
-		if !ok {
-			v = analysis.Judge(u.name, iv, harmOf(u.spec), k.Tolerance)
+		k.Tests = append(k.Tests, welch(run.c, run.b), mannWhitney(run.c, run.b))
+		dir := analysis.Increase
+		if k.Harm == experiments.HarmDecrease {
+			dir = analysis.Decrease
 		}
+		km := analysis.ClassifyKayenta(run.b, run.c, analysis.ClassifierOptions{Direction: dir})
+		kk := &Kayenta{Classification: string(km.Classification), Reason: km.Reason}
+		if km.DeviationOK {
+			kk.Deviation = fptr(km.Deviation)
+		}
+		k.Kayenta = kk
+
+		// Status and effect: the engine's judgement of the evidence.
+		v := final.KPIs[u.judged]
 		k.Status, k.StatusReason = string(v.Status), v.Reason
 		fi := v.Interval
 		k.Effect = Effect{Estimate: fptr(fi.Estimate), CILow: boundPtr(fi.Lower, fi.LowerBounded), CIHigh: boundPtr(fi.Upper, fi.UpperBounded),
 			Relative: fi.Relative, Alpha: fi.Alpha, PreAdjusted: fi.PreAdjusted, Dispersion: round(fi.Dispersion, 1e-9), Intervals: fi.Intervals}
+		if n, ok := noise[u.name]; ok {
+			k.Noise = NoiseOf(n, preN, fi.Relative)
+		}
+		k.LiveIntervals = len(path.ends)
+		if v.Status == analysis.Harm || v.Status == analysis.NonInferior {
+			k.StatusAfter = path.since(u.judged, judged[u.judged], v.Status)
+		}
 	}
 	holm(r.KPIs)
-	r.Traffic = shareCheck(ev, alpha)
-	r.PrePeriod = prePeriod(ev.obs)
+	r.Traffic = shares.result(ev.Share(alpha), src.weighted)
+	r.PrePeriod = prePeriod(dec)
+	r.Notes = append(r.Notes, crossCheck(src.decisions, &path, judged)...)
+	return nil
+}
+
+// crossCheck compares the replayed evidence with every decision the engine recorded, at
+// the last interval each had seen: they differ only when the run was recorded by an
+// engine that judged differently (another version), which a reader must know.
+func crossCheck(decs []store.Decision, path *replayed, judged []analysis.KPI) []string {
+	idx := map[string]int{}
+	for i, j := range judged {
+		idx[j.Name] = i
+	}
+	var differ []string
+	first := time.Time{}
+	for _, d := range decs {
+		var det struct {
+			Decision analysis.Decision `json:"decision"`
+			Through  time.Time         `json:"decidedThrough"`
+		}
+		if json.Unmarshal(d.Details, &det) != nil || det.Through.IsZero() {
+			continue
+		}
+		ivs, ok := path.at(det.Through)
+		if !ok {
+			continue
+		}
+		for _, kv := range det.Decision.KPIs {
+			i, ok := idx[kv.Name]
+			if !ok {
+				if !slices.Contains(differ, kv.Name) {
+					differ = append(differ, kv.Name)
+				}
+				continue
+			}
+			if !sameInterval(ivs[i], kv.Interval) && !slices.Contains(differ, kv.Name) {
+				differ = append(differ, kv.Name)
+				if first.IsZero() {
+					first = d.At
+				}
+			}
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("The evidence replayed from the stored observations differs from what the engine decided on for %s (first at %s): the run was probably recorded by another version of Verdict; statuses here are today's judgement.",
+		strings.Join(differ, ", "), fmtTime(first))}
+}
+
+// sameInterval compares an interval with its JSON round trip (the decisions' form).
+func sameInterval(a, b analysis.Interval) bool {
+	eq := func(x, y float64) bool { return x == y || math.Abs(x-y) <= 1e-9*math.Max(math.Abs(x), math.Abs(y)) }
+	return eq(a.Estimate, b.Estimate) && eq(a.Lower, b.Lower) && eq(a.Upper, b.Upper) && a.Ready == b.Ready && a.Intervals == b.Intervals
 }
 
 // holm adjusts each method's p-values across KPIs (statistics.md §6).
@@ -474,104 +587,73 @@ func mannWhitney(c, b []float64) Test {
 	return t
 }
 
-// shareCheck replays the engine's traffic-share check over the run's observations and
-// sums each step's requests per cluster.
-func shareCheck(ev evidence, alpha float64) Traffic {
-	t := Traffic{Steps: []ShareStep{}}
-	if !ev.weighted {
-		t.Reason = "no configured weights are known for this window, so shares were not checked"
-		return t
+// shareTable sums each step's requests per cluster from what the engine's share check
+// read (engine.Evidence.ShareInput), for the per-step table.
+type shareTable struct {
+	clusters []string
+	checked  bool
+	byStep   map[int]*ShareStep
+	steps    []int
+}
+
+func newShareTable(clusters []string) *shareTable {
+	return &shareTable{clusters: clusters, byStep: map[int]*ShareStep{}}
+}
+
+func (t *shareTable) add(ev *engine.Evidence, obs map[string]engine.Observation, step int) {
+	_, counts, weights, ok := ev.ShareInput(obs)
+	if !ok {
+		return
 	}
-	clusters := ev.exp.Spec.Clusters()
-	kinds := map[string]string{}
-	order := map[string]int{}
-	for i, k := range ev.exp.Spec.KPIs {
-		kinds[k.Name], order[k.Name] = k.Type, i
+	wsum := 0.0
+	for _, w := range weights {
+		wsum += w
 	}
-	sc := analysis.NewShareCheck(1000)
-	byStep := map[int]*ShareStep{}
-	var steps []int
-	// One observation per interval end, chosen as the engine chooses it: a throughput KPI
-	// if there is one, else the first KPI in the experiment's order.
-	var cur []decoded
-	flush := func() {
-		if len(cur) == 0 {
-			return
-		}
-		best := cur[0]
-		for _, d := range cur[1:] {
-			bt, dt := kinds[best.KPI] == experiments.KPIThroughput, kinds[d.KPI] == experiments.KPIThroughput
-			if (dt && !bt) || (dt == bt && order[d.KPI] < order[best.KPI]) {
-				best = d
-			}
-		}
-		cur = cur[:0]
-		var counts, weights []float64
-		for _, c := range clusters {
-			v, ok := best.o.Clusters[c]
-			if !ok {
-				return
-			}
-			n := v.Total
-			if kinds[best.KPI] == experiments.KPIThroughput {
-				if v.Value == nil {
-					return
-				}
-				n = *v.Value
-			}
-			counts = append(counts, n)
-			weights = append(weights, best.o.Weights[c])
-		}
-		if sc.Add(counts, weights) != nil {
-			return
-		}
-		t.Checked = true
-		s := byStep[best.Step]
-		if s == nil {
-			s = &ShareStep{Step: best.Step, Expected: map[string]float64{}, Observed: map[string]float64{}}
-			byStep[best.Step] = s
-			steps = append(steps, best.Step)
-		}
-		wsum := 0.0
-		for _, w := range weights {
-			wsum += w
-		}
-		for i, c := range clusters {
-			if wsum > 0 {
-				s.Expected[c] = round(weights[i]/wsum, 1e-9)
-			}
-			s.Observed[c] += counts[i]
-			s.Requests += counts[i]
-		}
+	if !(wsum > 0) {
+		return // no configured weights: the check skips the interval
 	}
-	var end time.Time
-	for _, d := range ev.obs {
-		if d.Phase != "run" || kinds[d.KPI] == "" {
-			continue
-		}
-		if !d.End.Equal(end) {
-			flush()
-			end = d.End
-		}
-		cur = append(cur, d)
+	t.checked = true
+	s := t.byStep[step]
+	if s == nil {
+		s = &ShareStep{Step: step, Expected: map[string]float64{}, Observed: map[string]float64{}}
+		t.byStep[step] = s
+		t.steps = append(t.steps, step)
 	}
-	flush()
-	for _, st := range steps {
-		s := byStep[st]
+	for i, c := range t.clusters {
+		s.Expected[c] = round(weights[i]/wsum, 1e-9)
+		s.Observed[c] += counts[i]
+		s.Requests += counts[i]
+	}
+}
+
+// result is the Traffic section: the engine's share check at α and the per-step table.
+func (t *shareTable) result(res analysis.ShareResult, weighted bool) Traffic {
+	out := Traffic{Steps: []ShareStep{}, Checked: t.checked}
+	if !t.checked {
+		out.Reason = "no interval had request counts for every cluster with their weights, so shares were not checked"
+		if !weighted {
+			out.Reason = "no configured weights are known for this window, so shares were not checked"
+		}
+		return out
+	}
+	for _, st := range t.steps {
+		s := t.byStep[st]
 		for c, n := range s.Observed {
 			if s.Requests > 0 {
 				s.Observed[c] = round(n/s.Requests, 1e-9)
 			}
 		}
 		s.Requests = math.Round(s.Requests)
-		t.Steps = append(t.Steps, *s)
+		out.Steps = append(out.Steps, *s)
 	}
-	res := sc.Result(alpha)
-	t.Mismatch, t.LogBayesFactor, t.Reason = res.Mismatch, round(res.LogBayesFactor, 1e-9), res.Reason
-	if t.Checked && !t.Mismatch && t.Reason == "" {
-		t.Reason = "the observed request shares match the configured weights"
+	out.Mismatch, out.LogBayesFactor, out.Reason, out.Tolerance = res.Mismatch, round(res.LogBayesFactor, 1e-9), res.Reason, round(res.Tolerance, 1e-9)
+	if !out.Mismatch && out.Reason == "" {
+		out.Reason = "the observed request shares match the configured weights"
+		if res.Tolerance > 0 {
+			out.Reason += fmt.Sprintf(" (within %s)", pct(res.Tolerance))
+		}
 	}
-	return t
+	return out
 }
 
 func prePeriod(obs []decoded) *PrePeriod {

@@ -127,18 +127,24 @@ func (h *htmlWriter) write() {
 		}
 		h.p("</tbody></table>\n")
 	}
-	if r.PrePeriod != nil {
-		h.p("<h2>Pre-period calibration</h2>\n<p>%s → %s, %d intervals before any weight change: how canary and baselines compared with the same code. Effects are judged relative to this (difference-in-differences).</p>\n",
-			esc(fmtTime(r.PrePeriod.From)), esc(fmtTime(r.PrePeriod.To)), r.PrePeriod.Intervals)
-		h.p("<table><thead><tr><th>KPI</th><th>canary</th><th>baselines</th><th>canary ÷ baselines</th></tr></thead><tbody>\n")
+	if r.PrePeriod != nil || hasNoise(r) {
+		h.p("<h2>History before the variant</h2>\n")
+		if t := historyText(r); t != "" {
+			h.p("<p>%s</p>\n", esc(t))
+		}
+		h.p("<table><thead><tr><th>KPI</th><th>canary</th><th>baselines</th><th>canary ÷ baselines</th><th>noise model</th></tr></thead><tbody>\n")
 		for i := range r.KPIs {
 			k := &r.KPIs[i]
-			if k.Pre == nil {
+			if k.Pre == nil && k.Noise == nil {
 				continue
 			}
 			f := valueFormatter(k.Measure, k.Type)
-			h.p("<tr><td>%s</td><td class=\"num\">%s</td><td class=\"num\">%s</td><td class=\"num\">%s</td></tr>\n", esc(k.Name), esc(numText(k.Pre.Canary, f)), esc(numText(k.Pre.Baseline, f)),
-				esc(numText(k.Pre.Ratio, func(v float64) string { return "×" + trimFloat(v, 4) })))
+			var c, b, ratio *float64
+			if k.Pre != nil {
+				c, b, ratio = k.Pre.Canary, k.Pre.Baseline, k.Pre.Ratio
+			}
+			h.p("<tr><td>%s</td><td class=\"num\">%s</td><td class=\"num\">%s</td><td class=\"num\">%s</td><td class=\"small\">%s</td></tr>\n", esc(k.Name), esc(numText(c, f)), esc(numText(b, f)),
+				esc(numText(ratio, func(v float64) string { return "×" + trimFloat(v, 4) })), esc(noiseCell(r, k)))
 		}
 		h.p("</tbody></table>\n")
 	}
@@ -203,6 +209,9 @@ func (h *htmlWriter) kpi(k *KPI) {
 	h.p("<p>%s</p>\n", esc(k.StatusReason))
 	if s := effectSentence(k); s != "" {
 		h.p("<p>%s</p>\n", esc(s))
+	}
+	if s := whySentence(r, k); s != "" {
+		h.p("<p class=\"noise\">%s</p>\n", esc(s))
 	}
 	h.p("<div class=\"charts\">%s\n", valueChart(r, k).render())
 	if k.Status != StatusNotJudged {

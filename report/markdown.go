@@ -141,18 +141,23 @@ func (m *mdWriter) write() {
 		}
 		m.p("")
 	}
-	if r.PrePeriod != nil {
-		m.p("## Pre-period calibration\n")
-		m.p("%s → %s, %d intervals, before any weight change: how canary and baselines compared with the same code. Effects above are judged relative to this.\n",
-			fmtTime(r.PrePeriod.From), fmtTime(r.PrePeriod.To), r.PrePeriod.Intervals)
-		m.p("| KPI | canary | baselines | canary ÷ baselines |\n|---|---|---|---|")
+	if r.PrePeriod != nil || hasNoise(r) {
+		m.p("## History before the variant\n")
+		if t := historyText(r); t != "" {
+			m.p("%s\n", cell(t))
+		}
+		m.p("| KPI | canary | baselines | canary ÷ baselines | noise model |\n|---|---|---|---|---|")
 		for i := range r.KPIs {
 			k := &r.KPIs[i]
-			if k.Pre == nil {
+			if k.Pre == nil && k.Noise == nil {
 				continue
 			}
 			f := valueFormatter(k.Measure, k.Type)
-			m.p("| %s | %s | %s | %s |", cell(k.Name), numText(k.Pre.Canary, f), numText(k.Pre.Baseline, f), numText(k.Pre.Ratio, func(v float64) string { return "×" + trimFloat(v, 4) }))
+			var c, b, ratio *float64
+			if k.Pre != nil {
+				c, b, ratio = k.Pre.Canary, k.Pre.Baseline, k.Pre.Ratio
+			}
+			m.p("| %s | %s | %s | %s | %s |", cell(k.Name), numText(c, f), numText(b, f), numText(ratio, func(v float64) string { return "×" + trimFloat(v, 4) }), cell(noiseCell(r, k)))
 		}
 		m.p("")
 	}
@@ -205,6 +210,9 @@ func (m *mdWriter) kpi(k *KPI) {
 	m.p("%s %s — %s\n", statusIcon(k.Status), k.Status, cell(k.StatusReason))
 	if s := effectSentence(k); s != "" {
 		m.p("%s\n", s)
+	}
+	if s := whySentence(r, k); s != "" {
+		m.p("%s\n", cell(s))
 	}
 	if img := m.chart(slug(k.Name)+"-values", valueChart(r, k)); img != "" {
 		m.p("%s\n", img)

@@ -151,12 +151,63 @@ type KPI struct {
 	Status string `json:"status"`
 	// StatusReason is the sentence behind Status.
 	StatusReason string `json:"statusReason"`
+	// StatusAfter is the number of live intervals after which the KPI reached Status and
+	// kept it to the end (harm and non-inferior only; 0 otherwise); LiveIntervals is the
+	// number of live intervals in all.
+	StatusAfter int `json:"statusAfter,omitempty"`
+	// LiveIntervals counts the live intervals the evidence saw (any KPI with data).
+	LiveIntervals int `json:"liveIntervals,omitempty"`
 	// Series holds the per-interval values for the charts, run phase and pre-period.
 	Series []Point `json:"series"`
 	// Sequence is the confidence sequence after each run interval.
 	Sequence []SeqPoint `json:"sequence"`
 	// Pre is the KPI's pre-period calibration, when there was a pre-period.
 	Pre *PreKPI `json:"pre,omitempty"`
+	// Noise is the noise model the engine learned for this KPI from the history before
+	// the variant: why the verdict took the time it took. Judged KPIs only.
+	Noise *Noise `json:"noise,omitempty"`
+}
+
+// Noise is one judged KPI's noise model as the engine learned it from the history window
+// (engine.Evidence.Noise): cluster-level noise that does not shrink with traffic, how long
+// it persists, and the canary's offset against the baselines before the variant. Figures
+// are on the scale the KPI is judged on: log ratios (≈ relative changes) when Relative.
+// Without a usable model only HistoryIntervals and Fallback are set.
+type Noise struct {
+	// HistoryIntervals counts the history intervals the model was learned from (those that
+	// carried information), or, with Fallback, the history intervals there were.
+	HistoryIntervals int `json:"historyIntervals"`
+	// Relative is true when the figures are log ratios (read 0.12 as about 12%).
+	Relative bool `json:"relative"`
+	// ClusterSD is the per-interval standard deviation of the comparison beyond sampling
+	// noise (√τ²).
+	ClusterSD *float64 `json:"clusterSD,omitempty"`
+	// LongRunSD is the per-interval standard deviation of long sums of it, correlation
+	// included: the figure the live sequences use (≥ ClusterSD).
+	LongRunSD *float64 `json:"longRunSD,omitempty"`
+	// Correlation is the lag-1 autocorrelation of the cluster-level noise.
+	Correlation *float64 `json:"correlation,omitempty"`
+	// CorrelatedIntervals is LongRunSD²/ClusterSD²: over how many intervals the noise
+	// persists (1: independent intervals).
+	CorrelatedIntervals *float64 `json:"correlatedIntervals,omitempty"`
+	// Dispersion is how much noisier than their counts explain the history's intervals were
+	// ((sampling + long-run variance) / sampling; 1 = Poisson-like).
+	Dispersion *float64 `json:"dispersion,omitempty"`
+	// Offset is the canary's pre-existing effect against the baselines, subtracted from the
+	// run's effect unless OffsetIgnored.
+	Offset *float64 `json:"offset,omitempty"`
+	// OffsetSE is the standard error of Offset, correlation included.
+	OffsetSE *float64 `json:"offsetSE,omitempty"`
+	// OffsetIgnored is true when the offset is shown but not subtracted: the experiment did
+	// not declare when the variant arrived (spec.canary.apply), so the history may already
+	// contain it.
+	OffsetIgnored bool `json:"offsetIgnored,omitempty"`
+	// EventsPerInterval is the mean number of events per history interval, canary and
+	// baselines together (counts KPIs).
+	EventsPerInterval *float64 `json:"eventsPerInterval,omitempty"`
+	// Fallback says why no noise model is used, when none is: the sequences then estimate
+	// the noise from the run itself, after analysis.minIntervals.
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // Guardrail is an absolute limit on the canary.
@@ -359,6 +410,9 @@ type Traffic struct {
 	LogBayesFactor float64 `json:"logBayesFactor"`
 	// Reason says why, or why the check was not run.
 	Reason string `json:"reason,omitempty"`
+	// Tolerance is the relative share difference that counts as a mismatch
+	// (spec.analysis.shareTolerance); 0 means any difference the test can see.
+	Tolerance float64 `json:"tolerance,omitempty"`
 	// Steps compares, per step, each cluster's configured share with its observed share of
 	// requests.
 	Steps []ShareStep `json:"steps"`

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
@@ -50,19 +49,23 @@ func FromStore(ctx context.Context, st Reader, idOrName string) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: events: %w", run.ID, err)
 	}
-	dobs, err := decodeObservations(obs)
+	r, err := fromRun(run, &exp, obs, decs, evs)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", run.ID, err)
 	}
-	return fromRun(run, &exp, dobs, decs, evs), nil
+	return r, nil
 }
 
-func fromRun(run *store.Run, exp *experiments.Experiment, obs []decoded, decs []store.Decision, evs []store.Event) *Report {
-	iv := exp.Spec.Analysis.Interval.Std()
-	planned := exp.Spec.Analysis.MinIntervals
-	if iv > 0 {
-		planned = max(int(exp.Spec.TotalHold()/iv), planned)
+// plannedIntervals is where a run's gauge boundaries are tightest: its plan's total hold
+// in intervals, as the engine sets it for the run.
+func plannedIntervals(exp *experiments.Experiment) int {
+	if iv := exp.Spec.Analysis.Interval.Std(); iv > 0 {
+		return int(exp.Spec.TotalHold() / iv)
 	}
+	return 0
+}
+
+func fromRun(run *store.Run, exp *experiments.Experiment, obs []store.Observation, decs []store.Decision, evs []store.Event) (*Report, error) {
 	r := &Report{SchemaVersion: SchemaVersion, Kind: KindRun,
 		Experiment: Experiment{Name: exp.Metadata.Name, Description: exp.Spec.Description, Variant: exp.Spec.Canary.Variant,
 			RunID: run.ID, State: string(run.State), EndedBy: run.EndedBy, Started: run.CreatedAt.UTC(), Ended: run.EndedAt.UTC()},
@@ -79,7 +82,7 @@ func fromRun(run *store.Run, exp *experiments.Experiment, obs []decoded, decs []
 		r.Experiment.Duration = run.EndedAt.Sub(run.CreatedAt).Seconds()
 	}
 	for _, d := range obs {
-		if d.Phase != "run" {
+		if d.Phase != engine.PhaseRun {
 			continue
 		}
 		if r.Window.From.IsZero() || d.Start.Before(r.Window.From) {
@@ -90,26 +93,19 @@ func fromRun(run *store.Run, exp *experiments.Experiment, obs []decoded, decs []
 		}
 	}
 
-	verdicts := map[string]analysis.KPIVerdict{}
 	for _, d := range decs {
 		r.Decisions = append(r.Decisions, Decision{At: d.At.UTC(), Step: d.Step, Action: d.Action, Reason: d.Reason})
-		var det struct {
-			Decision analysis.Decision `json:"decision"`
-		}
-		if json.Unmarshal(d.Details, &det) == nil {
-			for _, kv := range det.Decision.KPIs {
-				verdicts[kv.Name] = kv
-			}
-		}
 	}
-	build(evidence{exp: exp, planned: planned, obs: obs, verdicts: verdicts, weighted: true}, r)
+	if err := build(evidence{exp: exp, planned: plannedIntervals(exp), obs: obs, decisions: decs, weighted: true}, r); err != nil {
+		return nil, err
+	}
 	timeline(r, run, exp, evs)
 	for _, k := range r.KPIs {
 		if k.Canary.N == 0 && k.Status != StatusNotJudged {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s has no canary data in the run.", k.Name))
 		}
 	}
-	return r
+	return r, nil
 }
 
 // timeline reads the events into the timeline, steps, weights and preconditions.

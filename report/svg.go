@@ -437,7 +437,7 @@ func valueChart(r *Report, k *KPI) chart {
 	c.lines = append(c.lines, canary)
 	c.vmarks = stepMarks(r)
 	if r.PrePeriod != nil && len(series) > 0 && series[0].Phase == "pre" {
-		c.spans = append(c.spans, span{from: c.x0, to: r.PrePeriod.To, label: "pre-period (same code, before any change)"})
+		c.spans = append(c.spans, span{from: c.x0, to: r.PrePeriod.To, label: "history (same code, before the variant)"})
 	}
 	if g := k.Guardrail; g != nil {
 		word := "max"

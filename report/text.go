@@ -88,7 +88,7 @@ func effectSentence(k *KPI) string {
 	}
 	s := fmt.Sprintf("Effect on the canary: %s, anytime-valid bounds at %s per side over %d intervals", effectText(k), pct(e.Alpha), e.Intervals)
 	if e.PreAdjusted {
-		s += ", relative to the pre-period"
+		s += ", measured from the canary's offset before the variant"
 	}
 	if e.Dispersion > 1.5 {
 		s += fmt.Sprintf("; the counts were %.1f× noisier than Poisson, which widens the bounds", e.Dispersion)
@@ -218,7 +218,7 @@ func stepRows(r *Report, k *KPI) []stepRow {
 		row := stepRow{base: map[string]*float64{}, n: a.cnt}
 		switch {
 		case key < 0:
-			row.label = "pre-period"
+			row.label = "history"
 		case r.Kind == KindAnalysis:
 			row.label = "window"
 		default:
@@ -279,7 +279,7 @@ func eventLabel(t string) string {
 	case "no_data":
 		return "data"
 	case "pre_period":
-		return "pre-period"
+		return "history"
 	case "run_ended":
 		return "end"
 	}

@@ -24,22 +24,31 @@ type analyzeArgs struct {
 	from, to       string
 	preFrom, preTo string
 	step           time.Duration
-	experiment     string // experiment file
-	experimentName string // one experiment of a multi-document file
+	history        *time.Duration // nil: the experiment's analysis.history
+	experiment     string         // experiment file
+	experimentName string         // one experiment of a multi-document file
 	kpiFile        string
 	out            reportOutput
 }
 
 func newAnalyzeCmd(g *globals) *cobra.Command {
 	var a analyzeArgs
+	var history time.Duration
 	cmd := &cobra.Command{
 		Use:   "analyze --from T --to T (--experiment FILE | --kpi FILE --canary C --baseline B1[,B2])",
 		Short: "Compare clusters over any past window, without moving traffic",
-		Long: `Analyze queries Prometheus over a window, with the same KPI semantics as a run (non-overlapping
-intervals, counts tested as counts, baselines pooled), and reports the same evidence as
-verdict report: per KPI the canary against each baseline, the effect with its confidence
-sequence, the fixed-horizon tests with Kayenta's classification, and optionally a pre-period
-calibration. Useful to compare two clusters that already differ, or to re-read a past window.
+		Long: `Analyze reads a past window exactly as a live run reads its intervals, through the engine's own
+evidence model: the history before the window (the experiment's analysis.history, 6h by
+default, or --history, or the explicit window --pre-from/--pre-to) is the baseline each KPI
+learns its noise and the canary's offset from, and the window's intervals are judged as a
+run's live intervals would be. It reports the same evidence as verdict report: per KPI the
+canary against each baseline, the effect with its confidence sequence, the noise model, the
+fixed-horizon tests with Kayenta's classification. Useful to compare two clusters that already
+differ, or to re-read a past window.
+
+The offset learned from the history is subtracted (difference-in-differences) when the
+variant's arrival is declared: by --pre-from/--pre-to (the window is declared to be before the
+change) or by the experiment's spec.canary.apply; otherwise it is shown, not subtracted.
 
 KPIs come from an experiment file (--experiment FILE, which also gives canary, baselines,
 Prometheus and alpha) or from a KPI file (--kpi FILE: a YAML document with "kpis:" written as
@@ -54,7 +63,12 @@ flags or files, --from not before --to, a window with no data).`,
 			takeOutputFile(cmd, g, &a.out)
 			return g.resolve(cmd)
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return runAnalyze(cmd, g, a) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("history") {
+				a.history = &history
+			}
+			return runAnalyze(cmd, g, a)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&a.prometheus, "prometheus", "", "Prometheus base URL (default: the experiment's)")
@@ -62,8 +76,9 @@ flags or files, --from not before --to, a window with no data).`,
 	f.StringSliceVar(&a.baselines, "baseline", nil, "baseline clusters, comma-separated or repeated (default: the experiment's)")
 	f.StringVar(&a.from, "from", "", "start of the window (RFC 3339, now, or relative like -2h)")
 	f.StringVar(&a.to, "to", "now", "end of the window")
-	f.StringVar(&a.preFrom, "pre-from", "", "start of an optional calibration window before --from")
-	f.StringVar(&a.preTo, "pre-to", "", "end of the calibration window")
+	f.StringVar(&a.preFrom, "pre-from", "", "start of an explicit history window before --from, declared to be before the change")
+	f.StringVar(&a.preTo, "pre-to", "", "end of the explicit history window")
+	f.DurationVar(&history, "history", 0, "history before --from to learn the noise from (default: the experiment's analysis.history; 0 reads none)")
 	f.DurationVar(&a.step, "step", 0, "interval length (default: the experiment's analysis interval, else 1m)")
 	f.StringVar(&a.experiment, "experiment", "", "experiment file whose KPIs (and clusters) to use")
 	f.StringVar(&a.experimentName, "experiment-name", "", "pick this experiment of a multi-document --experiment file")
@@ -125,6 +140,12 @@ func runAnalyze(cmd *cobra.Command, g *globals, a analyzeArgs) error {
 	if a.step < 0 {
 		return usageErrorf("--step must be positive, not %s", a.step)
 	}
+	if a.history != nil && *a.history < 0 {
+		return usageErrorf("--history must not be negative, not %s", *a.history)
+	}
+	if a.history != nil && a.preFrom != "" {
+		return usageErrorf("give --history or --pre-from/--pre-to, not both")
+	}
 
 	var exp *experiments.Experiment
 	switch {
@@ -150,12 +171,16 @@ func runAnalyze(cmd *cobra.Command, g *globals, a analyzeArgs) error {
 	if a.prometheus != "" {
 		exp.Spec.Prometheus.Address = a.prometheus
 	}
+	if a.history != nil {
+		exp.Spec.Analysis.History = experiments.Duration(*a.history)
+	}
 	src, err := metricsSource(exp)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	req.Experiment, req.Prometheus = exp, src.Address()
+	req.PlanFromWindow = a.kpiFile != "" // a KPI file has no plan of its own
 	ctx := cmd.Context()
 	if _, err := src.Version(ctx); err != nil {
 		return withCode(exitError, fmt.Errorf("prometheus: %w", err))

@@ -30,6 +30,9 @@ const analyzeKPIs = `kpis:
 analysis: {interval: 1m, minIntervals: 5}
 `
 
+// analyzeExperiment holds for as long as the analysed window (1h): the plan's total hold is
+// where gauge sequences are tightest, and a --kpi file's plan is the window, so that the two
+// give the same evidence.
 const analyzeExperiment = `apiVersion: verdict.dev/v1alpha1
 kind: Experiment
 metadata: {name: analyze-me}
@@ -38,7 +41,7 @@ spec:
   baselines: [c2, c3]
   traffic:
     cloudflare: {poolID: p1, origins: {c1: o1, c2: o2, c3: o3}}
-    steps: [{weight: 10%, hold: 10m}]
+    steps: [{weight: 10%, hold: 60m}]
   prometheus: {address: PROM}
 `
 
@@ -157,7 +160,19 @@ type analyzeJSON struct {
 		Kayenta struct {
 			Classification string `json:"classification"`
 		} `json:"kayenta"`
+		Noise *struct {
+			HistoryIntervals int      `json:"historyIntervals"`
+			ClusterSD        *float64 `json:"clusterSD"`
+			Offset           *float64 `json:"offset"`
+			OffsetIgnored    bool     `json:"offsetIgnored"`
+			Fallback         string   `json:"fallback"`
+		} `json:"noise"`
 	} `json:"kpis"`
+	PrePeriod *struct {
+		From      time.Time `json:"from"`
+		To        time.Time `json:"to"`
+		Intervals int       `json:"intervals"`
+	} `json:"prePeriod"`
 }
 
 func near(a *float64, want, tol float64) bool { return a != nil && math.Abs(*a-want) <= tol }
@@ -217,6 +232,16 @@ func TestAnalyzeEmbedded(t *testing.T) {
 	if !near(cpu.Canary.Mean, 1.2, 1e-9) || !near(cpu.Baseline.Mean, 1.0, 1e-9) || cpu.Status != "harm" {
 		t.Errorf("cpu %v / %v %s", cpu.Canary.Mean, cpu.Baseline.Mean, cpu.Status)
 	}
+	// The explicit history window is where each KPI learned its noise and offset from, and
+	// it is declared to be before the change: the offset is subtracted.
+	if r.PrePeriod == nil || r.PrePeriod.Intervals != 60 || !r.PrePeriod.To.Equal(analyzeSwitch) {
+		t.Errorf("history window %+v", r.PrePeriod)
+	}
+	for _, k := range r.KPIs {
+		if k.Noise == nil || k.Noise.HistoryIntervals != 60 || k.Noise.ClusterSD == nil || k.Noise.OffsetIgnored {
+			t.Errorf("%s: noise %+v", k.Name, k.Noise)
+		}
+	}
 	for _, k := range r.KPIs {
 		for _, ts := range k.Tests {
 			if ts.PAdjusted < ts.PValue {
@@ -255,6 +280,27 @@ func TestAnalyzeEmbedded(t *testing.T) {
 	}
 	if r2m.Window.Step != "2m" || r2m.KPIs[0].Canary.N != 30 || !near(r2m.KPIs[0].Canary.Rate, 0.02, 1e-3) || !near(r2m.KPIs[0].Baseline.Rate, 0.01, 5e-4) {
 		t.Errorf("--step 2m: step %s, n %d, rates %v / %v", r2m.Window.Step, r2m.KPIs[0].Canary.N, *r2m.KPIs[0].Canary.Rate, *r2m.KPIs[0].Baseline.Rate)
+	}
+
+	// By default the history is the experiment's analysis.history (6h) before --from, read
+	// as a run reads it (here the hour or so of data there is); the arrival of the variant is not
+	// declared, so the offset is shown but not subtracted. --history 0 reads none.
+	code, byDefault, stderr := runCLI(t, "analyze", "--experiment", expFile, "--from", from, "--to", to, "--format", "json")
+	var rd analyzeJSON
+	if code != exitOK || json.Unmarshal([]byte(byDefault), &rd) != nil {
+		t.Fatalf("default history: exit %d: %s", code, stderr)
+	}
+	if rd.PrePeriod == nil || rd.PrePeriod.Intervals < 60 || !rd.PrePeriod.To.Equal(analyzeSwitch) || rd.KPIs[0].Effect.PreAdjusted ||
+		rd.KPIs[0].Noise == nil || !rd.KPIs[0].Noise.OffsetIgnored || rd.KPIs[0].Noise.HistoryIntervals < 60 {
+		t.Errorf("default history: %+v, errors effect %+v noise %+v", rd.PrePeriod, rd.KPIs[0].Effect, rd.KPIs[0].Noise)
+	}
+	code, byNone, stderr := runCLI(t, "analyze", "--experiment", expFile, "--from", from, "--to", to, "--history", "0", "--format", "json")
+	var rn analyzeJSON
+	if code != exitOK || json.Unmarshal([]byte(byNone), &rn) != nil {
+		t.Fatalf("--history 0: exit %d: %s", code, stderr)
+	}
+	if rn.PrePeriod != nil || rn.KPIs[0].Noise == nil || rn.KPIs[0].Noise.Fallback == "" || rn.KPIs[0].Status != "harm" {
+		t.Errorf("--history 0: history %+v, errors %s noise %+v", rn.PrePeriod, rn.KPIs[0].Status, rn.KPIs[0].Noise)
 	}
 
 	// Without a pre-period, as HTML and Markdown.
@@ -298,6 +344,8 @@ func TestAnalyzeBadInput(t *testing.T) {
 		{"unknown cluster", []string{"analyze", "--kpi", kpiFile, "--prometheus", prom.URL(), "--canary", "c9", "--baseline", "c2", "--from", from, "--to", to}, exitInvalid, "no data for canary c9"},
 		{"window shorter than a step", append(base, "--from", from, "--to", analyzeSwitch.Add(30*time.Second).Format(time.RFC3339)), exitInvalid, "holds no whole 1m interval"},
 		{"pre-period overlaps", append(base, "--from", from, "--to", to, "--pre-from", analyzeStart.Format(time.RFC3339), "--pre-to", to), exitInvalid, "must end before the window starts"},
+		{"history and pre-period", append(base, "--from", from, "--to", to, "--history", "1h", "--pre-from", analyzeStart.Format(time.RFC3339), "--pre-to", from), exitInvalid, "give --history or --pre-from/--pre-to, not both"},
+		{"negative history", append(base, "--from", from, "--to", to, "--history", "-1h"), exitInvalid, "--history must not be negative"},
 		{"pre-from alone", append(base, "--from", from, "--to", to, "--pre-from", analyzeStart.Format(time.RFC3339)), exitInvalid, "--pre-from and --pre-to go together"},
 		{"no KPIs", []string{"analyze", "--from", from, "--to", to}, exitInvalid, "--experiment FILE or --kpi FILE"},
 		{"kpi without clusters", []string{"analyze", "--kpi", kpiFile, "--prometheus", prom.URL(), "--from", from, "--to", to}, exitInvalid, "--kpi needs --canary and --baseline"},

@@ -14,17 +14,19 @@ import (
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/metrics"
+	"github.com/verdict-dev/verdict/report"
 )
 
 // checkArgs are the parsed arguments of verdict check.
 type checkArgs struct {
 	file       string
 	experiment string
-	history    time.Duration
+	history    *time.Duration // nil: the experiment's analysis.history
 }
 
 func newCheckCmd(g *globals) *cobra.Command {
 	var a checkArgs
+	var history time.Duration
 	cmd := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Check that the experiment's KPIs and preconditions return what they should",
@@ -33,22 +35,31 @@ the recent past, printing per cluster the values and the number of intervals wit
 every problem: no series for a cluster, series without the cluster label, counter resets,
 too little traffic, a failing precondition. Nothing is changed.
 
-It then forecasts the run: the canary cluster's recent history (--history) is replayed as an
-A/A run through the engine's own statistics and decision rule, at each step's traffic share,
-to say whether the evidence for non-inferiority can arrive before the holds end or the run
-will most likely end inconclusive, and whether the canary cluster already differs from its
-baselines. The forecast is advice: it does not change the exit status.
+It then learns each KPI's noise model from the recent history (--history, by default the
+experiment's analysis.history, as the run will) and prints it: how noisy an interval is beyond
+its counts, how long that noise persists, what an interval is therefore worth, and the canary's
+offset against its baselines. And it forecasts the run: that history is replayed as an A/A run
+through the engine's own statistics and decision rule, at each step's traffic share, to say
+whether the evidence for non-inferiority can arrive before the holds end or the run will most
+likely end inconclusive, and whether the canary cluster already differs from its baselines.
+The forecast is advice: it does not change the exit status.
 
 Exit status: 0 the experiment can run, 1 Prometheus cannot be reached, 2 invalid input,
 6 a check failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.file = args[0]
+			if cmd.Flags().Changed("history") {
+				if history < 0 {
+					return usageErrorf("--history must not be negative, not %s", history)
+				}
+				a.history = &history
+			}
 			return runCheck(cmd.Context(), g, a)
 		},
 	}
 	cmd.Flags().StringVar(&a.experiment, "experiment", "", "check this experiment of a multi-document file")
-	cmd.Flags().DurationVar(&a.history, "history", time.Hour, "how much recent history the forecast replays (0 skips the forecast)")
+	cmd.Flags().DurationVar(&history, "history", 0, "how much recent history to learn the noise from and replay in the forecast (default: the experiment's analysis.history; 0 skips both)")
 	return cmd
 }
 
@@ -85,19 +96,27 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 	case err != nil:
 		return withCode(exitError, err)
 	}
+	history := exp.Spec.Analysis.History.Std()
+	if a.history != nil {
+		history = *a.history
+	}
 	var fc *engine.Forecast
 	var fcErr error
-	if a.history > 0 && rep.OK {
+	if history > 0 && rep.OK {
 		iv := exp.Spec.Analysis.Interval.Std()
-		n := max(int(a.history/iv), exp.Spec.Analysis.MinIntervals)
+		n := max(int(history/iv), exp.Spec.Analysis.MinIntervals)
 		fc, fcErr = engine.ForecastRun(ctx, exp, src, time.Now(), n)
 	}
+	noise := checkNoiseOf(fc)
 	if g.json() {
 		out := struct {
 			*metrics.Report
+			// Noise is each judged KPI's noise model learned from the history window, in
+			// the report's form (docs/report-json.md).
+			Noise         []checkNoise     `json:"noise,omitempty"`
 			Forecast      *engine.Forecast `json:"forecast,omitempty"`
 			ForecastError string           `json:"forecastError,omitempty"`
-		}{Report: rep, Forecast: fc}
+		}{Report: rep, Noise: noise, Forecast: fc}
 		if fcErr != nil {
 			out.ForecastError = fcErr.Error()
 		}
@@ -106,6 +125,7 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 		}
 	} else {
 		printCheck(g, exp, rep)
+		printNoise(g, exp, fc, noise)
 		printForecast(g, exp, fc, fcErr)
 	}
 	if !rep.OK {
@@ -189,4 +209,38 @@ func printForecast(g *globals, exp *experiments.Experiment, f *engine.Forecast, 
 		fmt.Fprintf(w, "  → likely rolled back after %s at step %d, before the variant matters: %s\n", experiments.Duration(f.After), f.Step, f.Reason)
 		fmt.Fprintln(w, "    The canary cluster already differs from its baselines; compare them with verdict analyze (a pre-period adjusts for a steady difference).")
 	}
+}
+
+// checkNoise is one judged KPI's noise model as verdict check prints it in JSON.
+type checkNoise struct {
+	KPI string `json:"kpi"`
+	*report.Noise
+}
+
+// checkNoiseOf reads the noise models the forecast learned from the history window.
+func checkNoiseOf(f *engine.Forecast) []checkNoise {
+	if f == nil {
+		return nil
+	}
+	var out []checkNoise
+	for _, n := range f.Noise {
+		// The engine judges ratio KPIs and gauges (latency means included) as log ratios.
+		out = append(out, checkNoise{KPI: n.KPI, Noise: report.NoiseOf(n, f.Intervals, true)})
+	}
+	return out
+}
+
+func printNoise(g *globals, exp *experiments.Experiment, f *engine.Forecast, noise []checkNoise) {
+	if f == nil || len(noise) == 0 {
+		return
+	}
+	w := g.stdout
+	fmt.Fprintf(w, "\nNoise learned from the history, as the run will learn it (%s to %s, %d complete intervals)\n",
+		f.Window.Start.Local().Format("15:04"), f.Window.End.Local().Format("15:04"), f.Intervals)
+	iv := exp.Spec.Analysis.Interval.Std()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, n := range noise {
+		fmt.Fprintf(tw, "  %s\t%s\n", n.KPI, n.Compact(iv))
+	}
+	tw.Flush()
 }

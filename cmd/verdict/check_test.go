@@ -81,6 +81,7 @@ func TestCheckCommand(t *testing.T) {
 	// 600 requests a minute per cluster at 1% errors: at a 10% step the canary sees about two
 	// errors a minute, far too few to prove a 10% tolerance in the 20 minutes allowed.
 	for _, want := range []string{"KPI errors (ratio)", "c1", "OK: the experiment can run", "all-up",
+		"Noise learned from the history, as the run will learn it", "errors  no cluster-level noise beyond sampling, offset 0% ±",
 		"Forecast: the canary cluster's last ", "errors  not proven within 20m", "likely inconclusive at maxDuration 20m"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -90,7 +91,13 @@ func TestCheckCommand(t *testing.T) {
 
 	code, out, _ = runCLI(t, "check", "-o", "json", "--history", "30m", writeCheckExperiment(t, prom.URL(), "c3"))
 	var fc struct {
-		OK       bool `json:"ok"`
+		OK    bool `json:"ok"`
+		Noise []struct {
+			KPI              string   `json:"kpi"`
+			HistoryIntervals int      `json:"historyIntervals"`
+			ClusterSD        *float64 `json:"clusterSD"`
+			OffsetSE         *float64 `json:"offsetSE"`
+		} `json:"noise"`
 		Forecast *struct {
 			Intervals int    `json:"intervals"`
 			Action    string `json:"action"`
@@ -101,7 +108,8 @@ func TestCheckCommand(t *testing.T) {
 		} `json:"forecast"`
 	}
 	if err := json.Unmarshal([]byte(out), &fc); err != nil || code != exitOK || !fc.OK || fc.Forecast == nil ||
-		fc.Forecast.Intervals != 30 || fc.Forecast.Action != "rollback" || len(fc.Forecast.KPIs) != 1 || fc.Forecast.KPIs[0].Reached {
+		fc.Forecast.Intervals != 30 || fc.Forecast.Action != "rollback" || len(fc.Forecast.KPIs) != 1 || fc.Forecast.KPIs[0].Reached ||
+		len(fc.Noise) != 1 || fc.Noise[0].KPI != "errors" || fc.Noise[0].HistoryIntervals != 30 || fc.Noise[0].ClusterSD == nil || fc.Noise[0].OffsetSE == nil {
 		t.Errorf("JSON forecast over 30m: exit %d, %v\n%s", code, err, out)
 	}
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/report"
 	"github.com/verdict-dev/verdict/traffic"
 )
 
@@ -59,9 +60,11 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		fmt.Fprintf(w, "  writing %s …\n", rec.Intent.Purpose)
 	}
 
+	iv := exp.Spec.Analysis.Interval
 	fmt.Fprintln(w, "\nKPIs")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  KPI\tSTATUS\tCANARY\tBASELINE\tEFFECT\tCONFIDENCE SEQUENCE\tTOLERANCE")
+	// The values are the latest interval's; the effect and its sequence cover the whole run.
+	fmt.Fprintf(tw, "  KPI\tSTATUS\tCANARY (LAST %s)\tBASELINE (LAST %s)\tEFFECT (CUMULATIVE)\tCONFIDENCE SEQUENCE\tTOLERANCE\n", iv, iv)
 	vals := map[string]engine.KPIValue{}
 	for _, v := range s.Values {
 		vals[v.KPI] = v
@@ -82,6 +85,7 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 	if s.Share.Mismatch {
 		fmt.Fprintf(w, "  traffic share MISMATCH: %s\n", s.Share.Reason)
 	}
+	renderNoise(w, s, iv.Std())
 	if s.Decision != nil {
 		fmt.Fprintf(w, "\nDecision  %s — %s\n", s.Decision.Action, s.Decision.Reason)
 	}
@@ -99,6 +103,25 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format("15:04:05"), e.Type, e.Message)
 		shown++
 	}
+}
+
+// renderNoise shows each KPI's noise model, once the history has been read: what sets how
+// fast its confidence sequence narrows.
+func renderNoise(w io.Writer, s engine.Snapshot, iv time.Duration) {
+	learned := s.Run.Step > 0
+	for _, n := range s.Noise {
+		learned = learned || n.Model != nil
+	}
+	if !learned || len(s.Noise) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nNoise (learned from the history before the variant)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, n := range s.Noise {
+		// The engine judges ratio KPIs and gauges (latency means included) as log ratios.
+		fmt.Fprintf(tw, "  %s\t%s\n", n.KPI, report.NoiseOf(n, 0, true).Compact(iv))
+	}
+	tw.Flush()
 }
 
 func variantText(v map[string]string) string {

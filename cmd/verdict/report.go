@@ -37,7 +37,9 @@ what happened and why: the verdict and its reason, the steps and weights over ti
 decision, manual action, notification and fault, and per KPI a chart of the canary against each
 baseline, the effect with its confidence sequence, the fixed-horizon tests (Welch, Mann-Whitney
 with Hodges–Lehmann, exact binomial rate test; Holm-adjusted) and Kayenta's classification, the
-traffic-share check, the preconditions and the pre-period calibration.
+noise model learned from the history before the variant (and so why each verdict took the time
+it took), the traffic-share check and the preconditions. The evidence is rebuilt from the stored
+observations through the engine's own evidence model, so it is exactly what the run decided on.
 
 Formats: html (one self-contained page with inline SVG charts), md (Markdown; with -o FILE.md the
 charts are written next to it as FILE-*.svg), json (the stable schema of docs/report-json.md).
