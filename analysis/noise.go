@@ -199,22 +199,46 @@ func varianceUCB(est, se float64) float64 {
 // logFormEvents is the expected number of events on each side above which a ratio
 // interval is compared on the log scale rather than by its binomial score. A ×3 burst on
 // the canary moves the score four times as far as a ×3 burst on a baseline, so bounds on
-// the score's scale under-cover the harm side when noise comes in bursts.
-// Down to a handful of expected events log(x + ½) is nearly unbiased (Haldane) and its
-// variance is 1/λ + 1/(2λ²); below, the binomial score is the better statistic.
-const logFormEvents = 8
+// the score's scale under-cover the harm side when noise comes in bursts (measured: 2.7%
+// false harm at α/K = 1.7% with 3-minute bursts at a 5% share of 12k requests a minute;
+// 0.25% on the log scale). Down to a couple of expected events, log(x + ½) with its exact
+// Poisson mean and variance is the better statistic; below, the score.
+const logFormEvents = 2
 
-// logFormVariance is the sampling variance of an interval's log rate ratio,
-// 1/λc + 1/(2λc²) + 1/λb + 1/(2λb²) with λc = e·π and λb = e·(1−π), with e events at logit x (share logit plus offset), and whether the interval has
-// enough expected events on both sides to be compared on the log scale. Expected, not
-// observed, counts decide, so the choice does not depend on the interval's own noise.
-func logFormVariance(e, x float64) (float64, bool) {
+// logForm is an interval's log rate ratio statistic: the sampling variance of
+// log(c+½) − log(b+½) and the bias to subtract from it, at expected counts e·π and
+// e·(1−π) for logit x (share logit plus offset), and whether the interval has the events
+// for it. Expected, not observed, counts decide, so the choice does not depend on the
+// interval's own noise.
+func logForm(e, x float64) (variance, bias float64, ok bool) {
 	pi := 1 / (1 + math.Exp(-x))
 	ec, eb := e*pi, e*(1-pi)
 	if ec < logFormEvents || eb < logFormEvents {
-		return 0, false
+		return 0, 0, false
 	}
-	return 1/ec + 1/(2*ec*ec) + 1/eb + 1/(2*eb*eb), true
+	bc, vc := poissonLogMoments(ec)
+	bb, vb := poissonLogMoments(eb)
+	return vc + vb, bc - bb, true
+}
+
+// poissonLogMoments are E[log(X+½)] − log λ and Var(log(X+½)) for X ~ Poisson(λ): exact
+// sums for small λ, the expansions (−1/(24λ²), 1/λ + 1/(2λ²)) for large.
+func poissonLogMoments(lam float64) (bias, variance float64) {
+	if lam >= 50 {
+		return -1 / (24 * lam * lam), 1/lam + 1/(2*lam*lam)
+	}
+	kmax := int(lam + 12*math.Sqrt(lam) + 12)
+	p := math.Exp(-lam)
+	var m1, m2 float64
+	for k := 0; k <= kmax; k++ {
+		if k > 0 {
+			p *= lam / float64(k)
+		}
+		l := math.Log(float64(k) + 0.5)
+		m1 += p * l
+		m2 += p * l * l
+	}
+	return m1 - math.Log(lam), math.Max(m2-m1*m1, 1e-12)
 }
 
 // binomTerms are ψ = c − e·π and v = e·π(1−π) of one ratio interval at log rate ratio θ.
@@ -259,9 +283,9 @@ func LearnRatioNoise(obs []RatioObservation) NoiseModel {
 			if x.e == 0 {
 				continue
 			}
-			if v0, ok := logFormVariance(x.e, x.lr+logAt); ok {
+			if v0, bias, ok := logForm(x.e, x.lr+logAt); ok {
 				w := 1 / (v0 + tau2)
-				u += w * (math.Log(x.c+0.5) - math.Log(x.e-x.c+0.5) - x.lr - theta)
+				u += w * (math.Log(x.c+0.5) - math.Log(x.e-x.c+0.5) - bias - x.lr - theta)
 				info += w
 				continue
 			}
@@ -296,8 +320,8 @@ func LearnRatioNoise(obs []RatioObservation) NoiseModel {
 				continue
 			}
 			// every interval as a log-scale residual with its sampling variance
-			if v0, ok := logFormVariance(it.e, it.lr+m.Offset); ok {
-				x[i], a[i], h[i] = math.Log(it.c+0.5)-math.Log(it.e-it.c+0.5)-it.lr-m.Offset, v0, 1
+			if v0, bias, ok := logForm(it.e, it.lr+m.Offset); ok {
+				x[i], a[i], h[i] = math.Log(it.c+0.5)-math.Log(it.e-it.c+0.5)-bias-it.lr-m.Offset, v0, 1
 				sv += v0
 				continue
 			}

@@ -356,12 +356,12 @@ func (r *RatioSequence) accumulate(sum *scoreSums, c, nc, b, nb float64) {
 	// log scale: multiplicative cluster noise is symmetric there, where on the score's
 	// scale a ×3 burst on the canary weighs four times a ×3 burst on a baseline, and
 	// one-sided bounds would under-cover.
-	logForm, d, w0 := false, 0.0, 0.0
+	useLog, d, w0 := false, 0.0, 0.0
 	if sum.ws != nil {
 		off, _ := r.opt.Noise.offset()
-		if v0, ok := logFormVariance(e, lr+off); ok {
-			logForm = true
-			d = math.Log(c+0.5) - math.Log(b+0.5) - lr
+		if v0, bias, ok := logForm(e, lr+off); ok {
+			useLog = true
+			d = math.Log(c+0.5) - math.Log(b+0.5) - bias - lr
 			w0 = 1 / (v0 + r.tau2)
 		}
 	}
@@ -386,7 +386,7 @@ func (r *RatioSequence) accumulate(sum *scoreSums, c, nc, b, nb float64) {
 		sum.bv[i] += e * pi * (1 - pi)
 		sum.ll[i] += c*lpi + b*l1pi
 		switch {
-		case logForm:
+		case useLog:
 			x := w0 * (d - th)
 			sum.ws[i] += x
 			sum.wv[i] += w0
@@ -723,11 +723,12 @@ func (r *RatioSequence) liveScale() float64 {
 	if r.cur.n < r.opt.MinIntervals {
 		return 1
 	}
+	infl := smallSampleInflation(r.cur.n)
 	j := r.estimateIdx(&r.cur)
 	if !(r.cur.wv[j] > 0) {
 		return 1
 	}
-	d := r.cur.wv2[j] / r.cur.wv[j] * smallSampleInflation(r.cur.n)
+	d := r.cur.wv2[j] / r.cur.wv[j] * infl
 	if !(d > 1) || math.IsInf(d, 0) {
 		return 1
 	}
