@@ -124,8 +124,8 @@ func (e *Evidence) AddInterval(obs map[string]Observation, end time.Time) {
 			k.lastEnd = end
 		}
 	}
-	if k, o := e.shareSource(obs); k != nil {
-		e.addShare(k, o)
+	if _, counts, weights, ok := e.ShareInput(obs); ok {
+		_ = e.share.Add(counts, weights) // invalid input (all-zero weights) is skipped by design
 	}
 }
 
@@ -144,19 +144,6 @@ func (e *Evidence) shareSource(obs map[string]Observation) (*kpiState, Observati
 		}
 	}
 	return nil, Observation{}
-}
-
-func (e *Evidence) addShare(k *kpiState, o Observation) {
-	var counts, weights []float64
-	for _, c := range e.exp.Spec.Clusters() {
-		n, ok := k.requests(o, c)
-		if !ok {
-			return
-		}
-		counts = append(counts, n)
-		weights = append(weights, o.Weights[c])
-	}
-	_ = e.share.Add(counts, weights) // invalid input (all-zero weights) is skipped by design
 }
 
 // Replay rebuilds the evidence from stored observations, in their stored order (end time,
@@ -221,6 +208,8 @@ func (e *Evidence) Share(alpha float64) analysis.ShareResult { return e.share.Re
 type KPINoise struct {
 	KPI   string               `json:"kpi"`
 	Model *analysis.NoiseModel `json:"model,omitempty"`
+	// HistoryIntervals is how many history intervals the KPI had, model or not.
+	HistoryIntervals int `json:"historyIntervals"`
 	// Fallback says why no model is used, when none is.
 	Fallback string `json:"fallback,omitempty"`
 }
