@@ -128,7 +128,7 @@ func simRuns(t *testing.T) int {
 		return 40
 	}
 	// enough to catch a gross failure; make bench and VERDICT_SIM_RUNS=1000 measure it
-	return 100
+	return 60
 }
 
 func baseWorld(name, process string) noiseWorld {
