@@ -81,7 +81,7 @@ func TestCheckCommand(t *testing.T) {
 	// 600 requests a minute per cluster at 1% errors: at a 10% step the canary sees about two
 	// errors a minute, far too few to prove a 10% tolerance in the 20 minutes allowed.
 	for _, want := range []string{"KPI errors (ratio)", "c1", "OK: the experiment can run", "all-up",
-		"Noise learned from the history, as the run will learn it", "errors  no cluster-level noise beyond sampling, offset 0% ±",
+		"Noise learned from the history, as the run will learn it", "errors  no cluster-level noise beyond sampling, offset ", "(not subtracted)",
 		"Forecast: the canary cluster's last ", "errors  not proven within 20m", "likely inconclusive at maxDuration 20m"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
