@@ -83,13 +83,16 @@ func TestApplyHookRunsAfterTheBaselineWithTheCanaryDrained(t *testing.T) {
 	h := &hookRecorder{fail: 1}
 	var appliedAt time.Time
 	var drainedWhenApplied map[string]float64
+	var r *Run
+	var phaseWhenApplied string
 	h.apply = func() {
+		phaseWhenApplied = r.Snapshot().Phase
 		appliedAt = w.Now()
 		drainedWhenApplied = w.PoolWeights()
 		w.ErrP["c1"] = 0.013
 	}
 	e := w.engine(func(o *Options) { o.Hooks = h })
-	r := start(t, w, e,
+	r = start(t, w, e,
 		"variant: {cni: cilium}}", "variant: {cni: cilium}, apply: {hook: {command: [upgrade, '{{.Cluster}}']}, during: drained}}",
 		"prePeriod: 60m", "history: 3h",
 		"tolerance: 20%", "tolerance: 10%",
@@ -98,6 +101,9 @@ func TestApplyHookRunsAfterTheBaselineWithTheCanaryDrained(t *testing.T) {
 	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
 	if len(h.calls) != 2 || strings.Join(h.calls[1], " ") != "upgrade c1" {
 		t.Fatalf("hook calls %v, want one failure then `upgrade c1`", h.calls)
+	}
+	if phaseWhenApplied != "apply" {
+		t.Errorf("phase while the hook ran: %q, want apply", phaseWhenApplied)
 	}
 	if drainedWhenApplied["o1"] != 0 {
 		t.Errorf("the canary was not drained while the variant was applied: %v", drainedWhenApplied)

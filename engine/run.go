@@ -1072,6 +1072,9 @@ type Snapshot struct {
 	Values      []KPIValue           `json:"values"`
 	Share       analysis.ShareResult `json:"share"`
 	Noise       []KPINoise           `json:"noise,omitempty"`
+	// Phases are the run's phases (experiments.Spec.Phases) and Phase the one it is in.
+	Phases []string `json:"phases,omitempty"`
+	Phase  string   `json:"phase,omitempty"`
 	PauseNote   string               `json:"pauseNote,omitempty"`
 	RampStart   time.Time            `json:"rampStart,omitzero"`
 	MaxDuration time.Duration        `json:"maxDuration"`
@@ -1080,11 +1083,31 @@ type Snapshot struct {
 // Snapshot returns the run's current state for display.
 func (r *Run) Snapshot() Snapshot {
 	s := Snapshot{Run: *r.rec, Steps: len(r.exp.Spec.Traffic.Steps), Decision: r.last, Values: r.latestValues(),
-		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
+		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
 		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
 	}
 	return s
+}
+
+// phase is where the run is among experiments' phases: baseline until the history is read,
+// apply while the hook is to run, ready while readiness is awaited, then ramp.
+func (r *Run) phase() string {
+	st := r.rec.State
+	if st == store.StatePaused {
+		st = r.rec.PausedFrom
+	}
+	switch {
+	case st == store.StatePending || (st == store.StatePreflight && !r.book.HistoryRead):
+		return experiments.PhaseBaseline
+	case st == store.StatePreflight && r.book.Apply == applyHook:
+		return experiments.PhaseApply
+	case st == store.StatePreflight && r.book.Apply == applyReady:
+		return experiments.PhaseReady
+	case st == store.StatePreflight && r.applyDeclared() && r.book.Apply == "":
+		return experiments.PhaseApply
+	}
+	return experiments.PhaseRamp
 }
 
 // Drive steps the run every tick until it ends or ctx is cancelled. It returns the first

@@ -32,6 +32,16 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		state += fmt.Sprintf(" — step %d/%d at %s", rec.Step, s.Steps, st.Weight)
 	}
 	fmt.Fprintf(w, "State   %s\n", state)
+	if len(s.Phases) > 1 && !rec.State.Terminal() {
+		var ps []string
+		for _, p := range s.Phases {
+			if strings.HasPrefix(p, s.Phase) {
+				p = "[" + p + "]"
+			}
+			ps = append(ps, p)
+		}
+		fmt.Fprintf(w, "Phases  %s\n", strings.Join(ps, " → "))
+	}
 	if rec.State == "Ramping" && s.Hold > 0 {
 		frac := math.Min(1, float64(rec.StepElapsed)/float64(s.Hold))
 		left := max(s.Hold-rec.StepElapsed, 0)
