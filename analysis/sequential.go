@@ -1036,16 +1036,22 @@ func (g *GaugeSequence) Interval(alpha float64) Interval {
 		hi -= g.pre.mean - ph
 		out.PreAdjusted = true
 	}
+	return out.withBounds(est, lo, hi)
+}
+
+// withBounds sets the estimate and bounds of a gauge's interval from the comparison's
+// scale: relative changes from log ratios, or finite differences.
+func (out Interval) withBounds(est, lo, hi float64) Interval {
 	if out.Relative {
 		var okL, okH bool
 		out.Estimate, _ = relFromLog(est)
 		out.Lower, okL = relFromLog(lo)
 		out.Upper, okH = relFromLog(hi)
 		out.LowerBounded, out.UpperBounded = okL, okH
-	} else {
-		out.Estimate, out.Lower, out.Upper = finite(est), finite(lo), finite(hi)
-		out.LowerBounded, out.UpperBounded = out.Lower == lo, out.Upper == hi
+		return out
 	}
+	out.Estimate, out.Lower, out.Upper = finite(est), finite(lo), finite(hi)
+	out.LowerBounded, out.UpperBounded = out.Lower == lo, out.Upper == hi
 	return out
 }
 
@@ -1090,17 +1096,7 @@ func (g *GaugeSequence) modelInterval(out Interval, alpha float64) Interval {
 	ph := -normalQuantile(alpha*g.opt.PreAlphaShare) * se
 	lo, hi := est-half-ph, est+half+ph
 	out.PreAdjusted = !m.OffsetIgnored
-	if out.Relative {
-		var okL, okH bool
-		out.Estimate, _ = relFromLog(est)
-		out.Lower, okL = relFromLog(lo)
-		out.Upper, okH = relFromLog(hi)
-		out.LowerBounded, out.UpperBounded = okL, okH
-	} else {
-		out.Estimate, out.Lower, out.Upper = finite(est), finite(lo), finite(hi)
-		out.LowerBounded, out.UpperBounded = out.Lower == lo, out.Upper == hi
-	}
-	return out
+	return out.withBounds(est, lo, hi)
 }
 
 func finite(x float64) float64 {
