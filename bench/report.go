@@ -14,17 +14,22 @@ import (
 
 // Results is results.json.
 type Results struct {
-	Generated time.Time        `json:"generated"`
-	Machine   Machine          `json:"machine"`
-	Mode      string           `json:"mode"`
-	Runs      int              `json:"runsPerScenario"`
-	Seed      uint64           `json:"seed"`
-	Decision  []DecisionResult `json:"decision"`
-	Scale     []ScaleResult    `json:"scale"`
-	Micro     []MicroResult    `json:"micro,omitempty"`
-	// DecisionSeconds and ScaleSeconds are how long each part took.
+	Generated time.Time `json:"generated"`
+	Machine   Machine   `json:"machine"`
+	Mode      string    `json:"mode"`
+	// Runs is the number of runs per A/A and mismatch cell (boundary cells run twice as
+	// many, regression cells half).
+	Runs     int              `json:"runsPerCell"`
+	Seed     uint64           `json:"seed"`
+	Worlds   []World          `json:"worlds"`
+	Decision []DecisionResult `json:"decision"`
+	Cells    []CellInfo       `json:"cells"`
+	Scale    []ScaleResult    `json:"scale"`
+	Micro    []MicroResult    `json:"micro,omitempty"`
+	// DecisionSeconds, ScaleSeconds and TotalSeconds are how long each part took.
 	DecisionSeconds float64 `json:"decisionSeconds"`
 	ScaleSeconds    float64 `json:"scaleSeconds"`
+	TotalSeconds    float64 `json:"totalSeconds"`
 }
 
 // Machine describes where the figures were measured.
@@ -74,16 +79,76 @@ func (r *Results) Write(dir string) error {
 }
 
 // Row finds a decision row.
-func (r *Results) Row(scenario, rule string) *DecisionResult {
+func (r *Results) Row(world, scale, rule string) *DecisionResult {
 	for i := range r.Decision {
-		if r.Decision[i].Scenario == scenario && r.Decision[i].Rule == rule {
-			return &r.Decision[i]
+		d := &r.Decision[i]
+		if d.World == world && d.Scale == scale && d.Rule == rule {
+			return d
 		}
 	}
 	return nil
 }
 
-func pct(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
+// Cell finds a cell's plan and limits.
+func (r *Results) Cell(world, scale string) *CellInfo {
+	for i := range r.Cells {
+		if r.Cells[i].World == world && r.Cells[i].Scale == scale {
+			return &r.Cells[i]
+		}
+	}
+	return nil
+}
+
+// rows returns the rows of a rule in the worlds of a kind, in result order.
+func (r *Results) rows(kind Kind, rule string) []*DecisionResult {
+	var out []*DecisionResult
+	for i := range r.Decision {
+		d := &r.Decision[i]
+		if d.Kind == kind && d.Rule == rule {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// worst is the row with the highest upper bound of f's interval (then the highest rate).
+func worst(rows []*DecisionResult, ci func(*DecisionResult) []float64, rate func(*DecisionResult) float64) *DecisionResult {
+	var w *DecisionResult
+	for _, d := range rows {
+		if w == nil || ci(d)[1] > ci(w)[1] || (ci(d)[1] == ci(w)[1] && rate(d) > rate(w)) {
+			w = d
+		}
+	}
+	return w
+}
+
+func harmCI(d *DecisionResult) []float64    { return d.HarmCI }
+func harmRate(d *DecisionResult) float64    { return d.HarmRate }
+func errHarmCI(d *DecisionResult) []float64 { return d.ErrorHarmCI }
+func errHarmRate(d *DecisionResult) float64 {
+	if d.ErrorHarmRate == nil {
+		return 0
+	}
+	return *d.ErrorHarmRate
+}
+
+func pct(x float64) string {
+	switch {
+	case x == 0:
+		return "0%"
+	case x < 0.1:
+		return fmt.Sprintf("%.1f%%", 100*x)
+	}
+	return fmt.Sprintf("%.0f%%", 100*x)
+}
+
+// rateCI is "1.2% (0.3–4.1)".
+func rateCI(rate float64, ci []float64) string {
+	if len(ci) != 2 {
+		return pct(rate)
+	}
+	return fmt.Sprintf("%s (%.1f–%.1f)", pct(rate), 100*ci[0], 100*ci[1])
+}
 
 func num(p *float64) string {
 	if p == nil {
@@ -102,173 +167,275 @@ func ratio(p *float64) string {
 	return fmt.Sprintf("%.2f×", *p)
 }
 
-func frCell(d *DecisionResult) string {
-	if d == nil || d.FalseRollbackRate == nil {
+func where(d *DecisionResult) string { return d.World + ", " + d.Scale }
+
+// headlineRegression picks the regression cell the headline reports: the worst world
+// (fleet) at the highest traffic.
+const (
+	headlineScale      = "700k/1%"
+	headlineErrors     = "errors-x1.5-fleet"
+	headlineLatency    = "latency+10%-fleet"
+	headlineAA         = "fleet"
+	headlineCalm       = "poisson"
+	promoteScaleMiddle = "12k/1%"
+)
+
+func detectCell(d *DecisionResult) string {
+	if d == nil {
 		return "—"
 	}
-	return fmt.Sprintf("%s (%.1f–%.1f)", pct(*d.FalseRollbackRate), 100*d.FalseRollbackCI[0], 100*d.FalseRollbackCI[1])
+	return fmt.Sprintf("%s: %s / %s", pct(d.HarmRate), num(d.MedianDetect), num(d.P90Detect))
 }
 
-// worstAA is a rule's highest A/A false-rollback rate and where.
-func (r *Results) worstAA(rule string) (*DecisionResult, bool) {
-	var worst *DecisionResult
-	for i := range r.Decision {
-		d := &r.Decision[i]
-		if d.Kind == KindAA && d.Rule == rule && (worst == nil || *d.FalseRollbackRate > *worst.FalseRollbackRate) {
-			worst = d
-		}
+func promoteCell(d *DecisionResult) string {
+	if d == nil {
+		return "—"
 	}
-	return worst, worst != nil
+	return fmt.Sprintf("%s (%s min)", pct(d.PromoteRate), num(d.MedianPromote))
 }
 
-// Headline is the README table: per rule, the worst A/A false-rollback rate, the
-// detection times of the two goal regressions and their ratio to the oracle SPRT.
+// Headline is the README table: per rule, the worst figures over every world and scale.
 func (r *Results) Headline() string {
 	var b strings.Builder
-	b.WriteString("| rule | worst A/A false rollbacks (95% CI) | errors ×1.5: median / p90 intervals | latency +10%: median / p90 intervals | × oracle SPRT (errors ×1.5, latency +10%) | p99-only regression detected |\n")
-	b.WriteString("|---|---|---|---|---|---|\n")
-	for _, rule := range Rules {
-		if rule == RuleOracleMargin {
+	b.WriteString("| rule | worst A/A false rollbacks (95% CI) | worst at the boundary: error-rate harm flagged (95% CI), target ≤ α/K = 1.7% | healthy canary promoted (median min), fleet 12k / 700k | same, Poisson 12k / 700k | errors ×1.5, fleet 700k: detected / median / p90 min | latency +10%, fleet 700k: detected / median / p90 min |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, rule := range Rules() {
+		aa := worst(r.rows(KindAA, rule), harmCI, harmRate)
+		if aa == nil {
 			continue
 		}
-		w, _ := r.worstAA(rule)
-		e, l, p := r.Row("errors-x1.5", rule), r.Row("latency+10%", rule), r.Row("p99-only", rule)
-		if e == nil || l == nil || p == nil {
-			continue
+		bd := "—"
+		ci, rate := harmCI, harmRate
+		if rule == RuleVerdict || rule == RuleOracle {
+			ci, rate = errHarmCI, errHarmRate
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s / %s | %s / %s | %s, %s | %s |\n", rule, frCell(w),
-			num(e.MedianIntervalsToDetect), num(e.P90IntervalsToDetect), num(l.MedianIntervalsToDetect), num(l.P90IntervalsToDetect),
-			ratio(e.OracleRatio), ratio(l.OracleRatio), pct(*p.Power))
+		if w := worst(r.rows(KindBoundary, rule), ci, rate); w != nil {
+			bd = fmt.Sprintf("%s [%s]", rateCI(rate(w), ci(w)), where(w))
+			if rule != RuleVerdict && rule != RuleOracle {
+				bd = fmt.Sprintf("(any rollback) %s", bd)
+			}
+		}
+		e, l := r.Row(headlineErrors, headlineScale, rule), r.Row(headlineLatency, headlineScale, rule)
+		eTxt, lTxt := detectCell(e), detectCell(l)
+		if e != nil && e.OracleRatio != nil && rule != RuleOracle {
+			eTxt += " (" + ratio(e.OracleRatio) + ")"
+		}
+		if l != nil && l.OracleRatio != nil && rule != RuleOracle {
+			lTxt += " (" + ratio(l.OracleRatio) + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %s [%s] | %s | %s / %s | %s / %s | %s | %s |\n", rule, rateCI(aa.HarmRate, aa.HarmCI), where(aa), bd,
+			promoteCell(r.Row(headlineAA, promoteScaleMiddle, rule)), promoteCell(r.Row(headlineAA, headlineScale, rule)),
+			promoteCell(r.Row(headlineCalm, promoteScaleMiddle, rule)), promoteCell(r.Row(headlineCalm, headlineScale, rule)),
+			eTxt, lTxt)
 	}
 	return b.String()
 }
 
-// Goals checks the issue's goals against the figures.
+func mark(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**NOT MET**"
+}
+
+// Goals checks the targets against the figures, one line each, failures first named.
 func (r *Results) Goals() []string {
 	var out []string
-	mark := func(ok bool) string {
-		if ok {
-			return "**met**"
+	alpha := 0.05
+	// A/A: the upper bound of every cell's false-rollback rate at or below α.
+	var bad []string
+	for _, d := range r.rows(KindAA, RuleVerdict) {
+		if d.HarmCI[1] > alpha {
+			bad = append(bad, fmt.Sprintf("%s %s", where(d), rateCI(d.HarmRate, d.HarmCI)))
 		}
-		return "**not met**"
 	}
-	if w, ok := r.worstAA(RuleVerdict); ok {
-		met := true
-		for _, d := range r.Decision {
-			if d.Kind == KindAA && d.Rule == RuleVerdict && *d.FalseRollbackRate > alpha {
-				met = false
+	if w := worst(r.rows(KindAA, RuleVerdict), harmCI, harmRate); w != nil {
+		out = append(out, fmt.Sprintf("Healthy canaries (A/A): Verdict's false-rollback rate ≤ α = 5%% by the upper 95%% bound in every world and scale: %s (worst %s in %s%s).",
+			mark(len(bad) == 0), rateCI(w.HarmRate, w.HarmCI), where(w), listed(" above α: ", bad)))
+	}
+	// Boundary: the error-rate KPI found harmful at or below α/K.
+	aK := alpha / nKPIs
+	bad = nil
+	over := 0
+	for _, d := range r.rows(KindBoundary, RuleVerdict) {
+		if d.ErrorHarmCI[1] > aK {
+			bad = append(bad, fmt.Sprintf("%s %s", where(d), rateCI(*d.ErrorHarmRate, d.ErrorHarmCI)))
+			if *d.ErrorHarmRate > aK {
+				over++
 			}
 		}
-		out = append(out, fmt.Sprintf("A/A false-rollback rate ≤ α = 0.05 for Verdict in every A/A scenario: %s (worst %s in %s).", mark(met), frCell(w), w.Scenario))
 	}
-	for _, sc := range []string{"errors-x1.5", "latency+10%"} {
-		v, k := r.Row(sc, RuleVerdict), r.Row(sc, RuleKayenta)
-		if v == nil || k == nil || v.MedianIntervalsToDetect == nil {
-			continue
-		}
-		within := v.OracleRatio != nil && *v.OracleRatio <= 1.5
-		half := k.MedianIntervalsToDetect == nil || *v.MedianIntervalsToDetect <= *k.MedianIntervalsToDetect/2
-		margin := r.Row(sc, RuleOracleMargin)
-		mr := ""
-		if margin != nil && margin.MedianIntervalsToDetect != nil {
-			mr = fmt.Sprintf(" (against the tolerance-aware oracle, which tests what Verdict tests: %.2f×)", *v.MedianIntervalsToDetect / *margin.MedianIntervalsToDetect)
-		}
-		out = append(out, fmt.Sprintf("%s: Verdict's median %s intervals within 1.5× the oracle SPRT's %s: %s (%s)%s; at most half of Kayenta's %s: %s.",
-			sc, num(v.MedianIntervalsToDetect), num(r.Row(sc, RuleOracle).MedianIntervalsToDetect), mark(within), ratio(v.OracleRatio), mr, num(k.MedianIntervalsToDetect), mark(half)))
+	if w := worst(r.rows(KindBoundary, RuleVerdict), errHarmCI, errHarmRate); w != nil {
+		out = append(out, fmt.Sprintf("Calibration at the boundary (error rate ×1.10 = the tolerance): Verdict flags the error rate harmful ≤ α/K = %.2f%% by the upper bound: %s (worst %s in %s; %d cells with the point estimate itself above α/K%s).",
+			100*aK, mark(len(bad) == 0), rateCI(*w.ErrorHarmRate, w.ErrorHarmCI), where(w), over, listed("; upper bound above α/K: ", bad)))
 	}
-	for _, s := range r.Scale {
-		if s.Experiments == 1000 && !s.RateLimited {
-			out = append(out, fmt.Sprintf("1,000 concurrent experiments on %d cores with no late ticks at a 1-minute interval: %s (%d late of %d experiment ticks; slowest round %.1f s).",
-				r.Machine.GOMAXPROCS, mark(s.LateTicks == 0 && s.Errors == 0), s.LateTicks, s.ExperimentTicks, s.TickWallMax))
+	// Boundary, the other side: a canary at the tolerance must not be proven non-inferior.
+	bad = nil
+	var wp *DecisionResult
+	for _, d := range r.rows(KindBoundary, RuleVerdict) {
+		if d.PromoteCI[1] > aK {
+			bad = append(bad, fmt.Sprintf("%s %s", where(d), rateCI(d.PromoteRate, d.PromoteCI)))
 		}
+		if wp == nil || d.PromoteCI[1] > wp.PromoteCI[1] {
+			wp = d
+		}
+	}
+	if wp != nil {
+		out = append(out, fmt.Sprintf("At the boundary Verdict promotes (proves the error rate within 10%%, wrongly) ≤ α/K by the upper bound: %s (worst %s in %s%s).",
+			mark(len(bad) == 0), rateCI(wp.PromoteRate, wp.PromoteCI), where(wp), listed("; upper bound above α/K: ", bad)))
+	}
+	// Share check.
+	if d := r.Row("share-99.5%", "700k/1%", RuleVerdict); d != nil {
+		out = append(out, fmt.Sprintf("A canary receiving 99.5%% of its share at 700k requests/min is not flagged: %s (flagged in %s; promoted in %s).", mark(d.FlagRate == 0), rateCI(d.FlagRate, d.FlagCI), pct(d.PromoteRate)))
+	}
+	for _, sc := range []string{"1k/1%", "12k/1%", "700k/1%"} {
+		if d := r.Row("share-60%", sc, RuleVerdict); d != nil {
+			out = append(out, fmt.Sprintf("A canary receiving 60%% of its share at %s is flagged: %s (%s, median %s min; promoted %s).", sc, mark(d.FlagRate >= 0.95 && d.PromoteRate == 0), pct(d.FlagRate), num(d.MedianDetect), pct(d.PromoteRate)))
+		}
+	}
+	// The variant that arrived before the run.
+	for _, d := range r.rows(KindRegression, RuleVerdict) {
+		if d.World == "applied-before" {
+			out = append(out, fmt.Sprintf("A ×1.3 variant applied 3 hours before the run, appliedAt declared, %s, is never promoted and is rolled back: %s (for harm in %s, median %s min — the oracle %s; at maxDuration, still inconclusive, in %s; promoted %s).",
+				d.Scale, mark(d.PromoteRate == 0 && d.HarmRate+d.TimeoutRate >= 0.99), pct(d.HarmRate), num(d.MedianDetect), pct(r.Row(d.World, d.Scale, RuleOracle).HarmRate), pct(d.TimeoutRate), pct(d.PromoteRate)))
+		}
+	}
+	// Detection against the valid oracle.
+	for _, w := range []string{"errors-x1.5", "latency+10%", "errors-x1.5-fleet", "latency+10%-fleet"} {
+		var parts []string
+		for _, sc := range Scales() {
+			v, o := r.Row(w, sc.Name, RuleVerdict), r.Row(w, sc.Name, RuleOracle)
+			if v == nil || o == nil {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %s/%s min vs %s/%s (%s)", sc.Name, num(v.MedianDetect), num(v.P90Detect), num(o.MedianDetect), num(o.P90Detect), ratio(v.OracleRatio)))
+		}
+		out = append(out, fmt.Sprintf("%s, Verdict vs the valid oracle, median/p90 minutes to roll back: %s.", w, strings.Join(parts, "; ")))
 	}
 	return out
+}
+
+func listed(prefix string, items []string) string {
+	if len(items) == 0 {
+		return ""
+	}
+	return prefix + strings.Join(items, "; ")
 }
 
 // Markdown renders results.md.
 func (r *Results) Markdown() string {
 	var b strings.Builder
-	w := DefaultWorld()
-	fmt.Fprintf(&b, "# Verdict benchmarks\n\nGenerated by `make bench` (`go run ./bench/cmd/verdict-bench`) on %s, mode **%s**.\n\n", r.Generated.UTC().Format("2006-01-02 15:04 MST"), r.Mode)
-	fmt.Fprintf(&b, "Machine: %s, %d cores (GOMAXPROCS %d), %s, %s. Decision part %.0f s, scale part %.0f s.\n\n", r.Machine.CPU, r.Machine.Cores, r.Machine.GOMAXPROCS, r.Machine.OS, r.Machine.Go, r.DecisionSeconds, r.ScaleSeconds)
-	b.WriteString("## Headline\n\n")
+	fmt.Fprintf(&b, "# Verdict benchmarks\n\nGenerated by `make bench` (`go run ./bench/cmd/verdict-bench`) on %s, mode **%s**, seed %d.\n\n", r.Generated.UTC().Format("2006-01-02 15:04 MST"), r.Mode, r.Seed)
+	fmt.Fprintf(&b, "Machine: %s, %d cores (GOMAXPROCS %d), %s, %s. Decision part %.0f s, scale part %.0f s, total %.0f s.\n\n", r.Machine.CPU, r.Machine.Cores, r.Machine.GOMAXPROCS, r.Machine.OS, r.Machine.Go, r.DecisionSeconds, r.ScaleSeconds, r.TotalSeconds)
+	b.WriteString("## Headline: the worst case\n\n")
 	b.WriteString(r.Headline())
-	b.WriteString("\nIntervals are one minute; each regression's run is 150 intervals. \"—\" means not reached: fewer than half (median) or 90% (p90) of the runs detected within the horizon. " +
-		"The oracle SPRT knows the true effect and assumes Poisson counts, so it is a lower bound on detection time but not calibrated on the fleet's overdispersed errors (its A/A column). " +
-		"Verdict's goal ratios against `oracle-sprt-margin`, the oracle asked Verdict's own question (harm beyond the tolerance), are under Goals.\n\n")
-	b.WriteString("### Goals of issue 10\n\n")
+	fmt.Fprintf(&b, "\nEach A/A cell (world × scale) is %d simulated experiments (the fleet world %d), each boundary cell %d (boundary-fleet %d), each regression and mismatch cell %d; every rule judges the same latent worlds. "+
+		"\"A/A false rollbacks\" are rollbacks for harm of a canary running the same code (rollbacks because maxDuration ran out are counted apart, as timeouts). "+
+		"Times are minutes from the start of the ramp (one-minute intervals); \"—\" means fewer than half (median) or 90%% (p90) of the runs got there. "+
+		"Promotion rates are for the plan Verdict's own forecast sized (below); the oracle runs the same plan. "+
+		"× is the ratio to the valid oracle's median.\n\n", r.Runs, 2*r.Runs, runsFor(KindBoundary, r.Runs), 2*runsFor(KindBoundary, r.Runs), runsFor(KindRegression, r.Runs))
+	b.WriteString("### Targets\n\n")
 	for _, g := range r.Goals() {
 		b.WriteString("- " + g + "\n")
 	}
-	b.WriteString("\n## Decision quality\n\n")
-	fmt.Fprintf(&b, "%d simulated experiments per scenario, seed %d; every rule judges the same runs. Each run: %d one-minute intervals in %d steps of %d (canary share 5%% → 20%% → 34%% of the experiment's traffic unless noted), %.0f requests/s through the pool with a ±%.0f%% daily wave, two baselines. "+
-		"Per-interval counts and values are drawn from `sim.Profile` — the profile the demo fleet's clusters serve requests from (`sim.DefaultProfile`: 50 ms median, 2%% of requests in a 250 ms tail, 1%% errors with Gamma(k=20) noise per 10 s epoch and 2%% ×2–6 bursts, ±4%% drift over 10 minutes, 3%% latency noise per epoch) — aggregated per minute in `bench/world.go` "+
-		"(exact Poisson counts; interval mean latency and p99 from the profile's mixture moments and asymptotic quantile noise; the fleet's capacity queueing and per-route factors are left out).\n\n",
-		r.Runs, r.Seed, w.StepIntervals*3, 3, w.StepIntervals, w.Load.Rate, 100*w.Load.Amplitude)
-	b.WriteString("| scenario | kind | what |\n|---|---|---|\n")
-	for _, sc := range Scenarios() {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", sc.Name, sc.Kind, sc.Description)
+	b.WriteString("\n### What this shows\n\n")
+	b.WriteString(r.WhatThisShows())
+
+	b.WriteString("\n## How the worlds are made\n\n")
+	b.WriteString("`bench/world.go` simulates one-minute intervals of three clusters (the canary and two baselines) behind one pool, independently of the analysis package's test generator. " +
+		"Requests per cluster are Poisson around the pool's load times the cluster's real share; the load follows a ±50% daily wave. " +
+		"Each cluster's error rate is the scale's rate times its own noise process (below); errors are Poisson given requests. " +
+		"Latency per request is a lognormal body (median 50 ms) with a 2% lognormal tail (median 250 ms), both log-sd 0.5, times a per-cluster-minute multiplier (3% log-sd, and the canary's offset and variant): interval sums, counts of requests slower than 250 ms, and the CV² the engine estimates from Prometheus' default buckets are what the engine is given (`engine.Observation`, as `engine.Reduce` makes them). " +
+		"Before the ramp the engine reads its history window (`analysis.history`, 6 hours by default) at the pool's original weights (three equal origins); it ends at `spec.canary.apply.appliedAt`, which every world declares as the moment the variant went live (the ramp's start, or 3 hours earlier in applied-before). " +
+		"The interval in which weights change is skipped, as the engine skips it.\n\n")
+	b.WriteString("| scale | requests/min through the pool | normal error rate |\n|---|---|---|\n")
+	for _, sc := range Scales() {
+		fmt.Fprintf(&b, "| %s | %.0f | %g%% |\n", sc.Name, sc.RequestsPerMinute, 100*sc.ErrorRate)
+	}
+	b.WriteString("\n| world | kind | what | scales |\n|---|---|---|---|\n")
+	for _, w := range r.Worlds {
+		sc := "all"
+		if w.Scales != nil {
+			sc = strings.Join(w.Scales, ", ")
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", w.Name, w.Kind, w.Description, sc)
 	}
 	b.WriteString("\n| rule | how |\n|---|---|\n")
-	for _, rule := range Rules {
-		fmt.Fprintf(&b, "| %s | %s |\n", rule, RuleDescriptions[rule])
+	desc := RuleDescriptions()
+	for _, rule := range Rules() {
+		fmt.Fprintf(&b, "| %s | %s |\n", rule, desc[rule])
 	}
-	b.WriteString("\n### False rollbacks (no harmful change), 95% Wilson interval\n\n| scenario |")
-	for _, rule := range Rules {
-		b.WriteString(" " + rule + " |")
-	}
-	b.WriteString("\n|---|" + strings.Repeat("---|", len(Rules)) + "\n")
-	for _, sc := range Scenarios() {
-		if sc.Kind == KindRegression {
+
+	b.WriteString("\n## Plans and limits\n\n")
+	b.WriteString("Every plan is 5% for 10 minutes, 20% for 20 minutes, then 34% for a final hold sized the way an operator would with the check forecast: the noise models learned from a 6-hour history of the world (3 histories, the median plan), `analysis.ProofTime`'s P90 for every judged KPI of a healthy canary, the shortest final hold (10-minute steps) that covers them — at most a 5-hour plan; where the forecast says it cannot be done within that, the default one-hour plan is run (\"out of reach\"). Every step has a 10-minute minimum hold (`minHold`), so a run advances or promotes as soon as every KPI is non-inferior; maxDuration is the engine's default, twice the holds. " +
+		"The physical limit is the number of intervals a fixed-sample non-inferiority test at α/K with 90% power needs at the final share, with the true per-interval variance (sampling plus the long-run cluster noise) and the offset known: no rule can promote a healthy canary reliably sooner.\n\n")
+	b.WriteString("| world | scale | plan | forecast P90 per KPI (intervals; 0 = beyond the cap) | physical limit per KPI (intervals at 34%) | Verdict promoted: rate, median / p90 min | oracle promoted | timeouts (Verdict) |\n|---|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		v, o := r.Row(c.World, c.Scale, RuleVerdict), r.Row(c.World, c.Scale, RuleOracle)
+		if v == nil || (v.Kind != KindAA && v.Kind != KindMismatch) {
 			continue
 		}
-		b.WriteString("| " + sc.Name + " |")
-		for _, rule := range Rules {
-			b.WriteString(" " + frCell(r.Row(sc.Name, rule)) + " |")
+		plan := c.Plan.String()
+		if !c.Plan.Reachable {
+			plan += " (out of reach)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s, %s / %s | %s, %s / %s | %s |\n", c.World, c.Scale, plan, kpiInts(c.Plan.Forecast), kpiFloats(c.FixedSample),
+			pct(v.PromoteRate), num(v.MedianPromote), num(v.P90Promote), pct(o.PromoteRate), num(o.MedianPromote), num(o.P90Promote), pct(v.TimeoutRate))
+	}
+
+	cols := Rules()
+	header := func(first string) {
+		b.WriteString("| " + first + " |")
+		for _, rule := range cols {
+			b.WriteString(" " + rule + " |")
+		}
+		b.WriteString("\n|---|" + strings.Repeat("---|", len(cols)) + "\n")
+	}
+	b.WriteString("\n## False rollbacks of healthy canaries\n\nRollbacks for harm, with their 95% Wilson interval, per world and scale (every rule on the same runs). Kayenta, Flagger and naive peeking judge the canary against the baselines as they are: they have no history, so the offset world's standing 15% is harm to them.\n\n")
+	header("world, scale")
+	for _, d := range r.rows(KindAA, RuleVerdict) {
+		b.WriteString("| " + where(d) + " |")
+		for _, rule := range cols {
+			x := r.Row(d.World, d.Scale, rule)
+			b.WriteString(" " + rateCI(x.HarmRate, x.HarmCI) + " |")
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n### Detection: power / median / p90 intervals to detect (× oracle SPRT's median)\n\nFor weight-mismatch, detecting means flagging the traffic-share mismatch (which blocks promotion), not rolling back.\n\n| scenario |")
-	for _, rule := range Rules {
-		b.WriteString(" " + rule + " |")
-	}
-	b.WriteString("\n|---|" + strings.Repeat("---|", len(Rules)) + "\n")
-	for _, sc := range Scenarios() {
-		if sc.Kind != KindRegression && sc.Kind != KindMismatch {
-			continue
-		}
-		b.WriteString("| " + sc.Name + " |")
-		for _, rule := range Rules {
-			d := r.Row(sc.Name, rule)
-			if d == nil || d.Power == nil {
-				b.WriteString(" — |")
-				continue
+	b.WriteString("\n## Calibration at the boundary\n\nThe canary's error rate is ×1.10, exactly the tolerance: the error-rate KPI must be found harmful in at most α/K = 1.67% of runs, and proven non-inferior (the run promoted) in at most as many. Verdict and the oracle: error-rate KPI flagged harmful, with its 95% interval [promoted]; the others: any rollback.\n\n")
+	header("world, scale")
+	for _, d := range r.rows(KindBoundary, RuleVerdict) {
+		b.WriteString("| " + where(d) + " |")
+		for _, rule := range cols {
+			x := r.Row(d.World, d.Scale, rule)
+			if x.ErrorHarmRate != nil {
+				fmt.Fprintf(&b, " %s [%s] |", rateCI(*x.ErrorHarmRate, x.ErrorHarmCI), pct(x.PromoteRate))
+			} else {
+				b.WriteString(" " + rateCI(x.HarmRate, x.HarmCI) + " |")
 			}
-			fmt.Fprintf(&b, " %s / %s / %s (%s) |", pct(*d.Power), num(d.MedianIntervalsToDetect), num(d.P90IntervalsToDetect), ratio(d.OracleRatio))
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n### Verdict: promotions, and what was still open at the horizon\n\nA run that is neither rolled back nor promoted after the final hold stays inconclusive; with the default `onInconclusive: rollback` the engine would end it as `inconclusive` at `maxDuration`.\n\n| scenario | promoted | rolled back | inconclusive at the horizon: KPIs not yet non-inferior (runs) |\n|---|---|---|---|\n")
-	for _, sc := range Scenarios() {
-		d := r.Row(sc.Name, RuleVerdict)
-		if d == nil {
-			continue
+	b.WriteString("\n## Detection\n\nPer rule: share of runs rolled back for harm / median / p90 minutes to the rollback (× the valid oracle's median). For share-60%, detecting is flagging the traffic-share mismatch (Verdict only: the others have no share check).\n\n")
+	header("world, scale")
+	for _, kind := range []Kind{KindRegression, KindMismatch} {
+		for _, d := range r.rows(kind, RuleVerdict) {
+			b.WriteString("| " + where(d) + " |")
+			for _, rule := range cols {
+				x := r.Row(d.World, d.Scale, rule)
+				rate := x.HarmRate
+				if kind == KindMismatch {
+					rate = x.FlagRate
+				}
+				fmt.Fprintf(&b, " %s / %s / %s", pct(rate), num(x.MedianDetect), num(x.P90Detect))
+				if x.OracleRatio != nil && rule != RuleOracle {
+					fmt.Fprintf(&b, " (%s)", ratio(x.OracleRatio))
+				}
+				b.WriteString(" |")
+			}
+			b.WriteString("\n")
 		}
-		var open []string
-		keys := make([]string, 0, len(d.OpenAtEnd))
-		for k := range d.OpenAtEnd {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			open = append(open, fmt.Sprintf("%s %d", k, d.OpenAtEnd[k]))
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", sc.Name, pct(d.PromoteRate), pct(d.RollbackRate), strings.Join(open, "; "))
 	}
-	b.WriteString("\nCharts: [detection time against effect size](detection-time.svg), [false-rollback rate per rule](false-rollback-rate.svg).\n\n")
-	b.WriteString("Notes on fairness. The oracle SPRT knows the true effect, the KPI it is on, and the true likelihood only under Poisson counts: under the fleet's overdispersed errors it is anti-conservative (its A/A rows show it), so it is a lower bound on detection time, not a rule anyone could run. " +
-		"Verdict decides harm only beyond each KPI's tolerance (10% errors, 5% latency), never before 10 intervals, at α/3 per KPI: `oracle-sprt-margin` is the best possible test of that same question. " +
-		"Kayenta can only act at a step's end (intervals 50, 100, 150). Flagger's thresholds are fixed numbers (2% errors, 400 ms p99): looser ones miss regressions, tighter ones roll back healthy canaries more often.\n")
+	b.WriteString("\nCharts: [detection time](detection-time.svg), [false-rollback rate per rule](false-rollback-rate.svg).\n")
 
 	b.WriteString("\n## Scale\n\n")
 	b.WriteString("Each row is one world: that many experiments started at once and stepped by one engine (one SQLite store, one metrics client, one Cloudflare client) against the Cloudflare emulator (one pool per experiment, over HTTP, rate limit off) and the embedded Prometheus (real TSDB and PromQL over HTTP, three clusters per experiment, samples every 15 s), on compressed virtual time: one tick per virtual minute, all experiments' `Run.Step` calls run by a pool of workers, as fast as they complete. " +
@@ -292,8 +459,8 @@ func (r *Results) Markdown() string {
 			name, 1000*s.CPUPerExperimentTick, float64(s.RSSBytes)/(1<<20), float64(s.HeapBytes)/(1<<20), s.QueriesPerTick, s.KPIs, s.QueriesPerExperimentTick, s.CloudflareCallsPerStep, s.PoolReadsPerTick,
 			s.LateTicks, s.ExperimentTicks, s.TickWallP50, s.TickWallMax, 1000*s.StepP99, s.Faults, s.Errors, strings.Join(ends, ", "))
 	}
-	b.WriteString("\nA latency KPI costs three range queries (buckets, sum, count) and a ratio KPI two (events, total): 5 per experiment tick for 2 KPIs, against the target of one per KPI; nothing is batched across experiments yet. " +
-		"Every tick also reads the pool (the drift check); as in `verdict serve`, those reads share one listing of the account's pools at most 10 s old (`traffic.PoolCache`), so pool reads per tick are about one listing per round instead of one call per experiment (1.00 before the cache). A weight change costs 3 calls (read, PATCH, read back). The emulator's limiter was off for the plain rows; the row marked \"rate limit on\" runs the same world with Cloudflare's 1,200 calls per 5 minutes on: 1,000 experiments starting in the same minute need about 3,000 calls for their first step alone, so most of them wait (faults are the 429s, retried at the next tick) and none is failed or left half-shifted.\n")
+	b.WriteString("\nA latency KPI costs three range queries (buckets, sum, count) and a ratio KPI two (events, total): 5 per experiment tick for 2 KPIs; nothing is batched across experiments yet. " +
+		"Every tick also reads the pool (the drift check); as in `verdict serve`, those reads share one listing of the account's pools at most 10 s old (`traffic.PoolCache`). A weight change costs 3 calls (read, PATCH, read back). The emulator's limiter was off for the plain rows; the row marked \"rate limit on\" runs the same world with Cloudflare's 1,200 calls per 5 minutes on: most experiments wait (faults are the 429s, retried at the next tick) and none is failed or left half-shifted.\n")
 	if len(r.Micro) > 0 {
 		b.WriteString("\n## Micro-benchmarks\n\n`testing.Benchmark` in the same process (the same workloads run with `go test -bench . ./analysis ./experiments`).\n\n| function | what | time per op | allocs per op |\n|---|---|---|---|\n")
 		for _, m := range r.Micro {
@@ -303,6 +470,98 @@ func (r *Results) Markdown() string {
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %d |\n", m.Name, m.What, t, m.AllocsPerOp)
 		}
+	}
+	return b.String()
+}
+
+// kpiInts and kpiFloats print per-KPI figures in judged order, shortened.
+func kpiInts(m map[string]int) string {
+	var parts []string
+	for i, n := range kpiNames {
+		parts = append(parts, fmt.Sprintf("%s %d", kpiShort[i], m[n]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func kpiFloats(m map[string]float64) string {
+	var parts []string
+	for i, n := range kpiNames {
+		parts = append(parts, fmt.Sprintf("%s %.0f", kpiShort[i], m[n]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+var kpiShort = [nKPIs]string{"errors", "slow", "mean"}
+
+// WhatThisShows is the short reading of the figures, with the ratios computed from them.
+func (r *Results) WhatThisShows() string {
+	var b strings.Builder
+	v := worst(r.rows(KindAA, RuleVerdict), harmCI, harmRate)
+	if v == nil {
+		return ""
+	}
+	fmt.Fprintf(&b, "- **False rollbacks.** Verdict's worst A/A cell is %s (%s); the valid oracle's worst is %s (%s).",
+		rateCI(v.HarmRate, v.HarmCI), where(v), rateCI(worst(r.rows(KindAA, RuleOracle), harmCI, harmRate).HarmRate, worst(r.rows(KindAA, RuleOracle), harmCI, harmRate).HarmCI), where(worst(r.rows(KindAA, RuleOracle), harmCI, harmRate)))
+	for _, rule := range []string{RuleKayenta, RuleKayentaEach, flaggerRule(flaggerThresholds[len(flaggerThresholds)-1]), RuleNaive} {
+		if w := worst(r.rows(KindAA, rule), harmCI, harmRate); w != nil {
+			fmt.Fprintf(&b, " %s: %s (%s).", rule, pct(w.HarmRate), where(w))
+		}
+	}
+	b.WriteString("\n")
+	if w := worst(r.rows(KindBoundary, RuleVerdict), errHarmCI, errHarmRate); w != nil {
+		o := worst(r.rows(KindBoundary, RuleOracle), errHarmCI, errHarmRate)
+		fmt.Fprintf(&b, "- **At the boundary** Verdict flags the error rate in at most %s of runs (%s) against α/K = 1.7%%; the oracle, which spends all of α/K on the live test, %s (%s).\n",
+			pct(errHarmRate(w)), where(w), pct(errHarmRate(o)), where(o))
+	}
+	// Promotion: Verdict against the oracle and the physical limit where Verdict promotes.
+	var pr []string
+	for _, c := range r.Cells {
+		vr, or := r.Row(c.World, c.Scale, RuleVerdict), r.Row(c.World, c.Scale, RuleOracle)
+		if vr == nil || vr.Kind != KindAA || vr.MedianPromote == nil || or.MedianPromote == nil {
+			continue
+		}
+		lim := 0.0
+		for _, x := range c.FixedSample {
+			lim = math.Max(lim, x)
+		}
+		pr = append(pr, fmt.Sprintf("%s %s: %s min (%.1f× the oracle's %s; physical limit %.0f intervals at 34%%)", c.World, c.Scale, num(vr.MedianPromote), *vr.MedianPromote / *or.MedianPromote, num(or.MedianPromote), lim))
+	}
+	var never []string
+	for _, c := range r.Cells {
+		vr, or := r.Row(c.World, c.Scale, RuleVerdict), r.Row(c.World, c.Scale, RuleOracle)
+		if vr == nil || vr.Kind != KindAA || vr.PromoteRate >= 0.5 {
+			continue
+		}
+		never = append(never, fmt.Sprintf("%s %s (%s; oracle %s)", c.World, c.Scale, pct(vr.PromoteRate), pct(or.PromoteRate)))
+	}
+	fmt.Fprintf(&b, "- **Promotion.** Where half of the healthy canaries are promoted, Verdict's median time to promote: %s. Promoted in fewer than half of the runs: %s.\n", strings.Join(pr, "; "), strings.Join(never, "; "))
+	// Detection ratios.
+	var det []string
+	for _, w := range []string{"errors-x1.5", "latency+10%", "errors-x1.5-fleet", "latency+10%-fleet"} {
+		var rs []float64
+		for _, sc := range Scales() {
+			if d := r.Row(w, sc.Name, RuleVerdict); d != nil && d.OracleRatio != nil {
+				rs = append(rs, *d.OracleRatio)
+			}
+		}
+		if len(rs) > 0 {
+			det = append(det, fmt.Sprintf("%s %.2f–%.2f× (%d scales with both medians)", w, slices.Min(rs), slices.Max(rs), len(rs)))
+		}
+	}
+	fmt.Fprintf(&b, "- **Detection** against the valid oracle's median: %s.\n", strings.Join(det, "; "))
+	// The Flagger sweep: no threshold both spares healthy canaries and catches regressions.
+	var sweep []string
+	for _, t := range flaggerThresholds {
+		rule := flaggerRule(t)
+		w := worst(r.rows(KindAA, rule), harmCI, harmRate)
+		e, l := r.Row(headlineErrors, headlineScale, rule), r.Row(headlineLatency, headlineScale, rule)
+		if w == nil || e == nil || l == nil {
+			continue
+		}
+		sweep = append(sweep, fmt.Sprintf("×%g: worst A/A %s, catches errors ×1.5 in %s and latency +10%% in %s", t, pct(w.HarmRate), pct(e.HarmRate), pct(l.HarmRate)))
+	}
+	if len(sweep) > 0 {
+		fmt.Fprintf(&b, "- **Flagger's threshold** (fleet world, 700k/1%% for the regressions): %s.\n", strings.Join(sweep, "; "))
 	}
 	return b.String()
 }

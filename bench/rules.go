@@ -1,325 +1,454 @@
 package bench
 
 import (
+	"fmt"
 	"math"
-	"strings"
+	"time"
 
 	"github.com/verdict-dev/verdict/analysis"
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
 )
 
-// The rules judged on identical data, in the order results show them.
+// The rules judged on the same latent worlds, in the order results show them.
 const (
-	RuleVerdict = "verdict"
-	RuleOracle  = "oracle-sprt"
-	RuleKayenta = "kayenta"
-	RuleFlagger = "flagger"
-	RuleNaive   = "naive-peeking"
-	// RuleOracleMargin is an extra: the SPRT that knows the true effect and tests what
-	// Verdict tests — harm beyond the KPI's tolerance — so its ratio to Verdict isolates the
-	// price of not knowing the effect and the noise from the price of the tolerance.
-	RuleOracleMargin = "oracle-sprt-margin"
+	RuleVerdict     = "verdict"
+	RuleOracle      = "oracle"
+	RuleKayenta     = "kayenta"
+	RuleKayentaEach = "kayenta-each"
+	RuleNaive       = "naive-peeking"
 )
+
+// flaggerThresholds are the Flagger rows: the canary's error rate must stay at or below
+// T × the clusters' normal rate and its mean latency at or below 1 + (T−1)/5 × normal.
+var flaggerThresholds = []float64{1.5, 2, 3, 5}
+
+func flaggerRule(t float64) string { return fmt.Sprintf("flagger-x%g", t) }
 
 // Rules lists the rule names in display order.
-var Rules = []string{RuleVerdict, RuleOracle, RuleKayenta, RuleFlagger, RuleNaive, RuleOracleMargin}
+func Rules() []string {
+	out := []string{RuleVerdict, RuleOracle, RuleKayenta, RuleKayentaEach}
+	for _, t := range flaggerThresholds {
+		out = append(out, flaggerRule(t))
+	}
+	return append(out, RuleNaive)
+}
 
 // RuleDescriptions say how each rule is configured, for results.md.
-var RuleDescriptions = map[string]string{
-	RuleVerdict:      "analysis.Decide every interval on the engine's sequences: error rate (ratio, tolerance 10%), latency slow share > 250 ms (ratio, 5%) and mean (gauge, 5%, planned 150 intervals), min 10 intervals, α = 0.05 split over the 3, share check k = 1000; advance at each hold's end",
-	RuleOracle:       "Wald SPRT of 'no effect' against the true effect on the affected KPI only, with the true likelihood (conditional binomial for counts, Gaussian with the generator's variance for log mean latency), reject at LR ≥ 1/α; in A/A and improvement runs it tests errors ×1.5 and latency ×1.10 at α/2 each",
-	RuleKayenta:      "ClassifyKayenta (Mann-Whitney, tolerance 0.25, confidence 0.98, direction Increase) on each step's 50 per-interval values of error rate, mean and p99 latency, canary vs pooled baselines, at the step's end; score < 75 rolls back, ≥ 95 advances",
-	RuleFlagger:      "each interval: canary error rate ≤ 2% (twice the normal 1%) and p99 ≤ 400 ms (≈1.5× normal); rollback after 5 failed checks (cumulative, as Flagger counts); no data is a failed check",
-	RuleOracleMargin: "as oracle-sprt, but testing the KPI's tolerance (errors ×1.10, latency and slow share ×1.05) against the true effect: the best sequential test of the hypothesis Verdict tests; it cannot detect effects at or inside the tolerance",
-	RuleNaive:        "from interval 10, every interval: one-sided exact rate-ratio tests on cumulative errors and slow requests and a t-test on per-interval log mean ratios, each at α/3; rollback at the first p < α/3 (share: exact binomial test per weight segment at α)",
+func RuleDescriptions() map[string]string {
+	d := map[string]string{
+		RuleVerdict:     "the engine's own decision: engine.NewEvidence on the experiment loaded from YAML (defaults: history 6h, α 5% over K = 3 judged KPIs, tolerances error rate 10%, latency mean 5%, slow share 20%, share tolerance 5%), the history window fed with AddHistory, then AddInterval and Decide every complete interval; Advance moves to the next step's weights (the interval in which weights change is skipped, as the engine skips it), Rollback and Promote end the run",
+		RuleOracle:      "a valid sequential test that knows what Verdict must learn: each KPI's true canary/baseline offset, the clusters' true rates and the true long-run variance of the cluster-level noise at the current share (computed from the generator), so it needs no history and spends nothing on the offset; per KPI a one-sided normal-mixture test (precisions 1, 10, 100, 1000) of harm beyond the tolerance and of non-inferiority, at α/3 each, on the score weighted by the inverse of its true variance at the expected counts; same plan, holds, minimum holds and maxDuration as Verdict",
+		RuleKayenta:     "ClassifyKayenta (Mann-Whitney, tolerance 0.25, confidence 0.98, direction Increase) on each step's per-interval error rate, mean latency and slow share, canary against the pooled baselines, at the step's end; score < 75 rolls back, ≥ 95 at the final step promotes; full holds",
+		RuleKayentaEach: "as kayenta, and in between at every interval from the step's fifth on the step's window so far (at most its last 60 intervals, Kayenta's lookback): peeking at Kayenta",
+		RuleNaive:       "every interval from the tenth: one-sided exact rate-ratio tests on the cumulative errors and slow requests and a Welch t-test on per-interval log mean-latency ratios, each at α/3 against no difference; rollback at the first p < α/3; promote at the end otherwise; full holds",
+	}
+	for _, t := range flaggerThresholds {
+		d[flaggerRule(t)] = fmt.Sprintf("each interval the canary's own error rate ≤ %g× the normal rate and mean latency ≤ %.2f× normal (thresholds set by someone who knows the fleet's normal values); rollback after 5 failed checks (cumulative, as Flagger counts), promote after the full holds", t, 1+(t-1)/5)
+	}
+	return d
 }
 
-// Outcome is what one rule did in one run. Intervals are 1-based; 0 means never.
-type Outcome struct {
-	// RollbackAt is the interval of the rollback.
-	RollbackAt int
-	// FlagAt is the interval the traffic-share mismatch was first flagged.
-	FlagAt int
-	// Promoted is true when the rule promoted the canary at the end.
-	Promoted bool
-	// Open names, for Verdict, the KPIs that were not yet non-inferior when the run
-	// ended without a verdict (what blocked promotion), joined by commas.
-	Open string
-}
-
+// Judged KPI indices (the order of engine.Evidence.Judged for the bench experiment).
 const (
-	alpha       = 0.05
-	minInterval = 10
-	// Flagger-style thresholds and failed-check limit.
-	flaggerMaxErrorRate = 0.02
-	flaggerMaxP99       = 0.400
-	flaggerThreshold    = 5
-	// Kayenta score thresholds.
-	kayentaPass     = 95.0
-	kayentaMarginal = 75.0
+	kpiErrors = iota
+	kpiSlow
+	kpiMean
+	nKPIs
 )
 
-const nRules = 6
+// kpiNames are the judged KPIs' names as the engine reports them.
+var kpiNames = [nKPIs]string{"error-rate", "latency (slower than 250ms)", "latency (mean)"}
 
-// judge runs every rule over one run's intervals.
-func (w World) judge(sc Scenario, ivs []Interval) [nRules]Outcome {
-	return [nRules]Outcome{
-		w.verdict(sc, ivs),
-		w.oracle(sc, ivs, false),
-		w.kayenta(sc, ivs),
-		w.flagger(sc, ivs),
-		w.naive(sc, ivs),
-		w.oracle(sc, ivs, true),
-	}
+// Outcome is what one rule did in one run. Times are minutes from the ramp's start; 0
+// means never.
+type Outcome struct {
+	// RollbackAt is when the rule rolled back; Harm says which KPIs it found harmful then
+	// (a bitmask over kpiErrors, kpiSlow, kpiMean: 0 with RollbackAt > 0 is a rollback at
+	// maxDuration with KPIs still inconclusive).
+	RollbackAt int
+	Harm       uint8
+	// PromoteAt is when it promoted.
+	PromoteAt int
+	// FlagAt is when it first flagged a traffic-share mismatch.
+	FlagAt int
 }
 
-// verdict is Verdict's live decision, built as the engine builds it (engine/kpis.go):
-// one RatioSequence for the error rate, one RatioSequence (slow share) and one
-// GaugeSequence (mean) for the latency KPI, the share check over the three clusters,
-// analysis.Decide every interval.
-func (w World) verdict(sc Scenario, ivs []Interval) Outcome {
-	minIv, planned := w.MinIntervals, w.PlannedIntervals
-	if minIv <= 0 {
-		minIv = minInterval
+// harmRollback reports a rollback for harm (not for time running out).
+func (o Outcome) harmRollback() bool { return o.RollbackAt > 0 && o.Harm != 0 }
+
+// judgeRun runs every rule on one latent world.
+func judgeRun(c *cell, l *latent) []Outcome {
+	out := make([]Outcome, len(c.rules))
+	out[0] = c.verdict(l)
+	out[1] = c.oracle(l)
+	fixed := c.fixedSchedule(l)
+	out[2] = kayenta(fixed, false)
+	out[3] = kayenta(fixed, true)
+	for i, t := range flaggerThresholds {
+		out[4+i] = flagger(fixed, t, c.scale.ErrorRate)
 	}
-	if planned <= 0 {
-		planned = len(ivs)
-	}
-	errs := analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv})
-	slow := analysis.NewRatioSequence(analysis.RatioOptions{MinIntervals: minIv})
-	lat := analysis.NewGaugeSequence(analysis.GaugeOptions{MinIntervals: minIv, PlannedIntervals: planned})
-	share := analysis.NewShareCheck(1000)
-	kpis := []analysis.KPI{
-		{Name: "error-rate", State: errs, Harm: analysis.Increase, Tolerance: 0.10},
-		{Name: "latency (slower than 250ms)", State: slow, Harm: analysis.Increase, Tolerance: 0.05},
-		{Name: "latency (mean)", State: lat, Harm: analysis.Increase, Tolerance: 0.05},
-	}
-	var o Outcome
-	elapsed, step := 0, 0
-	for k := range ivs {
-		iv := &ivs[k]
-		if iv.Step != step { // the world moved on to the next step's weights
-			step, elapsed = iv.Step, 0
+	out[4+len(flaggerThresholds)] = naive(fixed)
+	return out
+}
+
+// schedIv is one complete interval of a schedule, with where the plan was.
+type schedIv struct {
+	Interval
+	step, stepElapsed, elapsed int
+	stepEnd, final             bool
+}
+
+// weightsAt are the configured weights at a step (1-based), after a rebalance or not.
+func (w *World) weightsAt(step int, share float64, rebalanced bool) [nClusters]float64 {
+	split := 0.5
+	if rebalanced {
+		split = 0.8
+		if step == 2 {
+			share = w.RebalanceShare
 		}
-		bReq, bErr, bSlow, bMean, _ := iv.baseline()
-		errs.Add(iv.Errors[0], iv.Requests[0], bErr, bReq)
-		slow.Add(iv.Slow[0], iv.Requests[0], bSlow, bReq)
-		if iv.Requests[0] > 0 && bReq > 0 {
-			lat.Add(iv.Mean[0], bMean)
-		}
-		_ = share.Add(iv.Requests[:], iv.Weights[:])
+	}
+	return [nClusters]float64{share, (1 - share) * split, (1 - share) * (1 - split)}
+}
+
+// action is a rule's decision after an interval.
+type action int
+
+const (
+	actContinue action = iota
+	actAdvance
+	actPromote
+	actRollback
+)
+
+// drive walks a plan as the engine does: the ramp starts at minute l.start, the interval
+// in which weights change is skipped (it saw both), every complete interval is fed to
+// decide, Advance moves to the next step. An operator's rebalance (World.Rebalance)
+// happens halfway through step 2. It returns when decide ends the run or after limit
+// minutes.
+func drive(l *latent, plan Plan, limit int, decide func(s *schedIv) action) {
+	w := l.w
+	d := newDrawer(l)
+	step, stepElapsed, elapsed := 1, 0, 0
+	skip, rebalanced := true, false
+	for t := l.start; t < l.start+limit; t++ {
 		elapsed++
-		res := share.Result(alpha)
-		d := analysis.Decide(kpis, analysis.Step{Alpha: alpha, HoldComplete: elapsed >= w.StepIntervals, Final: step == len(sc.Shares)-1, Share: &res})
-		if d.ShareMismatch && o.FlagAt == 0 {
-			o.FlagAt = k + 1
+		if skip {
+			skip = false
+			continue
 		}
-		switch d.Action {
-		case analysis.Rollback:
-			o.RollbackAt = k + 1
-			return o
-		case analysis.Promote:
-			o.Promoted = true
-			return o
+		st := plan.Steps[step-1]
+		s := schedIv{Interval: d.draw(t, w.weightsAt(step, st.Share, rebalanced)), step: step, elapsed: elapsed}
+		stepElapsed++
+		s.stepElapsed = stepElapsed
+		s.stepEnd = stepElapsed >= st.Hold
+		s.final = step == len(plan.Steps)
+		switch decide(&s) {
+		case actRollback, actPromote:
+			return
+		case actAdvance:
+			if step < len(plan.Steps) {
+				step, stepElapsed, skip = step+1, 0, true
+			}
 		}
-		if k == len(ivs)-1 {
-			var open []string
-			for _, v := range d.KPIs {
-				if v.Status != analysis.NonInferior {
-					open = append(open, v.Name)
-				}
-			}
-			if d.ShareMismatch {
-				open = append(open, "traffic share")
-			}
-			o.Open = strings.Join(open, ", ")
+		if w.Rebalance && !rebalanced && step == 2 && stepElapsed == plan.Steps[1].Hold/2 {
+			rebalanced, skip = true, true
 		}
 	}
-	return o
 }
 
-// sprt is one one-sided sequential probability ratio test.
-type sprt struct {
-	llr, bound float64
-}
+func minutes(n int) time.Duration { return time.Duration(n) * time.Minute }
 
-func (s *sprt) crossed() bool { return s.llr >= s.bound }
-
-// binomLLR is the conditional-binomial log likelihood ratio of rate ratio phi against
-// phi0 for c canary events of e = c + b, with the canary's request share r.
-func binomLLR(c, b, r, phi, phi0 float64) float64 {
-	if c+b == 0 || !(r > 0 && r < 1) {
-		return 0
+// verdict is the engine's live decision: the history window through AddHistory, then
+// every complete interval through AddInterval and Decide.
+func (c *cell) verdict(l *latent) Outcome {
+	ev, err := engine.NewEvidence(c.exp, plannedIntervals(c.exp))
+	if err != nil {
+		panic(err) // the experiment loaded and validated: cannot happen
 	}
-	p0 := r * phi0 / (r*phi0 + 1 - r)
-	p1 := r * phi / (r*phi + 1 - r)
-	return c*math.Log(p1/p0) + b*math.Log((1-p1)/(1-p0))
-}
-
-// oracle is the SPRT that knows the true effect: the fastest any sequential test of the
-// same error level can be on average (Wald–Wolfowitz), a lower bound for detection.
-//
-// With margin it tests the tolerance (H0: ratio = 1 + tolerance) instead of "no
-// effect", and never detects an effect at or inside the tolerance.
-func (w World) oracle(sc Scenario, ivs []Interval, margin bool) Outcome {
+	d := newDrawer(l)
+	orig := originalWeights()
+	for t := l.histEnd - c.history; t < l.histEnd; t++ {
+		iv := d.draw(t, orig)
+		ev.AddHistory(observations(&iv))
+	}
+	ev.Fit()
 	var o Outcome
-	type test struct {
-		kpi       string
-		ratio, r0 float64
-		s         sprt
-	}
-	null := func(kpi string) float64 {
-		if !margin {
-			return 1
+	drive(l, c.plan, c.plan.MaxDuration+len(c.plan.Steps)+1, func(s *schedIv) action {
+		ev.AddInterval(observations(&s.Interval), rampStart.Add(minutes(s.elapsed)))
+		dec := ev.Decide(engine.Position{Step: s.step, StepElapsed: minutes(s.stepElapsed), Elapsed: minutes(s.elapsed)})
+		if dec.ShareMismatch && o.FlagAt == 0 {
+			o.FlagAt = s.elapsed
 		}
-		switch kpi {
-		case "errors":
-			return 1.10
-		case "latency", "slow":
-			return 1.05
-		}
-		return 1
-	}
-	var tests []*test
-	if sc.Effect.KPI == "" {
-		tests = []*test{{kpi: "errors", ratio: 1.5, r0: null("errors"), s: sprt{bound: math.Log(2 / alpha)}}, {kpi: "latency", ratio: 1.10, r0: null("latency"), s: sprt{bound: math.Log(2 / alpha)}}}
-	} else {
-		tests = []*test{{kpi: sc.Effect.KPI, ratio: sc.Effect.Ratio, r0: null(sc.Effect.KPI), s: sprt{bound: math.Log(1 / alpha)}}}
-	}
-	if tests[0].kpi != "share" && tests[0].ratio <= tests[0].r0 {
-		return o // nothing beyond the margin to detect
-	}
-	for k := range ivs {
-		iv := &ivs[k]
-		bReq, bErr, bSlow, bMean, _ := iv.baseline()
-		r := iv.Requests[0] / (iv.Requests[0] + bReq)
-		for _, t := range tests {
-			switch t.kpi {
-			case "errors":
-				t.s.llr += binomLLR(iv.Errors[0], bErr, r, t.ratio, t.r0)
-			case "slow":
-				t.s.llr += binomLLR(iv.Slow[0], bSlow, r, t.ratio, t.r0)
-			case "latency":
-				if iv.Mean[0] > 0 && bMean > 0 {
-					d := math.Log(iv.Mean[0] / bMean)
-					d1, d0 := math.Log(t.ratio), math.Log(t.r0)
-					t.s.llr += ((d1-d0)*d - (d1*d1-d0*d0)/2) / iv.LatVar
+		switch dec.Action {
+		case analysis.Rollback:
+			o.RollbackAt = s.elapsed
+			for i, k := range dec.KPIs {
+				if k.Status == analysis.Harm && i < nKPIs {
+					o.Harm |= 1 << i
 				}
-			case "share":
-				n := iv.Requests[0] + bReq
-				s0 := iv.Weights[0]
-				s1 := s0 * t.ratio
-				t.s.llr += iv.Requests[0]*math.Log(s1/s0) + (n-iv.Requests[0])*math.Log((1-s1)/(1-s0))
 			}
-			if t.s.crossed() {
-				if t.kpi == "share" {
-					o.FlagAt = k + 1
-				} else {
-					o.RollbackAt = k + 1
-				}
-				return o
-			}
+			return actRollback
+		case analysis.Promote:
+			o.PromoteAt = s.elapsed
+			return actPromote
+		case analysis.Advance:
+			return actAdvance
 		}
-	}
+		return actContinue
+	})
 	return o
 }
 
-// kayenta is a Kayenta canary analysis at the end of each step on that step's window:
-// one value per interval per metric, canary against the pooled baselines.
-func (w World) kayenta(sc Scenario, ivs []Interval) Outcome {
+// fixedSchedule is the plan walked with full holds and no early decision: what the
+// comparators that hold every step judge.
+func (c *cell) fixedSchedule(l *latent) []schedIv {
+	var out []schedIv
+	drive(l, c.plan, c.plan.Holds()+len(c.plan.Steps)+1, func(s *schedIv) action {
+		out = append(out, *s)
+		if s.stepEnd {
+			if s.final {
+				return actPromote
+			}
+			return actAdvance
+		}
+		return actContinue
+	})
+	return out
+}
+
+// ---- the oracle ---------------------------------------------------------------------
+
+// oracleState is one KPI's oracle statistic: the inverse-variance-weighted score at the
+// tolerance, S = Σ w·(observation − expected at the tolerance), and its information V.
+type oracleState struct {
+	s, v float64
+	n    int
+	tol  float64 // log scale
+}
+
+// logMixPlus is log of the equal-weight mixture over precisions of one-sided
+// normal-mixture martingales 2·sqrt(ρ/(V+ρ))·exp(S²/(2(V+ρ)))·Φ(S/sqrt(V+ρ)) (Howard et
+// al. 2021), for S ≥ 0 (0 below).
+func logMixPlus(s, v float64) float64 {
+	if !(s > 0) || !(v > 0) {
+		return math.Inf(-1)
+	}
+	precisions := [...]float64{1, 10, 100, 1000}
+	var terms [len(precisions)]float64
+	mx := math.Inf(-1)
+	for i, rho := range precisions {
+		w := v + rho
+		terms[i] = math.Ln2 + 0.5*math.Log(rho/w) + s*s/(2*w) + math.Log(0.5*math.Erfc(-s/math.Sqrt(2*w)))
+		mx = math.Max(mx, terms[i])
+	}
+	var acc float64
+	for _, t := range terms {
+		acc += math.Exp(t - mx)
+	}
+	return mx + math.Log(acc/float64(len(precisions)))
+}
+
+// Interval makes the oracle an analysis.IntervalSource, so that analysis.Decide applies
+// the same holds, steps and maxDuration rules to it as to Verdict: the bounds are only
+// placed on the right side of the tolerance when its tests reject.
+func (o *oracleState) Interval(alpha float64) analysis.Interval {
+	tol := math.Expm1(o.tol)
+	iv := analysis.Interval{Relative: true, Alpha: alpha, Intervals: o.n, Informative: o.n, Ready: o.n > 0, Dispersion: 1, PValue: 1,
+		Estimate: 0, Lower: -1, Upper: math.Exp(700) - 1}
+	thr := math.Log(1 / alpha)
+	if logMixPlus(o.s, o.v) >= thr {
+		iv.Lower = tol + 1e-9 // harm
+		iv.Upper = iv.Lower + 1
+	}
+	if logMixPlus(-o.s, o.v) >= thr {
+		iv.Upper = tol - 1e-9 // non-inferior
+		iv.Lower = -1
+	}
+	return iv
+}
+
+// oracle is the valid oracle: the truth of the noise, none of the effect.
+func (c *cell) oracle(l *latent) Outcome {
+	tn := c.truth
+	w := l.w
+	st := [nKPIs]*oracleState{}
+	kpis := make([]analysis.KPI, nKPIs)
+	for i := range st {
+		st[i] = &oracleState{tol: math.Log1p(c.tolerance[i])}
+		kpis[i] = analysis.KPI{Name: kpiNames[i], State: st[i], Harm: analysis.Increase, Tolerance: c.tolerance[i]}
+	}
+	logOff := math.Log(w.Offset)
+	cv2 := latSD1 * latSD1 / (latMean1 * latMean1)
+	slow1 := latSurv(slowerThan, 1)
+	a := c.exp.Spec.Analysis
+	var o Outcome
+	drive(l, c.plan, c.plan.MaxDuration+len(c.plan.Steps)+1, func(s *schedIv) action {
+		iv := &s.Interval
+		bReq, bErr, bSlow, bMean := iv.baseline()
+		split := iv.Requests[1] / math.Max(bReq, 1)
+		if iv.Requests[0] > 0 && bReq > 0 {
+			r := iv.Requests[0] / (iv.Requests[0] + bReq)
+			// The weights use the expected events (from the requests and the true rates),
+			// not the observed ones: weights that move with the events bias the score.
+			pErr, pSlow := c.scale.ErrorRate*tn.errMean, slow1*tn.slowMean
+			for _, k := range []struct {
+				i    int
+				c, b float64
+				p    float64
+				tau2 float64
+			}{{kpiErrors, iv.Errors[0], bErr, pErr, tn.errTau2(r, split)}, {kpiSlow, iv.Slow[0], bSlow, pSlow, tn.slowTau2(r, split)}} {
+				e := k.c + k.b
+				phi := math.Exp(logOff + st[k.i].tol)
+				pi := r * phi / (r*phi + 1 - r)
+				ebar := k.p * (iv.Requests[0]*phi + bReq)
+				v := ebar * pi * (1 - pi)
+				if !(v > 0) {
+					continue
+				}
+				wt := 1 / (1 + v*k.tau2)
+				st[k.i].s += wt * (k.c - e*pi)
+				st[k.i].v += wt * v
+				st[k.i].n++
+			}
+			if cm := iv.Mean(0); cm > 0 && bMean > 0 {
+				va := cv2/iv.Requests[0] + cv2/bReq + tn.latVar(split)
+				g := st[kpiMean]
+				g.s += (math.Log(cm/bMean) - logOff - g.tol) / va
+				g.v += 1 / va
+				g.n++
+			}
+		}
+		plan := c.plan.Steps[s.step-1]
+		dec := analysis.Decide(kpis, analysis.Step{Alpha: a.Alpha, HoldComplete: s.stepElapsed >= plan.Hold, MinHoldComplete: s.stepElapsed >= plan.MinHold,
+			Final: s.final, MaxDurationReached: s.elapsed >= c.plan.MaxDuration, OnInconclusive: analysis.Rollback})
+		switch dec.Action {
+		case analysis.Rollback:
+			o.RollbackAt = s.elapsed
+			for i, k := range dec.KPIs {
+				if k.Status == analysis.Harm {
+					o.Harm |= 1 << i
+				}
+			}
+			return actRollback
+		case analysis.Promote:
+			o.PromoteAt = s.elapsed
+			return actPromote
+		case analysis.Advance:
+			return actAdvance
+		}
+		return actContinue
+	})
+	return o
+}
+
+// ---- comparators on the fixed schedule ----------------------------------------------------
+
+func rate(e, n float64) float64 {
+	if n <= 0 {
+		return math.NaN()
+	}
+	return e / n
+}
+
+// kayenta is a Kayenta canary analysis of each step's window, canary against the pooled
+// baselines, at the step's end (each: at every interval from the step's fifth).
+func kayenta(ivs []schedIv, each bool) Outcome {
 	var o Outcome
 	opt := analysis.ClassifierOptions{Direction: analysis.Increase}
 	start := 0
 	for k := range ivs {
-		last := k == len(ivs)-1 || ivs[k+1].Step != ivs[k].Step
-		if !last {
+		s := &ivs[k]
+		if k > 0 && s.step != ivs[k-1].step {
+			start = k
+		}
+		n := k - start + 1
+		if !s.stepEnd && !(each && n >= 5) {
 			continue
 		}
-		win := ivs[start : k+1]
-		start = k + 1
-		var cErr, bErrs, cMean, bMeans, cP99, bP99s []float64
+		from := start
+		if each && !s.stepEnd {
+			from = max(start, k+1-kayentaLookback)
+		}
+		win := ivs[from : k+1]
+		var cErr, bErrs, cMean, bMeans, cSlow, bSlows []float64
 		for i := range win {
-			iv := &win[i]
-			bReq, bErr, _, bMean, bP99 := iv.baseline()
-			rate := func(e, n float64) float64 {
-				if n <= 0 {
-					return math.NaN()
-				}
-				return e / n
-			}
+			iv := &win[i].Interval
+			bReq, bErr, bSlow, bMean := iv.baseline()
 			cErr = append(cErr, rate(iv.Errors[0], iv.Requests[0]))
 			bErrs = append(bErrs, rate(bErr, bReq))
-			cMean = append(cMean, iv.Mean[0])
+			cMean = append(cMean, iv.Mean(0))
 			bMeans = append(bMeans, bMean)
-			cP99 = append(cP99, iv.P99[0])
-			bP99s = append(bP99s, bP99)
+			cSlow = append(cSlow, rate(iv.Slow[0], iv.Requests[0]))
+			bSlows = append(bSlows, rate(bSlow, bReq))
 		}
 		var metrics []analysis.ScoredMetric
 		for _, m := range []struct {
 			name string
 			b, c []float64
-		}{{"error-rate", bErrs, cErr}, {"latency-mean", bMeans, cMean}, {"latency-p99", bP99s, cP99}} {
+		}{{"error-rate", bErrs, cErr}, {"latency-mean", bMeans, cMean}, {"slow-share", bSlows, cSlow}} {
 			res := analysis.ClassifyKayenta(m.b, m.c, opt)
 			metrics = append(metrics, analysis.ScoredMetric{Name: m.name, Classification: res.Classification, Groups: []string{"default"}, Critical: res.Critical})
 		}
 		score := analysis.KayentaScore(metrics, nil)
-		final := k == len(ivs)-1
 		switch {
-		case score.Summary < kayentaMarginal || score.CriticalFailure || (final && score.Summary < kayentaPass):
-			o.RollbackAt = k + 1
+		case score.Summary < kayentaMarginal || score.CriticalFailure || (s.stepEnd && s.final && score.Summary < kayentaPass):
+			o.RollbackAt, o.Harm = s.elapsed, 1
 			return o
-		case final:
-			o.Promoted = true
+		case s.stepEnd && s.final:
+			o.PromoteAt = s.elapsed
 		}
 	}
 	return o
 }
 
-// flagger is a Flagger analysis: every interval each metric is checked against its
-// static threshold, and the canary is rolled back once failed checks reach the limit.
-func (w World) flagger(sc Scenario, ivs []Interval) Outcome {
+// Kayenta score thresholds, and the lookback of kayenta-each's interval judgements.
+const (
+	kayentaLookback = 60
+	kayentaPass     = 95.0
+	kayentaMarginal = 75.0
+)
+
+// flagger is a Flagger analysis: every interval the canary's own metrics are checked
+// against static thresholds, and the canary is rolled back once failed checks reach 5.
+func flagger(ivs []schedIv, t, normalRate float64) Outcome {
 	var o Outcome
 	failed := 0
+	maxErr, maxLat := t*normalRate, (1+(t-1)/5)*latMean1
 	for k := range ivs {
-		iv := &ivs[k]
-		ok := iv.Requests[0] > 0 && iv.Errors[0]/iv.Requests[0] <= flaggerMaxErrorRate && iv.P99[0] <= flaggerMaxP99
+		iv := &ivs[k].Interval
+		ok := iv.Requests[0] > 0 && iv.Errors[0]/iv.Requests[0] <= maxErr && iv.Mean(0) <= maxLat
 		if !ok {
 			failed++
-			if failed >= flaggerThreshold {
-				o.RollbackAt = k + 1
+			if failed >= 5 {
+				o.RollbackAt, o.Harm = ivs[k].elapsed, 1
 				return o
 			}
 		}
 	}
-	o.Promoted = true
+	if len(ivs) > 0 {
+		o.PromoteAt = ivs[len(ivs)-1].elapsed
+	}
 	return o
 }
 
-// naive is what a dashboard with p-values invites: a fixed-horizon test on all the data
+// naive is what a dashboard with p-values invites: fixed-horizon tests on all the data
 // so far, looked at every interval (statistics.md §1.1).
-func (w World) naive(sc Scenario, ivs []Interval) Outcome {
+func naive(ivs []schedIv) Outcome {
 	var o Outcome
-	aK := alpha / 3
+	aK := 0.05 / 3
 	var cE, cN, bE, bN, cS, bS float64
 	dLat := make([]float64, 0, len(ivs))
 	zeros := make([]float64, len(ivs))
-	var segC, segN, segShare float64
 	for k := range ivs {
-		iv := &ivs[k]
-		bReq, bErr, bSlow, bMean, _ := iv.baseline()
+		iv := &ivs[k].Interval
+		bReq, bErr, bSlow, bMean := iv.baseline()
 		cE, cN, bE, bN = cE+iv.Errors[0], cN+iv.Requests[0], bE+bErr, bN+bReq
 		cS, bS = cS+iv.Slow[0], bS+bSlow
-		if iv.Mean[0] > 0 && bMean > 0 {
-			dLat = append(dLat, math.Log(iv.Mean[0]/bMean))
+		if m := iv.Mean(0); m > 0 && bMean > 0 {
+			dLat = append(dLat, math.Log(m/bMean))
 		}
-		if iv.Weights[0] != segShare {
-			segC, segN, segShare = 0, 0, iv.Weights[0]
-		}
-		segC += iv.Requests[0]
-		segN += iv.Requests[0] + bReq
-		if o.FlagAt == 0 && analysis.BinomialTest(segC, segN, segShare, analysis.TwoSided) < alpha {
-			o.FlagAt = k + 1
-		}
-		if k+1 < minInterval {
+		if k+1 < 10 {
 			continue
 		}
 		rollback := false
@@ -335,10 +464,27 @@ func (w World) naive(sc Scenario, ivs []Interval) Outcome {
 			}
 		}
 		if rollback {
-			o.RollbackAt = k + 1
+			o.RollbackAt, o.Harm = ivs[k].elapsed, 1
 			return o
 		}
 	}
-	o.Promoted = true
+	if len(ivs) > 0 {
+		o.PromoteAt = ivs[len(ivs)-1].elapsed
+	}
 	return o
+}
+
+// tolerances are the judged KPIs' tolerances as the loaded experiment has them.
+func tolerances(exp *experiments.Experiment) [nKPIs]float64 {
+	var t [nKPIs]float64
+	for _, k := range exp.Spec.KPIs {
+		switch k.Type {
+		case experiments.KPIRatio:
+			t[kpiErrors] = float64(*k.Tolerance)
+		case experiments.KPILatency:
+			t[kpiMean] = float64(*k.Tolerance)
+			t[kpiSlow] = float64(*k.SlowTolerance)
+		}
+	}
+	return t
 }

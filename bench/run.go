@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"time"
@@ -9,23 +10,34 @@ import (
 
 // Options choose what Run measures. Zero fields take the full mode's defaults.
 type Options struct {
-	// Quick is the mode `make test` runs (BENCH_QUICK=1): 100 runs per scenario and
-	// worlds of 10 and 100 experiments, well under a minute on 2 cores.
+	// Quick is the mode `make test` runs (BENCH_QUICK=1): QuickWorlds at two scales, 24
+	// runs per cell, and scale worlds of 10 and 100 experiments, about a minute on 2 cores.
 	Quick bool
-	// Runs per scenario; default 2,000 (quick: 100).
+	// Runs per A/A and mismatch cell (boundary cells twice as many, regression cells
+	// half); default 140 (quick: 24).
 	Runs int
 	// Seed for the decision runs; default 1.
 	Seed uint64
-	// Scale lists the world sizes; default 10, 100, 1,000 (quick: 10, 100). Empty with
-	// SkipScale set skips the scale part.
+	// Worlds limits the decision part to these world names (nil: every world; quick:
+	// QuickWorlds).
+	Worlds []string
+	// Scale lists the scale part's world sizes; default 10, 100, 1,000 (quick: 10, 100).
+	// Empty with SkipScale set skips the scale part.
 	Scale     []int
 	SkipScale bool
 	// Ticks per scale world; default 16 (quick: 8).
 	Ticks int
+	// Progress, when set, is told about each finished decision cell.
+	Progress func(world, scale string, seconds float64)
 	// Micro runs the micro-benchmarks (about 10 s); the quick mode leaves them to
 	// `go test -bench` in analysis and experiments.
 	Micro bool
 }
+
+// QuickWorlds are the worlds of the quick mode, at 12k/1% and 700k/1% where each is run:
+// the worst A/A world, the calm one, the boundary in the worst world, the variant that
+// arrived before the run, both share checks and a regression.
+var QuickWorlds = []string{"poisson", "fleet", "boundary-fleet", "applied-before", "share-99.5%", "share-60%", "errors-x1.5"}
 
 // QuickFromEnv reports whether BENCH_QUICK asks for the quick mode.
 func QuickFromEnv() bool {
@@ -35,14 +47,15 @@ func QuickFromEnv() bool {
 
 // Run measures decision quality and scale and returns the results to write.
 func Run(ctx context.Context, o Options) (*Results, error) {
+	begin := time.Now()
 	mode := "full"
 	if o.Quick {
 		mode = "quick"
 	}
 	if o.Runs <= 0 {
-		o.Runs = 2000
+		o.Runs = 140
 		if o.Quick {
-			o.Runs = 100
+			o.Runs = 24
 		}
 	}
 	if o.Seed == 0 {
@@ -57,10 +70,37 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	if o.Ticks <= 0 && o.Quick {
 		o.Ticks = 8
 	}
-	res := &Results{Generated: time.Now().UTC(), Machine: ThisMachine(), Mode: mode, Runs: o.Runs, Seed: o.Seed, Scale: []ScaleResult{}}
+	cfg := DecisionConfig{Runs: o.Runs, Seed: o.Seed, Progress: o.Progress}
+	names := o.Worlds
+	if names == nil && o.Quick {
+		names = QuickWorlds
+	}
+	for _, w := range Worlds() {
+		if names == nil || slices.Contains(names, w.Name) {
+			cfg.Worlds = append(cfg.Worlds, w)
+		}
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(cfg.Worlds, func(w World) bool { return w.Name == n }) {
+			return nil, fmt.Errorf("no world named %q", n)
+		}
+	}
+	if o.Quick {
+		for _, sc := range Scales() {
+			if sc.Name == "12k/1%" || sc.Name == "700k/1%" {
+				cfg.Scales = append(cfg.Scales, sc)
+			}
+		}
+	}
+	res := &Results{Generated: time.Now().UTC(), Machine: ThisMachine(), Mode: mode, Runs: o.Runs, Seed: o.Seed, Worlds: cfg.Worlds, Scale: []ScaleResult{}}
 	start := time.Now()
-	res.Decision = RunDecision(DecisionConfig{Runs: o.Runs, Seed: o.Seed})
+	dec, cells, err := RunDecision(cfg)
+	if err != nil {
+		return res, err
+	}
+	res.Decision, res.Cells = dec, cells
 	res.DecisionSeconds = time.Since(start).Seconds()
+	defer func() { res.TotalSeconds = time.Since(begin).Seconds() }()
 	if o.Micro {
 		m, err := RunMicro()
 		if err != nil {

@@ -3,181 +3,120 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
-	"time"
-
-	"github.com/verdict-dev/verdict/sim"
 )
 
-// Kind says what the truth of a scenario is, and so which figures mean what.
+// Kind says what the truth of a world is, and so which figures mean what.
 type Kind string
 
 const (
-	// KindAA has no difference at all: every rollback is a false rollback.
+	// KindAA has a healthy canary (the same code, whatever its cluster's offset): a
+	// rollback for harm is a false rollback; a promotion is the right outcome.
 	KindAA Kind = "A/A"
+	// KindBoundary has a canary exactly at the error-rate tolerance (×1.10): flagging harm
+	// must stay at or below α/K, the error rate's share of α.
+	KindBoundary Kind = "boundary"
 	// KindRegression has a harmful canary: a rollback is a detection.
 	KindRegression Kind = "regression"
-	// KindImprovement has a better canary: a rollback is a false rollback.
-	KindImprovement Kind = "improvement"
-	// KindMismatch has an identical canary behind a load balancer that does not honour
-	// the weights: detecting means flagging the traffic-share mismatch.
+	// KindMismatch has a healthy canary behind a load balancer that does not honour its
+	// weight: detecting means flagging the traffic-share mismatch.
 	KindMismatch Kind = "mismatch"
 )
 
-// Scenario is one simulated world. Every cluster serves requests from Profile; the
-// canary's profile is changed by Variant (and TailFactor), as sim's scenarios do.
-type Scenario struct {
-	// Name is short and stable: it keys the JSON and the charts.
-	Name string
-	// Kind is the truth: A/A, regression, improvement or mismatch.
-	Kind Kind
-	// Description says what differs, for results.md.
-	Description string
-	// Profile is every cluster's profile (sim.Profile semantics).
-	Profile sim.Profile
-	// Variant changes the canary's profile.
-	Variant sim.Effect
-	// TailFactor, when > 0, multiplies the canary's TailMedian only: a p99 regression
-	// that barely moves the mean.
-	TailFactor float64
-	// Shares is the canary's configured share of the experiment's traffic per step.
-	Shares []float64
-	// BaselineSplit is the first baseline's part of the baselines' traffic (0.5: equal).
-	BaselineSplit float64
-	// ChangeAt, when > 0, is the interval at which the canary's configured share becomes
-	// ChangeShare and the baselines' split ChangeSplit, in the middle of a step: an
-	// operator's rebalancing that the analysis must survive.
-	ChangeAt    int
-	ChangeShare float64
-	ChangeSplit float64
-	// Honour is the fraction of its configured share the canary really receives
-	// (1: weights honoured; 0.6: session affinity keeps 40% of its traffic elsewhere).
-	Honour float64
-	// Effect is the true effect the oracle SPRT is told about: which KPI and by how much.
-	Effect TrueEffect
+// Scale is a traffic level: requests per minute through the pool (canary and baselines
+// together) and the clusters' normal error rate.
+type Scale struct {
+	Name              string  `json:"name"`
+	RequestsPerMinute float64 `json:"requestsPerMinute"`
+	ErrorRate         float64 `json:"errorRate"`
 }
 
-// TrueEffect is what the oracle knows.
-type TrueEffect struct {
-	// KPI is "errors", "latency", "slow" or "share"; empty for no harmful effect.
-	KPI string
-	// Ratio is the true canary/baseline ratio of that KPI (or, for "share", of the
-	// canary's real share to its configured share).
-	Ratio float64
+// Scales are the three traffic levels at both error rates, smallest counts first.
+func Scales() []Scale {
+	return []Scale{
+		{"1k/0.1%", 1_000, 0.001}, {"1k/1%", 1_000, 0.01},
+		{"12k/0.1%", 12_000, 0.001}, {"12k/1%", 12_000, 0.01},
+		{"700k/0.1%", 700_000, 0.001}, {"700k/1%", 700_000, 0.01},
+	}
 }
 
-// World holds the experiment-wide settings every scenario shares.
+// Noise is how every cluster's error rate and latency move from minute to minute, on
+// top of the daily load wave. The canary cluster draws from the same process as the
+// baselines, independently.
+type Noise struct {
+	// GammaK > 0 multiplies each cluster's error rate by Gamma(k)/k every minute
+	// (overdispersion: k = 100 is ±10%, k = 20 ±22% per cluster-minute).
+	GammaK float64 `json:"gammaK,omitempty"`
+	// BurstStart is the per-minute probability that a burst starts in a cluster; a burst
+	// multiplies its error rate by BurstFactor and lasts a geometric number of minutes
+	// with mean BurstMinutes (a crash-looping pod, a noisy neighbour).
+	BurstStart   float64 `json:"burstStart,omitempty"`
+	BurstMinutes float64 `json:"burstMinutes,omitempty"`
+	BurstFactor  float64 `json:"burstFactor,omitempty"`
+	// DriftPhi and DriftSD make each cluster's log error rate an AR(1) process with
+	// lag-1 correlation DriftPhi and stationary sd DriftSD (slow wander, minutes to hours).
+	DriftPhi float64 `json:"driftPhi,omitempty"`
+	DriftSD  float64 `json:"driftSD,omitempty"`
+	// LatencySD is the sd of each cluster's log latency multiplier, fresh every minute.
+	LatencySD float64 `json:"latencySD"`
+}
+
+// World is one simulated setting: a noise process, the canary cluster's standing
+// difference, the load, the traffic and the variant.
 type World struct {
-	// Load is the traffic through the pool: a daily wave on 1,440 one-minute intervals.
-	Load sim.Load
-	// Interval is the analysis interval (one minute).
-	Interval time.Duration
-	// StepIntervals is each step's hold in intervals.
-	StepIntervals int
-	// SlowerThan is the latency KPI's slow threshold (a histogram bucket boundary).
-	SlowerThan float64
-	// MinIntervals and PlannedIntervals configure Verdict's sequences as an experiment's
-	// analysis section would; 0 takes the engine's values (10, and the total hold).
-	MinIntervals, PlannedIntervals int
+	// Name is short and stable: it keys the JSON and the charts.
+	Name string `json:"name"`
+	// Kind is the truth: A/A, boundary, regression or mismatch.
+	Kind Kind `json:"kind"`
+	// Description says what happens, for results.md.
+	Description string `json:"description"`
+	Noise       Noise  `json:"noise"`
+	// Offset multiplies the canary cluster's error rate and latency always, history and
+	// run alike: the same code, a different cluster (1: none).
+	Offset float64 `json:"offset"`
+	// Diurnal is the amplitude of the daily load wave (0.5: ±50%).
+	Diurnal float64 `json:"diurnal"`
+	// Rebalance: halfway through step 2 an operator moves the canary from its step weight
+	// to RebalanceShare and splits the baselines 80/20 instead of 50/50 (the run pauses
+	// on the drift and is resumed from the pool's new weights).
+	Rebalance      bool    `json:"rebalance,omitempty"`
+	RebalanceShare float64 `json:"rebalanceShare,omitempty"`
+	// Honour is the fraction of its configured share the canary really receives (1:
+	// weights honoured; 0.6: session affinity keeps 40% of its traffic elsewhere).
+	Honour float64 `json:"honour"`
+	// Errors and Latency are the variant's effect on the canary: its error rate and every
+	// request's latency are multiplied by them once the variant is in (1: none).
+	Errors  float64 `json:"errors"`
+	Latency float64 `json:"latency"`
+	// AppliedBefore is how many minutes before the ramp starts the variant arrived on
+	// the canary (0: it arrives with the ramp). DeclareApplied says whether the
+	// experiment declares it as spec.canary.apply.appliedAt, so that the history the
+	// engine reads ends there.
+	AppliedBefore  int  `json:"appliedBefore,omitempty"`
+	DeclareApplied bool `json:"declareApplied,omitempty"`
+	// RunsFactor multiplies the world's runs per cell (0: 1): the worlds the headline
+	// reads get more.
+	RunsFactor int `json:"runsFactor,omitempty"`
+	// Scales limits the world to these scale names (nil: all).
+	Scales []string `json:"scales,omitempty"`
 }
 
-// DefaultWorld is §3a's setting on the fleet's numbers: 200 requests/s (12,000 per
-// minute) with a ±50% daily wave, one-minute intervals, three steps of 50 intervals.
-func DefaultWorld() World {
-	return World{Load: sim.Load{Rate: 200, Amplitude: 0.5, Period: sim.Duration(24 * time.Hour)}, Interval: time.Minute, StepIntervals: 50, SlowerThan: 0.25}
-}
+// clusters are the canary and the two baselines, in that order.
+const nClusters = 3
 
-// Horizon is the number of intervals of a run.
-func (w World) Horizon(sc Scenario) int { return w.StepIntervals * len(sc.Shares) }
+// The per-request latency distribution of every cluster at multiplier 1: a lognormal
+// body (median 50 ms) and a 2% lognormal tail (median 250 ms), both with log-sd 0.5.
+const (
+	latBodyMedian = 0.050
+	latTailMedian = 0.250
+	latTailShare  = 0.02
+	latSigma      = 0.5
+	// slowerThan is the latency KPI's slow threshold (a bucket boundary).
+	slowerThan = 0.25
+)
 
-// overdispersed is statistics.md §3a's worst error process on the fleet's profile:
-// the error rate gets a fresh Gamma(k=5) multiplier every minute and 2% of minutes
-// burst ×2–6.
-func overdispersed() sim.Profile {
-	p := sim.DefaultProfile()
-	p.Epoch = sim.Duration(time.Minute)
-	p.ErrorDispersion = 5
-	p.BurstProbability = 0.02
-	p.BurstFactor = 6
-	return p
-}
-
-// Scenarios are the scenarios of issue 10, in the order results show them.
-func Scenarios() []Scenario {
-	base := sim.DefaultProfile()
-	shares := []float64{0.05, 0.20, 0.34}
-	sc := func(name string, kind Kind, desc string, v sim.Effect, eff TrueEffect) Scenario {
-		return Scenario{Name: name, Kind: kind, Description: desc, Profile: base, Variant: v, Shares: shares, BaselineSplit: 0.5, Honour: 1, Effect: eff}
-	}
-	aaOver := sc("aa-overdispersed", KindAA, "no difference; errors Gamma(k=5) per minute with 2% ×2–6 bursts (§3a's worst row)", sim.Effect{}, TrueEffect{})
-	aaOver.Profile = overdispersed()
-	aaUnequal := sc("aa-unequal-sizes", KindAA, "no difference; baselines split 80/20 and a small canary (2% → 10% → 25%)", sim.Effect{}, TrueEffect{})
-	aaUnequal.BaselineSplit = 0.8
-	aaUnequal.Shares = []float64{0.02, 0.10, 0.25}
-	aaChange := sc("aa-weight-change", KindAA, "no difference; mid-step rebalancing at interval 75: canary 20% → 30%, baselines 50/50 → 80/20", sim.Effect{}, TrueEffect{})
-	aaChange.ChangeAt, aaChange.ChangeShare, aaChange.ChangeSplit = 75, 0.30, 0.8
-	p99 := sc("p99-only", KindRegression, "the canary's slow tail is 50% slower (p99 +~45%, mean +~5%)", sim.Effect{}, TrueEffect{KPI: "slow"})
-	p99.TailFactor = 1.5
-	p99.Effect.Ratio = slowShare(p99.canaryProfile(), 0.25, 1) / slowShare(base, 0.25, 1)
-	mismatch := sc("weight-mismatch", KindMismatch, "no difference, but the canary gets only 60% of its weight (session affinity)", sim.Effect{}, TrueEffect{KPI: "share", Ratio: 0.6})
-	mismatch.Honour = 0.6
-	return []Scenario{
-		sc("aa-diurnal", KindAA, "no difference; the fleet's default profile (Gamma(k=20) per 10 s epoch, 2% bursts, ±4% drift) under a ±50% daily wave", sim.Effect{}, TrueEffect{}),
-		aaOver,
-		aaUnequal,
-		aaChange,
-		sc("errors-x1.2", KindRegression, "canary error rate ×1.2", sim.Effect{Errors: 1.2}, TrueEffect{KPI: "errors", Ratio: 1.2}),
-		sc("errors-x1.5", KindRegression, "canary error rate ×1.5", sim.Effect{Errors: 1.5}, TrueEffect{KPI: "errors", Ratio: 1.5}),
-		sc("errors-x2", KindRegression, "canary error rate ×2", sim.Effect{Errors: 2}, TrueEffect{KPI: "errors", Ratio: 2}),
-		sc("latency+5%", KindRegression, "canary latency ×1.05 (every quantile)", sim.Effect{Latency: 1.05}, TrueEffect{KPI: "latency", Ratio: 1.05}),
-		sc("latency+10%", KindRegression, "canary latency ×1.10", sim.Effect{Latency: 1.10}, TrueEffect{KPI: "latency", Ratio: 1.10}),
-		sc("latency+20%", KindRegression, "canary latency ×1.20", sim.Effect{Latency: 1.20}, TrueEffect{KPI: "latency", Ratio: 1.20}),
-		p99,
-		sc("improvement", KindImprovement, "canary errors ×0.8 and latency ×0.95 (the demo's good release)", sim.Effect{Errors: 0.8, Latency: 0.95}, TrueEffect{}),
-		mismatch,
-	}
-}
-
-// canaryProfile is the canary's profile: the scenario's profile changed by its variant.
-func (sc Scenario) canaryProfile() sim.Profile {
-	p := sc.Profile.With(sc.Variant)
-	if sc.TailFactor > 0 {
-		p.TailMedian = sim.Duration(float64(p.TailMedian) * sc.TailFactor)
-	}
-	return p
-}
-
-// shareAt is the canary's configured share and the first baseline's split at interval k.
-func (sc Scenario) shareAt(k, stepLen int) (share, split float64, step int) {
-	step = min(k/stepLen, len(sc.Shares)-1)
-	share, split = sc.Shares[step], sc.BaselineSplit
-	if sc.ChangeAt > 0 && k >= sc.ChangeAt && step == sc.ChangeAt/stepLen {
-		share, split = sc.ChangeShare, sc.ChangeSplit
-	}
-	return share, split, step
-}
-
-// Interval is one interval of one run as every rule sees it: per cluster counts and
-// values, canary first, then the two baselines.
-type Interval struct {
-	// Step is the step index (0-based); Weights are the configured origin weights
-	// (canary, baseline 1, baseline 2) during the interval.
-	Step    int
-	Weights [3]float64
-	// Requests, Errors and Slow are counts; Mean and P99 are latencies in seconds.
-	Requests [3]float64
-	Errors   [3]float64
-	Slow     [3]float64
-	Mean     [3]float64
-	P99      [3]float64
-	// LatVar is the oracle's variance of log(canary mean / baselines' mean).
-	LatVar float64
-}
-
-// profileStats are a profile's latency moments, computed once per run.
-type profileStats struct {
-	mean, sdReq float64 // per-request mean and sd of latency (s) at multiplier 1
-	p99, p99Den float64 // p99 (s) and the density there, at multiplier 1
-}
+// promBuckets are Prometheus' default histogram buckets: the CV² the engine estimates
+// from them is what the bench hands it.
+var promBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 func lognormSurv(x, median, sigma float64) float64 {
 	if x <= 0 {
@@ -186,128 +125,271 @@ func lognormSurv(x, median, sigma float64) float64 {
 	return 0.5 * math.Erfc(math.Log(x/median)/(sigma*math.Sqrt2))
 }
 
-// slowShare is the probability that a request is slower than limit when every latency
-// is multiplied by m.
-func slowShare(p sim.Profile, limit, m float64) float64 {
-	f := p.TailFraction
-	return (1-f)*lognormSurv(limit, p.LatencyMedian.D().Seconds()*m, p.LatencySigma) + f*lognormSurv(limit, p.TailMedian.D().Seconds()*m, p.LatencySigma)
+// latSurv is the share of requests slower than x at latency multiplier m.
+func latSurv(x, m float64) float64 {
+	return (1-latTailShare)*lognormSurv(x, latBodyMedian*m, latSigma) + latTailShare*lognormSurv(x, latTailMedian*m, latSigma)
 }
 
-func statsOf(p sim.Profile) profileStats {
-	f, s := p.TailFraction, p.LatencySigma
-	mb, mt := p.LatencyMedian.D().Seconds(), p.TailMedian.D().Seconds()
-	e1 := ((1-f)*mb + f*mt) * math.Exp(s*s/2)
-	e2 := ((1-f)*mb*mb + f*mt*mt) * math.Exp(2*s*s)
-	// p99 by bisection on the survival function.
-	lo, hi := 1e-6, 100.0
-	for range 100 {
-		mid := math.Sqrt(lo * hi)
-		if slowShare(p, mid, 1) > 0.01 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	q := lo
-	dens := func(median float64) float64 {
-		z := math.Log(q/median) / s
-		return math.Exp(-z*z/2) / (q * s * math.Sqrt(2*math.Pi))
-	}
-	return profileStats{mean: e1, sdReq: math.Sqrt(math.Max(e2-e1*e1, 0)), p99: q, p99Den: (1-f)*dens(mb) + f*dens(mt)}
+// latMoments are the per-request mean and sd of latency (s) at multiplier 1.
+func latMoments() (mean, sd float64) {
+	s2 := latSigma * latSigma
+	e1 := ((1-latTailShare)*latBodyMedian + latTailShare*latTailMedian) * math.Exp(s2/2)
+	e2 := ((1-latTailShare)*latBodyMedian*latBodyMedian + latTailShare*latTailMedian*latTailMedian) * math.Exp(2*s2)
+	return e1, math.Sqrt(e2 - e1*e1)
 }
 
-// clusterState is one cluster's slowly varying state: its drift phases.
-type clusterState struct {
-	p     sim.Profile
-	st    profileStats
-	phase [2]float64 // latency, errors
+var latMean1, latSD1 = latMoments()
+
+// latTable tabulates a function of the latency multiplier on a fine log grid (the
+// generator calls it for every cluster-minute); between grid points it interpolates.
+type latTable struct {
+	lo, step float64
+	v        []float64
 }
 
-// generate draws a run's intervals. The rng is the run's own, so runs are independent
-// and reproducible.
-func (w World) generate(sc Scenario, r *rand.Rand) []Interval {
-	n := w.Horizon(sc)
-	out := make([]Interval, n)
-	profiles := [3]sim.Profile{sc.canaryProfile(), sc.Profile, sc.Profile}
-	var cs [3]clusterState
-	epochs := 1
-	if e := profiles[0].Epoch.D(); e > 0 && e < w.Interval {
-		epochs = int(w.Interval / e)
+func newLatTable(f func(m float64) float64) *latTable {
+	t := &latTable{lo: math.Log(0.25), step: 0.0005}
+	for x := t.lo; x <= math.Log(4)+t.step; x += t.step {
+		t.v = append(t.v, f(math.Exp(x)))
 	}
-	for j := range cs {
-		cs[j] = clusterState{p: profiles[j], st: statsOf(profiles[j]), phase: [2]float64{2 * math.Pi * r.Float64(), 2 * math.Pi * r.Float64()}}
+	return t
+}
+
+func (t *latTable) at(m float64) float64 {
+	x := (math.Log(m) - t.lo) / t.step
+	i := int(x)
+	if i < 0 || i >= len(t.v)-1 {
+		return math.NaN()
 	}
-	dayPhase := r.Float64() * w.Load.Period.D().Minutes()
-	ivMin := w.Interval.Minutes()
-	for k := range n {
-		share, split, step := sc.shareAt(k, w.StepIntervals)
-		iv := &out[k]
-		iv.Step = step
-		iv.Weights = [3]float64{share, (1 - share) * split, (1 - share) * (1 - split)}
-		real := share * sc.Honour
-		actual := [3]float64{real, (1 - real) * split, (1 - real) * (1 - split)}
-		tMin := (float64(k) + 0.5) * ivMin
-		load := w.Load.Rate * 60 * ivMin * (1 + w.Load.Amplitude*math.Sin(2*math.Pi*(tMin+dayPhase)/w.Load.Period.D().Minutes()))
-		var latVar [3]float64
-		for j := range cs {
-			c := &cs[j]
-			p := &c.p
-			nReq := poissonRand(r, load*actual[j])
-			drift := func(i int) float64 {
-				if p.Drift == 0 || p.DriftPeriod <= 0 {
-					return 1
+	f := x - float64(i)
+	return t.v[i]*(1-f) + t.v[i+1]*f
+}
+
+var (
+	cv2Table  = newLatTable(bucketCV2)
+	slowTable = newLatTable(func(m float64) float64 { return latSurv(slowerThan, m) })
+)
+
+// slowShareAt is the share of requests slower than slowerThan at latency multiplier m.
+func slowShareAt(m float64) float64 {
+	if v := slowTable.at(m); !math.IsNaN(v) {
+		return v
+	}
+	return latSurv(slowerThan, m)
+}
+
+// cv2At is bucketCV2(m), tabulated.
+func cv2At(m float64) float64 {
+	if v := cv2Table.at(m); !math.IsNaN(v) {
+		return v
+	}
+	return bucketCV2(m)
+}
+
+// bucketCV2 is the per-request squared coefficient of variation the engine estimates
+// from histogram buckets (engine.Reduce: each bucket's requests at its midpoint, the +Inf
+// bucket's at 1.5× the last bound, the exact mean), on the expected bucket shares at
+// multiplier m.
+func bucketCV2(m float64) float64 {
+	var m2, prev, prevSurv float64 = 0, 0, 1
+	for _, b := range promBuckets {
+		s := latSurv(b, m)
+		m2 += (prevSurv - s) * (prev + b) / 2 * (prev + b) / 2
+		prev, prevSurv = b, s
+	}
+	m2 += prevSurv * (1.5 * prev) * (1.5 * prev)
+	mean := latMean1 * m
+	return math.Max(m2/(mean*mean)-1, 1e-6)
+}
+
+// latent is one run's world before any traffic decision: the load and every cluster's
+// error-rate and latency multipliers, minute by minute, from the start of the history
+// to the end of the longest run. Rules that steer traffic differently draw their counts
+// from the same latent world with the same random numbers (common random numbers), so
+// two rules at the same weights see exactly the same interval.
+type latent struct {
+	w    *World
+	sc   Scale
+	seed uint64
+	// start is the minute the ramp starts; histEnd the minute the engine's history
+	// ends (start, or the declared appliedAt).
+	start, histEnd int
+	load           []float64
+	errMult        [nClusters][]float64
+	latMult        [nClusters][]float64
+	cv2            [nClusters][]float64
+}
+
+// newLatent draws a run's latent world: history minutes before the ramp (the engine's
+// history window, plus the time since the variant arrived) and horizon minutes of run.
+func newLatent(w *World, sc Scale, seed uint64, history, horizon int) *latent {
+	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	pre := history + w.AppliedBefore
+	n := pre + horizon
+	l := &latent{w: w, sc: sc, seed: seed, start: pre, histEnd: pre, load: make([]float64, n)}
+	if w.DeclareApplied {
+		l.histEnd = pre - w.AppliedBefore
+	}
+	phase := r.Float64() * 1440
+	for t := range n {
+		l.load[t] = sc.RequestsPerMinute * (1 + w.Diurnal*math.Sin(2*math.Pi*(float64(t)+phase)/1440))
+	}
+	applied := pre - w.AppliedBefore
+	for j := range nClusters {
+		l.errMult[j] = make([]float64, n)
+		l.latMult[j] = make([]float64, n)
+		l.cv2[j] = make([]float64, n)
+		p := newProcess(w.Noise, r)
+		for t := range n {
+			m, lm := p.next(r)
+			if j == 0 {
+				m *= w.Offset
+				lm *= w.Offset
+				if t >= applied {
+					m *= w.Errors
+					lm *= w.Latency
 				}
-				return math.Exp(p.Drift * math.Sin(2*math.Pi*tMin/p.DriftPeriod.D().Minutes()+c.phase[i]))
 			}
-			latM, errM := 0.0, 0.0
-			for range epochs {
-				lm := math.Exp(p.LatencyNoise * r.NormFloat64())
-				em := 1.0
-				if p.ErrorDispersion > 0 {
-					em = gammaRand(r, p.ErrorDispersion) / p.ErrorDispersion
-				}
-				if p.BurstProbability > 0 && r.Float64() < p.BurstProbability {
-					em *= 2 + r.Float64()*(p.BurstFactor-2)
-				}
-				latM += lm
-				errM += em
-			}
-			latM = latM / float64(epochs) * drift(0)
-			errM /= float64(epochs)
-			iv.Requests[j] = nReq
-			iv.Errors[j] = poissonRand(r, nReq*math.Min(1, p.ErrorRate*drift(1)*errM))
-			iv.Slow[j] = poissonRand(r, nReq*slowShare(*p, w.SlowerThan, latM))
-			nn := math.Max(nReq, 1)
-			iv.Mean[j] = latM * (c.st.mean + c.st.sdReq/math.Sqrt(nn)*r.NormFloat64())
-			iv.P99[j] = latM * math.Max(0.001, c.st.p99+math.Sqrt(0.99*0.01/nn)/c.st.p99Den*r.NormFloat64())
-			// The oracle's variance of log(mean): epoch noise, drift (as noise) and sampling.
-			latVar[j] = p.LatencyNoise*p.LatencyNoise/float64(epochs) + p.Drift*p.Drift/2 + c.st.sdReq*c.st.sdReq/(nn*c.st.mean*c.st.mean)
-		}
-		wb := iv.Requests[1] + iv.Requests[2]
-		if wb > 0 {
-			a, b := iv.Requests[1]/wb, iv.Requests[2]/wb
-			iv.LatVar = latVar[0] + a*a*latVar[1] + b*b*latVar[2]
-		} else {
-			iv.LatVar = latVar[0]
+			l.errMult[j][t], l.latMult[j][t] = m, lm
+			l.cv2[j][t] = cv2At(lm)
 		}
 	}
-	return out
+	return l
 }
 
-// baseline pools the two baselines: summed counts, request-weighted mean latency and
-// p99 (an approximation of the pooled p99), as the engine pools them.
-func (iv *Interval) baseline() (req, errs, slow, mean, p99 float64) {
+// process is one cluster's noise: its error-rate and latency multipliers, minute by
+// minute, before any offset or variant.
+type process struct {
+	nz             Noise
+	a              float64 // AR(1) state of the log error rate
+	inBurst        bool
+	pEnter, pLeave float64
+}
+
+// newProcess starts a cluster's process in its stationary state.
+func newProcess(nz Noise, r *rand.Rand) *process {
+	p := &process{nz: nz}
+	if nz.BurstStart > 0 && nz.BurstFactor > 0 {
+		p.pEnter, p.pLeave = nz.BurstStart, 1/math.Max(nz.BurstMinutes, 1)
+		p.inBurst = r.Float64() < p.pEnter/(p.pEnter+p.pLeave)
+	}
+	if nz.DriftSD > 0 {
+		p.a = nz.DriftSD * r.NormFloat64()
+	}
+	return p
+}
+
+// next is the next minute's error-rate and latency multipliers.
+func (p *process) next(r *rand.Rand) (errMult, latMult float64) {
+	nz := &p.nz
+	m := 1.0
+	if nz.GammaK > 0 {
+		m = gammaRand(r, nz.GammaK) / nz.GammaK
+	}
+	if nz.DriftSD > 0 {
+		p.a = nz.DriftPhi*p.a + math.Sqrt(1-nz.DriftPhi*nz.DriftPhi)*nz.DriftSD*r.NormFloat64()
+		m *= math.Exp(p.a)
+	}
+	if p.pEnter > 0 {
+		if p.inBurst {
+			p.inBurst = r.Float64() >= p.pLeave
+		} else {
+			p.inBurst = r.Float64() < p.pEnter
+		}
+		if p.inBurst {
+			m *= nz.BurstFactor
+		}
+	}
+	return m, math.Exp(nz.LatencySD * r.NormFloat64())
+}
+
+// Interval is one minute of one run as every rule sees it: the configured weights and,
+// per cluster (canary first, then the two baselines), the counts and latency sums.
+type Interval struct {
+	// Weights are the configured shares of the experiment's traffic (sum 1).
+	Weights [nClusters]float64
+	// Requests, Errors and Slow (slower than 250 ms) are counts; Sum is the latency sum
+	// (s); CV2 the per-request squared CV of latency as estimated from the buckets.
+	Requests, Errors, Slow, Sum, CV2 [nClusters]float64
+}
+
+// Mean is cluster j's mean latency (s), NaN without requests.
+func (iv *Interval) Mean(j int) float64 {
+	if iv.Requests[j] <= 0 {
+		return math.NaN()
+	}
+	return iv.Sum[j] / iv.Requests[j]
+}
+
+// baseline pools the two baselines: summed counts, request-weighted mean latency.
+func (iv *Interval) baseline() (req, errs, slow, mean float64) {
 	req = iv.Requests[1] + iv.Requests[2]
 	errs = iv.Errors[1] + iv.Errors[2]
 	slow = iv.Slow[1] + iv.Slow[2]
+	mean = math.NaN()
 	if req > 0 {
-		mean = (iv.Requests[1]*iv.Mean[1] + iv.Requests[2]*iv.Mean[2]) / req
-		p99 = (iv.Requests[1]*iv.P99[1] + iv.Requests[2]*iv.P99[2]) / req
+		mean = (iv.Sum[1] + iv.Sum[2]) / req
 	}
 	return
 }
 
-// gammaRand draws Gamma(k, 1) by Marsaglia and Tsang's method (k ≥ 1).
+// drawer draws intervals from a latent world with its own reseeded generator: the
+// counts of minute t depend only on (seed, t) and the weights.
+type drawer struct {
+	l   *latent
+	pcg *rand.PCG
+	r   *rand.Rand
+}
+
+func newDrawer(l *latent) *drawer {
+	p := rand.NewPCG(0, 0)
+	return &drawer{l: l, pcg: p, r: rand.New(p)}
+}
+
+// draw is minute t at the configured weights w (canary, baselines): the canary really
+// receives Honour of its share, the baselines the rest in proportion.
+func (d *drawer) draw(t int, w [nClusters]float64) Interval {
+	l := d.l
+	d.pcg.Seed(l.seed, uint64(t)+1)
+	r := d.r
+	iv := Interval{Weights: w}
+	real := w[0] * l.w.Honour
+	rest := w[1] + w[2]
+	actual := [nClusters]float64{real, 0, 0}
+	if rest > 0 {
+		actual[1] = (1 - real) * w[1] / rest
+		actual[2] = (1 - real) * w[2] / rest
+	}
+	for j := range nClusters {
+		n := poissonRand(r, l.load[t]*actual[j])
+		m, lm := l.errMult[j][t], l.latMult[j][t]
+		iv.Requests[j] = n
+		iv.Errors[j] = poissonRand(r, n*math.Min(1, l.sc.ErrorRate*m))
+		iv.CV2[j] = l.cv2[j][t]
+		if n <= 200 {
+			// few requests: draw each one, so that slow counts and sums agree
+			var sum, slow float64
+			for range int(n) {
+				med := latBodyMedian
+				if r.Float64() < latTailShare {
+					med = latTailMedian
+				}
+				x := lm * med * math.Exp(latSigma*r.NormFloat64())
+				sum += x
+				if x > slowerThan {
+					slow++
+				}
+			}
+			iv.Sum[j], iv.Slow[j] = sum, slow
+			continue
+		}
+		iv.Slow[j] = poissonRand(r, n*slowShareAt(lm))
+		iv.Sum[j] = math.Max(0, lm*(n*latMean1+math.Sqrt(n)*latSD1*r.NormFloat64()))
+	}
+	return iv
+}
+
+// gammaRand draws Gamma(k, 1) by Marsaglia and Tsang's method.
 func gammaRand(r *rand.Rand, k float64) float64 {
 	if k < 1 {
 		return gammaRand(r, k+1) * math.Pow(r.Float64(), 1/k)
@@ -328,8 +410,7 @@ func gammaRand(r *rand.Rand, k float64) float64 {
 	}
 }
 
-// poissonRand is numpy's exact Poisson generator (multiplication below 10, PTRS above),
-// the same one analysis/sim_test.go uses, so A/A counts are really A/A.
+// poissonRand is an exact Poisson draw: multiplication below 10, Hörmann's PTRS above.
 func poissonRand(r *rand.Rand, lam float64) float64 {
 	if !(lam > 0) {
 		return 0

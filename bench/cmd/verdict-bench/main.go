@@ -1,4 +1,4 @@
-// Command verdict-bench runs Verdict's benchmarks (issue 10) and writes results.md,
+// Command verdict-bench runs Verdict's benchmarks and writes results.md,
 // results.json and the SVG charts: `go run ./bench/cmd/verdict-bench -out bench`.
 // BENCH_QUICK=1 (or -quick) runs the small version that `make test` runs.
 package main
@@ -20,14 +20,26 @@ func main() { os.Exit(run()) }
 func run() int {
 	fs := flag.NewFlagSet("verdict-bench", flag.ContinueOnError)
 	out := fs.String("out", "bench", "directory for results.md, results.json and the SVG charts")
-	quick := fs.Bool("quick", bench.QuickFromEnv(), "quick mode (also BENCH_QUICK=1): 100 runs per scenario, worlds of 10 and 100 experiments")
-	runs := fs.Int("runs", 0, "simulated experiments per scenario (default 2000; quick 100)")
+	quick := fs.Bool("quick", bench.QuickFromEnv(), "quick mode (also BENCH_QUICK=1): a few worlds at 12k and 700k requests/min, 24 runs per cell, scale worlds of 10 and 100 experiments")
+	runs := fs.Int("runs", 0, "simulated experiments per A/A cell; boundary cells run twice as many, regression cells half (default 140; quick 24)")
+	verbose := fs.Bool("v", false, "report each finished world × scale on stderr")
+	worlds := fs.String("worlds", "", "comma-separated world names of the decision part (default: all; quick: a few)")
 	seed := fs.Uint64("seed", 1, "seed of the decision-quality runs")
 	scale := fs.String("scale", "", `comma-separated numbers of concurrent experiments (default "10,100,1000"; quick "10,100"); "none" skips the scale part`)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
 	o := bench.Options{Quick: *quick, Runs: *runs, Seed: *seed, Micro: !*quick}
+	if *verbose {
+		o.Progress = func(world, scale string, seconds float64) {
+			fmt.Fprintf(os.Stderr, "verdict-bench: %s at %s judged (%.1f s of runs)\n", world, scale, seconds)
+		}
+	}
+	if *worlds != "" {
+		for _, w := range strings.Split(*worlds, ",") {
+			o.Worlds = append(o.Worlds, strings.TrimSpace(w))
+		}
+	}
 	switch *scale {
 	case "":
 	case "none":
@@ -57,6 +69,6 @@ func run() int {
 	for _, g := range res.Goals() {
 		fmt.Println("- " + g)
 	}
-	fmt.Printf("wrote %s/results.md, results.json and SVG charts (decision %.0fs, scale %.0fs)\n", *out, res.DecisionSeconds, res.ScaleSeconds)
+	fmt.Printf("wrote %s/results.md, results.json and SVG charts (decision %.0fs, scale %.0fs, total %.0fs)\n", *out, res.DecisionSeconds, res.ScaleSeconds, res.TotalSeconds)
 	return 0
 }

@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+)
+
+// truth is what the oracle knows about a world and nobody else does: the long-run
+// variance of each KPI's cluster-level noise, on the scale of the score it tests, as a
+// function of the canary's request share r and the baselines' split (0.5 or 0.8).
+//
+// For a ratio KPI with events c (canary) and b (baselines), e = c + b and
+// π = rφ/(rφ + 1 − r), the score c − e·π has variance v + v²·τ², v = e·π(1−π): τ² is
+// the long-run variance of the canary's share of the expected events, relative to
+// π(1−π), computed here from a long simulation of the clusters' multipliers (batch means
+// of 500 minutes, far beyond the drift's and the bursts' correlation times). For the
+// mean latency it is the variance of log(canary multiplier) − log(pooled baselines').
+type truth struct {
+	shares    []float64
+	err, slow [2][]float64 // [split 0.5, 0.8][share]
+	lat       [2]float64
+	// errMean and slowMean are a baseline cluster's mean error-rate and slow-share
+	// multipliers: with the requests, the expected events the oracle weights by.
+	errMean, slowMean float64
+	errLR, errMarg    float64 // per-cluster long-run and marginal variance of the log error multiplier, for people
+}
+
+// truthMinutes and truthBatch size the simulation.
+const (
+	truthMinutes = 200_000
+	truthBatch   = 500
+)
+
+// newTruth simulates the world's clusters for truthMinutes and tabulates τ².
+func newTruth(w *World, seed uint64) *truth {
+	r := rand.New(rand.NewPCG(seed, 7))
+	var em, sm, lm [nClusters][]float64
+	slow1 := latSurv(slowerThan, 1)
+	for j := range nClusters {
+		p := newProcess(w.Noise, r)
+		em[j] = make([]float64, truthMinutes)
+		sm[j] = make([]float64, truthMinutes)
+		lm[j] = make([]float64, truthMinutes)
+		for t := range truthMinutes {
+			e, l := p.next(r)
+			if j == 0 {
+				e *= w.Offset
+				l *= w.Offset
+			}
+			em[j][t], lm[j][t] = e, l
+			sm[j][t] = slowShareAt(l) / slow1
+		}
+	}
+	mean := func(x []float64) float64 {
+		var s float64
+		for _, v := range x {
+			s += v
+		}
+		return s / float64(len(x))
+	}
+	tr := &truth{}
+	tr.errMean = (mean(em[1]) + mean(em[2])) / 2
+	tr.slowMean = (mean(sm[1]) + mean(sm[2])) / 2
+	for r := 0.01; r <= 0.8; r *= 1.15 {
+		tr.shares = append(tr.shares, r)
+	}
+	x := make([]float64, truthMinutes)
+	for si, split := range []float64{0.5, 0.8} {
+		for _, kpi := range []struct {
+			m   *[nClusters][]float64
+			out *[]float64
+		}{{&em, &tr.err[si]}, {&sm, &tr.slow[si]}} {
+			m := kpi.m
+			mc := mean(m[0])
+			mb := split*mean(m[1]) + (1-split)*mean(m[2])
+			phi := mc / mb
+			for _, r := range tr.shares {
+				pi := r * phi / (r*phi + 1 - r)
+				for t := range truthMinutes {
+					b := split*m[1][t] + (1-split)*m[2][t]
+					x[t] = r*m[0][t]*(1-pi) - (1-r)*b*pi
+				}
+				vbar := pi * (1 - pi) * (r*mc + (1-r)*mb)
+				*kpi.out = append(*kpi.out, longRunVar(x, truthBatch)/(vbar*vbar))
+			}
+		}
+		for t := range truthMinutes {
+			x[t] = math.Log(lm[0][t]) - math.Log(split*lm[1][t]+(1-split)*lm[2][t])
+		}
+		tr.lat[si] = longRunVar(x, truthBatch)
+	}
+	for t := range truthMinutes {
+		x[t] = math.Log(em[1][t])
+	}
+	tr.errLR, tr.errMarg = longRunVar(x, truthBatch), longRunVar(x, 1)
+	return tr
+}
+
+// longRunVar is the batch-means estimate of the long-run variance of x.
+func longRunVar(x []float64, b int) float64 {
+	m := len(x) / b
+	var mu float64
+	for _, v := range x[:m*b] {
+		mu += v
+	}
+	mu /= float64(m * b)
+	var ss float64
+	for j := range m {
+		var s float64
+		for _, v := range x[j*b : (j+1)*b] {
+			s += v
+		}
+		d := s/float64(b) - mu
+		ss += d * d
+	}
+	return ss / float64(m-1) * float64(b)
+}
+
+func (tr *truth) splitIdx(split float64) int {
+	if split > 0.65 {
+		return 1
+	}
+	return 0
+}
+
+// interp is table at share r, linear in log r.
+func (tr *truth) interp(table []float64, r float64) float64 {
+	i := sort.SearchFloat64s(tr.shares, r)
+	switch {
+	case i <= 0:
+		return table[0]
+	case i >= len(tr.shares):
+		return table[len(table)-1]
+	}
+	f := (math.Log(r) - math.Log(tr.shares[i-1])) / (math.Log(tr.shares[i]) - math.Log(tr.shares[i-1]))
+	return table[i-1] + f*(table[i]-table[i-1])
+}
+
+func (tr *truth) errTau2(r, split float64) float64 {
+	return tr.interp(tr.err[tr.splitIdx(split)], r)
+}
+
+func (tr *truth) slowTau2(r, split float64) float64 {
+	return tr.interp(tr.slow[tr.splitIdx(split)], r)
+}
+
+func (tr *truth) latVar(split float64) float64 { return tr.lat[tr.splitIdx(split)] }
+
+// fixedSample is the physical limit: the intervals a fixed-sample non-inferiority test at
+// α/K with 90% power needs at the final share for a healthy canary, per judged KPI,
+// n = (z_{α/K} + z_{0.10})²·σ²/tol², σ² the true per-interval variance (sampling at the
+// mean load plus the long-run cluster noise) of the KPI's log-ratio estimate.
+func (tr *truth) fixedSample(w *World, sc Scale, share float64, tol [nKPIs]float64, alphaK float64) [nKPIs]float64 {
+	z := -normalQuantile(alphaK) + 1.2815515655446004
+	real := share * w.Honour
+	nc, nb := sc.RequestsPerMinute*real, sc.RequestsPerMinute*(1-real)
+	var out [nKPIs]float64
+	for i, p := range []float64{sc.ErrorRate * w.Offset, latSurv(slowerThan, w.Offset)} {
+		pb := sc.ErrorRate
+		tau2 := tr.errTau2(real, 0.5)
+		if i == kpiSlow {
+			pb, tau2 = latSurv(slowerThan, 1), tr.slowTau2(real, 0.5)
+		}
+		ec, eb := nc*p, nb*pb
+		e := ec + eb
+		pi := ec / e
+		v := e * pi * (1 - pi)
+		s2 := 1/v + tau2
+		out[i] = z * z * s2 / (math.Log1p(tol[i]) * math.Log1p(tol[i]))
+	}
+	cv2 := latSD1 * latSD1 / (latMean1 * latMean1)
+	s2 := cv2/nc + cv2/nb + tr.latVar(0.5)
+	out[kpiMean] = z * z * s2 / (math.Log1p(tol[kpiMean]) * math.Log1p(tol[kpiMean]))
+	return out
+}
+
+func normalQuantile(p float64) float64 { return -math.Sqrt2 * math.Erfcinv(2*p) }
