@@ -277,13 +277,28 @@ func LearnRatioNoise(obs []RatioObservation) NoiseModel {
 	// score of the offset with cluster-level weights, as the live sequence builds it
 	// (log form where an interval has the events for it); decreasing in θ. logAt is the
 	// offset that decides the form, fixed while solving.
-	var logAt float64
+	// each interval's log form at logAt, computed once per round, not per bisection step
+	type form struct {
+		v0, bias float64
+		ok       bool
+	}
+	forms := make([]form, len(ivs))
+	setLogAt := func(at float64) {
+		for i, x := range ivs {
+			if x.e > 0 {
+				v0, bias, ok := logForm(x.e, x.lr+at)
+				forms[i] = form{v0, bias, ok}
+			}
+		}
+	}
+	setLogAt(0)
 	score := func(theta, tau2 float64) (u, info float64) {
-		for _, x := range ivs {
+		for i, x := range ivs {
 			if x.e == 0 {
 				continue
 			}
-			if v0, bias, ok := logForm(x.e, x.lr+logAt); ok {
+			if f := forms[i]; f.ok {
+				v0, bias := f.v0, f.bias
 				w := 1 / (v0 + tau2)
 				u += w * (math.Log(x.c+0.5) - math.Log(x.e-x.c+0.5) - bias - x.lr - theta)
 				info += w
@@ -312,7 +327,7 @@ func LearnRatioNoise(obs []RatioObservation) NoiseModel {
 	x, a, h := make([]float64, len(ivs)), make([]float64, len(ivs)), make([]float64, len(ivs))
 	for range 3 { // offset and variance depend on each other; three rounds settle both
 		m.Offset = solve(tau2)
-		logAt = m.Offset
+		setLogAt(m.Offset)
 		var sv float64
 		for i, it := range ivs {
 			x[i], a[i], h[i] = 0, 0, 0

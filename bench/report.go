@@ -271,18 +271,22 @@ func (r *Results) Goals() []string {
 	}
 	// Boundary, the other side: a canary at the tolerance must not be proven non-inferior.
 	bad = nil
+	over = 0
 	var wp *DecisionResult
 	for _, d := range r.rows(KindBoundary, RuleVerdict) {
 		if d.PromoteCI[1] > aK {
 			bad = append(bad, fmt.Sprintf("%s %s", where(d), rateCI(d.PromoteRate, d.PromoteCI)))
+			if d.PromoteRate > aK {
+				over++
+			}
 		}
 		if wp == nil || d.PromoteCI[1] > wp.PromoteCI[1] {
 			wp = d
 		}
 	}
 	if wp != nil {
-		out = append(out, fmt.Sprintf("At the boundary Verdict promotes (proves the error rate within 10%%, wrongly) ≤ α/K by the upper bound: %s (worst %s in %s%s).",
-			mark(len(bad) == 0), rateCI(wp.PromoteRate, wp.PromoteCI), where(wp), listed("; upper bound above α/K: ", bad)))
+		out = append(out, fmt.Sprintf("At the boundary Verdict promotes (proves the error rate within 10%%, wrongly) ≤ α/K by the upper bound: %s (worst %s in %s; %d cells with the point estimate itself above α/K%s).",
+			mark(len(bad) == 0), rateCI(wp.PromoteRate, wp.PromoteCI), where(wp), over, listed("; upper bound above α/K: ", bad)))
 	}
 	// Share check.
 	if d := r.Row("share-99.5%", "700k/1%", RuleVerdict); d != nil {

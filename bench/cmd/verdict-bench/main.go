@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -25,9 +26,27 @@ func run() int {
 	verbose := fs.Bool("v", false, "report each finished world × scale on stderr")
 	worlds := fs.String("worlds", "", "comma-separated world names of the decision part (default: all; quick: a few)")
 	seed := fs.Uint64("seed", 1, "seed of the decision-quality runs")
+	from := fs.String("from", "", "re-render results.md and the charts from this results.json instead of measuring")
 	scale := fs.String("scale", "", `comma-separated numbers of concurrent experiments (default "10,100,1000"; quick "10,100"); "none" skips the scale part`)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
+	}
+	if *from != "" {
+		b, err := os.ReadFile(*from)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "verdict-bench: -from: %v\n", err)
+			return 1
+		}
+		var res bench.Results
+		if err := json.Unmarshal(b, &res); err != nil {
+			fmt.Fprintf(os.Stderr, "verdict-bench: -from %s: %v\n", *from, err)
+			return 1
+		}
+		if err := res.Write(*out); err != nil {
+			fmt.Fprintf(os.Stderr, "verdict-bench: write results to %s: %v\n", *out, err)
+			return 1
+		}
+		return 0
 	}
 	o := bench.Options{Quick: *quick, Runs: *runs, Seed: *seed, Micro: !*quick}
 	if *verbose {
