@@ -1065,19 +1065,19 @@ func (r *Run) replay(ctx context.Context) error {
 
 // Snapshot is what a live view shows about a run.
 type Snapshot struct {
-	Run         store.Run            `json:"run"`
-	Steps       int                  `json:"steps"`
-	Hold        time.Duration        `json:"hold"`
-	Decision    *analysis.Decision   `json:"decision,omitempty"`
-	Values      []KPIValue           `json:"values"`
-	Share       analysis.ShareResult `json:"share"`
-	Noise       []KPINoise           `json:"noise,omitempty"`
+	Run      store.Run            `json:"run"`
+	Steps    int                  `json:"steps"`
+	Hold     time.Duration        `json:"hold"`
+	Decision *analysis.Decision   `json:"decision,omitempty"`
+	Values   []KPIValue           `json:"values"`
+	Share    analysis.ShareResult `json:"share"`
+	Noise    []KPINoise           `json:"noise,omitempty"`
 	// Phases are the run's phases (experiments.Spec.Phases) and Phase the one it is in.
-	Phases []string `json:"phases,omitempty"`
-	Phase  string   `json:"phase,omitempty"`
-	PauseNote   string               `json:"pauseNote,omitempty"`
-	RampStart   time.Time            `json:"rampStart,omitzero"`
-	MaxDuration time.Duration        `json:"maxDuration"`
+	Phases      []string      `json:"phases,omitempty"`
+	Phase       string        `json:"phase,omitempty"`
+	PauseNote   string        `json:"pauseNote,omitempty"`
+	RampStart   time.Time     `json:"rampStart,omitzero"`
+	MaxDuration time.Duration `json:"maxDuration"`
 }
 
 // Snapshot returns the run's current state for display.
