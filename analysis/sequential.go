@@ -1339,7 +1339,9 @@ func (s *ShareCheck) segmentLogBF() float64 {
 	return lb - lsax + lsa
 }
 
-// Result reports the check at level α.
+// Result reports the check at level α. A check with a tolerance was given its α at
+// construction, since it judges as intervals arrive (a mismatch found stays found); it
+// ignores this one.
 func (s *ShareCheck) Result(alpha float64) ShareResult {
 	alpha = validAlpha(alpha)
 	res := ShareResult{LogBayesFactor: s.logBFDone + s.segmentLogBF(), Expected: append([]float64(nil), s.weights...)}

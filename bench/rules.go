@@ -180,22 +180,7 @@ func (c *cell) verdict(l *latent) Outcome {
 		if dec.ShareMismatch && o.FlagAt == 0 {
 			o.FlagAt = s.elapsed
 		}
-		switch dec.Action {
-		case analysis.Rollback:
-			o.RollbackAt = s.elapsed
-			for i, k := range dec.KPIs {
-				if k.Status == analysis.Harm && i < nKPIs {
-					o.Harm |= 1 << i
-				}
-			}
-			return actRollback
-		case analysis.Promote:
-			o.PromoteAt = s.elapsed
-			return actPromote
-		case analysis.Advance:
-			return actAdvance
-		}
-		return actContinue
+		return o.follow(dec, s.elapsed)
 	})
 	return o
 }
@@ -322,24 +307,30 @@ func (c *cell) oracle(l *latent) Outcome {
 		plan := c.plan.Steps[s.step-1]
 		dec := analysis.Decide(kpis, analysis.Step{Alpha: a.Alpha, HoldComplete: s.stepElapsed >= plan.Hold, MinHoldComplete: s.stepElapsed >= plan.MinHold,
 			Final: s.final, MaxDurationReached: s.elapsed >= c.plan.MaxDuration, OnInconclusive: analysis.Rollback})
-		switch dec.Action {
-		case analysis.Rollback:
-			o.RollbackAt = s.elapsed
-			for i, k := range dec.KPIs {
-				if k.Status == analysis.Harm {
-					o.Harm |= 1 << i
-				}
-			}
-			return actRollback
-		case analysis.Promote:
-			o.PromoteAt = s.elapsed
-			return actPromote
-		case analysis.Advance:
-			return actAdvance
-		}
-		return actContinue
+		return o.follow(dec, s.elapsed)
 	})
 	return o
+}
+
+// follow records a decision's ending in the outcome (the harmful KPIs of a rollback, as
+// bits in judged order) and says what the schedule does next.
+func (o *Outcome) follow(dec analysis.Decision, at int) action {
+	switch dec.Action {
+	case analysis.Rollback:
+		o.RollbackAt = at
+		for i, k := range dec.KPIs {
+			if k.Status == analysis.Harm && i < nKPIs {
+				o.Harm |= 1 << i
+			}
+		}
+		return actRollback
+	case analysis.Promote:
+		o.PromoteAt = at
+		return actPromote
+	case analysis.Advance:
+		return actAdvance
+	}
+	return actContinue
 }
 
 // ---- comparators on the fixed schedule ----------------------------------------------------
