@@ -15,6 +15,7 @@ import (
 type Pool struct {
 	ID             string
 	Name           string
+	Description    string
 	Enabled        bool
 	MinimumOrigins int
 	SteeringPolicy string // Cloudflare origin_steering.policy: random, hash, least_outstanding_requests, ...
@@ -59,6 +60,7 @@ func (p Pool) Origin(name string) (Origin, bool) {
 type cfPool struct {
 	ID             string `json:"id"`
 	Name           string `json:"name"`
+	Description    string `json:"description"`
 	Enabled        *bool  `json:"enabled"`
 	MinimumOrigins *int   `json:"minimum_origins"`
 	OriginSteering *struct {
@@ -104,7 +106,7 @@ func DecodePool(data []byte) (Pool, error) {
 	if err := json.Unmarshal(data, &cp); err != nil {
 		return Pool{}, fmt.Errorf("pool is not a Cloudflare pool object: %w", err)
 	}
-	p := Pool{ID: cp.ID, Name: cp.Name, Enabled: true, MinimumOrigins: 1, Raw: append(json.RawMessage(nil), data...)}
+	p := Pool{ID: cp.ID, Name: cp.Name, Description: cp.Description, Enabled: true, MinimumOrigins: 1, Raw: append(json.RawMessage(nil), data...)}
 	if cp.Enabled != nil {
 		p.Enabled = *cp.Enabled
 	}
@@ -152,3 +154,9 @@ func DecodePool(data []byte) (Pool, error) {
 	}
 	return p, nil
 }
+
+// Claim returns the run claim the pool carries, if any.
+func (p Pool) Claim() (Claim, bool) { return ParseClaim(p.Description) }
+
+// LastRun returns the note the last finished run left on the pool, if any.
+func (p Pool) LastRun() (LastRun, bool) { return ParseLastRun(p.Description) }
