@@ -33,6 +33,10 @@ const (
 // work offline (verdict plan with a pool file) branch on it.
 var ErrNoCredentials = errors.New("no Cloudflare API token: set " + EnvCloudflareToken + " or " + EnvCloudflareTokenFile)
 
+// ErrUnauthorized matches every error caused by Cloudflare refusing the credentials (HTTP
+// 401 or 403): retrying cannot help, so a run fails fast and says which token to fix.
+var ErrUnauthorized = errors.New("Cloudflare refused the API token")
+
 // ErrRateLimited matches every error caused by Cloudflare's rate limit (HTTP 429), so a
 // caller such as the engine can back off for longer than one call is allowed to wait.
 var ErrRateLimited = errors.New("rate limited by Cloudflare")
@@ -358,6 +362,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusNotFound
 	case ErrRateLimited:
 		return e.Status == http.StatusTooManyRequests
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 	}
 	return false
 }
