@@ -55,7 +55,7 @@ func (e *Experiment) ApplyHookCommand() ([]string, error) {
 	if a == nil || a.Hook == nil {
 		return nil, nil
 	}
-	vars := e.Vars(e.Spec.Canary.Cluster)
+	vars := e.rawVars(e.Spec.Canary.Cluster)
 	out := make([]string, len(a.Hook.Command))
 	for i, arg := range a.Hook.Command {
 		v, err := RenderApplyHookArg(arg, vars)

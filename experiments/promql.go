@@ -5,13 +5,18 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
-// QueryVars are the values a PromQL template may use.
+// QueryVars are the values a PromQL template may use. Cluster and Clusters are escaped
+// for the inside of a double-quoted PromQL string (cluster="{{.Cluster}}",
+// cluster=~"{{.Clusters}}"), the way every example writes them: a cluster called
+// eu.west-1 or prod/a:b must select exactly its own series, not a regex neighbour, and a
+// quote or backslash in a name must not end the string early.
 type QueryVars struct {
 	Interval     string // the analysis interval as a range, e.g. 1m
 	Cluster      string // one cluster (preconditions evaluated per cluster, capacity hooks)
@@ -24,8 +29,21 @@ var TemplateVariables = []string{"{{.Interval}}", "{{.Cluster}}", "{{.Clusters}}
 
 var promqlParser = parser.NewParser(parser.Options{})
 
-// Vars returns the template values for this experiment; cluster fills {{.Cluster}}.
+// Vars returns the template values for this experiment's queries; cluster fills
+// {{.Cluster}}.
 func (e *Experiment) Vars(cluster string) QueryVars {
+	v := e.rawVars(cluster)
+	quoted := make([]string, 0, len(e.Spec.Baselines)+1)
+	for _, c := range e.Spec.Clusters() {
+		quoted = append(quoted, PromQLString(regexp.QuoteMeta(c)))
+	}
+	v.Cluster = PromQLString(cluster)
+	v.Clusters = strings.Join(quoted, "|")
+	return v
+}
+
+// rawVars are the same values unescaped, for hook commands, which are arguments, not PromQL.
+func (e *Experiment) rawVars(cluster string) QueryVars {
 	quoted := make([]string, 0, len(e.Spec.Baselines)+1)
 	for _, c := range e.Spec.Clusters() {
 		quoted = append(quoted, regexp.QuoteMeta(c))
@@ -36,6 +54,14 @@ func (e *Experiment) Vars(cluster string) QueryVars {
 		Clusters:     strings.Join(quoted, "|"),
 		ClusterLabel: e.Spec.Prometheus.ClusterLabel,
 	}
+}
+
+// PromQLString escapes s for the inside of a double-quoted PromQL string literal, whose
+// escapes are Go's: a regexp.QuoteMeta'd "eu\.west" must reach Prometheus as "eu\\.west",
+// since PromQL refuses the unknown escape "\.".
+func PromQLString(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 var unknownField = regexp.MustCompile(`can't evaluate field (\w+)`)
