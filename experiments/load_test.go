@@ -149,6 +149,9 @@ func TestLoadBadInput(t *testing.T) {
 		{"bad harm", replace("      tolerance: 10%\n", "      tolerance: 10%\n      harm: up\n"), 28, "spec.kpis[0].harm", "increase or decrease"},
 		{"empty guardrail", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {for: 3}\n"), 28, "spec.kpis[0].guardrail", "set max, min or both"},
 		{"guardrail min above max", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {min: 5%, max: 2%}\n"), 28, "spec.kpis[0].guardrail.min", "not below max"},
+		{"guardrail negative on a ratio", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {max: -1%}\n"), 28, "spec.kpis[0].guardrail.max", "not a rate"},
+		{"guardrail above 100% on a ratio", replace("      tolerance: 10%\n", "      tolerance: 10%\n      guardrail: {max: 2}\n"), 28, "spec.kpis[0].guardrail.max", "not a rate"},
+		{"guardrail negative on a latency", replace("      slowerThan: 500ms\n", "      slowerThan: 500ms\n      guardrail: {max: -1}\n"), 32, "spec.kpis[1].guardrail.max", "negative"},
 		{"slowerThan on a ratio", replace("      tolerance: 10%\n", "      tolerance: 10%\n      slowerThan: 1s\n"), 28, "spec.kpis[0].slowerThan", "only latency KPIs"},
 		{"address without scheme", replace("address: http://127.0.0.1:9090", "address: 127.0.0.1:9090"), 21, "spec.prometheus.address", "http://"},
 		{"address with credentials", replace("address: http://127.0.0.1:9090", "address: http://admin:hunter2@127.0.0.1:9090"), 21, "spec.prometheus.address", "credentials in the URL"},
@@ -554,5 +557,59 @@ func TestLoadBadNewFields(t *testing.T) {
 			}
 			t.Errorf("want line %d, path %q, message containing %q; got:\n%v", tc.line, tc.path, tc.msg, err)
 		})
+	}
+}
+
+// TestNoFollowOnErrors: a field that is already wrong is reported once; nothing derived from
+// it (or from the default that stood in for it) is reported on top.
+func TestNoFollowOnErrors(t *testing.T) {
+	base := readBase(t)
+	for _, tc := range []struct {
+		name, old, new string
+		want           []string // the paths reported, exactly
+	}{
+		{"misspelt canary cluster", "    cluster: c1\n", "    clustr: c1\n", []string{"spec.canary.cluster", "spec.canary.clustr"}},
+		{"bad interval", "interval: 1m", "interval: soon", []string{"spec.analysis.interval"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(base, tc.old) {
+				t.Fatalf("test bug: %q not in base", tc.old)
+			}
+			_, err := Load("exp.yaml", []byte(strings.Replace(base, tc.old, tc.new, 1)), LoadOptions{LookupEnv: noEnv})
+			list, ok := err.(ErrorList)
+			if !ok {
+				t.Fatalf("want an ErrorList, got %v", err)
+			}
+			var got []string
+			for _, fe := range list {
+				got = append(got, fe.Path)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("reported %v, want exactly %v:\n%v", got, tc.want, err)
+			}
+		})
+	}
+}
+
+// TestFractionalDurations: people write Go's fractional durations ("0.5s", "1.5m") where a
+// threshold or an interval is meant; they are read exactly and shown in Prometheus's form.
+func TestFractionalDurations(t *testing.T) {
+	base := readBase(t)
+	src := strings.Replace(base, "interval: 1m", "interval: 1.5m", 1)
+	src = strings.Replace(src, "{weight: 5%, hold: 10m}", "{weight: 5%, hold: 0.5h}", 1)
+	exps, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := exps[0].Spec
+	if s.Analysis.Interval.Std() != 90*time.Second || s.Analysis.Interval.String() != "1m30s" {
+		t.Errorf("interval 1.5m read as %s (%v)", s.Analysis.Interval, s.Analysis.Interval.Std())
+	}
+	if s.Traffic.Steps[0].Hold.Std() != 30*time.Minute {
+		t.Errorf("hold 0.5h read as %s", s.Traffic.Steps[0].Hold)
+	}
+	_, err = Load("exp.yaml", []byte(strings.Replace(base, "interval: 1m", "interval: -0.5m", 1)), LoadOptions{LookupEnv: noEnv})
+	if err == nil || !strings.Contains(err.Error(), "not a duration") {
+		t.Errorf("a negative fractional duration must be refused, got %v", err)
 	}
 }

@@ -55,9 +55,16 @@ func (f Fraction) MarshalJSON() ([]byte, error) { return json.Marshal(float64(f)
 type Duration time.Duration
 
 func (d *Duration) decodeScalar(s string) error {
-	v, err := model.ParseDuration(strings.TrimSpace(s))
+	s = strings.TrimSpace(s)
+	v, err := model.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration like 30s, 10m or 1h30m", s)
+		// People write Go's fractional forms too ("0.5s", "1.5m"); Prometheus's notation has
+		// no fractions, so those are read the Go way and rendered back in Prometheus's.
+		gv, gerr := time.ParseDuration(s)
+		if gerr != nil || gv < 0 {
+			return fmt.Errorf("%q is not a duration like 30s, 0.5s, 10m or 1h30m", s)
+		}
+		v = model.Duration(gv)
 	}
 	*d = Duration(v)
 	return nil

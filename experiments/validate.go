@@ -151,11 +151,14 @@ func (v *validator) traffic() {
 				v.errorf("spec.traffic.cloudflare.origins", "no origin for cluster %q", c)
 			}
 		}
+		known := s.Canary.Cluster != "" && len(s.Baselines) > 0 && !slices.Contains(s.Baselines, "")
 		byOrigin := map[string]string{}
 		for _, c := range sortedKeys(cf.Origins) {
 			o := cf.Origins[c]
 			p := "spec.traffic.cloudflare.origins." + c
-			if !slices.Contains(clusters, c) {
+			// With the canary or a baseline missing, an unmatched origin is most likely that
+			// cluster's: saying it is neither would only repeat the first error, wrongly.
+			if known && !slices.Contains(clusters, c) {
 				msg := fmt.Sprintf("cluster %q is neither the canary nor a baseline", c)
 				if hint := didYouMean(c, clusters); hint != "" {
 					msg += fmt.Sprintf("; did you mean %q?", hint)
@@ -373,6 +376,22 @@ func (v *validator) kpis() {
 			}
 			if g.For < 1 {
 				v.errorf(gp+".for", "must be at least 1 interval")
+			}
+			// A limit the KPI can never cross is a guardrail that never fires (or always does).
+			for _, b := range []struct {
+				name string
+				t    *Threshold
+			}{{"max", g.Max}, {"min", g.Min}} {
+				if b.t == nil {
+					continue
+				}
+				x := b.t.Float()
+				switch {
+				case k.Type == KPIRatio && (x < 0 || x > 1):
+					v.errorf(gp+"."+b.name, "%v is not a rate: a ratio KPI is between 0 and 1 (write 2%% or 0.02)", x)
+				case k.Type != KPIRatio && k.Type != KPIGauge && x < 0:
+					v.errorf(gp+"."+b.name, "%v is negative; a %s KPI never is", x, k.Type)
+				}
 			}
 		}
 	}
