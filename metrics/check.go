@@ -221,11 +221,17 @@ func checkKPI(ctx context.Context, src *Source, k KPI, r Range, req CheckRequest
 	for _, rq := range k.roles() {
 		roleQuery[rq.role] = rq.query
 	}
+	sparse, err := checkSamples(ctx, src, k, r, req, add)
+	if err != nil {
+		return kr, err
+	}
 	for _, c := range sortedKeys(d.Clusters) {
 		cd := d.Clusters[c]
 		cr := summarise(k, cd)
 		kr.Clusters[c] = cr
 		switch {
+		case len(cd.NoSeries) == len(k.roles()) && sparse[c]:
+			continue // explained by the sample spacing, reported above
 		case len(cd.NoSeries) == len(k.roles()):
 			add(SeverityError, c, "no series for this cluster in the last %d intervals; is %s=%q right, and is the cluster scraped?", r.Len(), src.ClusterLabel(), c)
 			continue
@@ -414,4 +420,52 @@ func checkPrecondition(ctx context.Context, src *Source, p Precondition, e Expec
 		pr.Problem = strings.TrimPrefix(pr.Problem+"; Prometheus warning: "+strings.Join(warnings, "; "), "; ")
 	}
 	return pr, nil
+}
+
+// checkSamples reports, for the experiment's clusters, samples too far apart for the
+// interval and series that stopped being updated, and returns the clusters whose samples
+// are so sparse that the KPI cannot have data.
+func checkSamples(ctx context.Context, src *Source, k KPI, r Range, req CheckRequest, add func(sev, cluster, format string, args ...any)) (map[string]bool, error) {
+	window := min(max(10*req.Interval, 5*time.Minute), time.Hour)
+	want := map[string]bool{}
+	for _, c := range req.Clusters {
+		want[c] = true
+	}
+	sparse := map[string]bool{}
+	seen := map[string]bool{}
+	for _, rq := range k.roles() {
+		health, err := src.SampleHealth(ctx, rq.query, req.End, window)
+		if err != nil {
+			if fatal(err) {
+				return nil, err
+			}
+			add(SeverityWarning, "", "could not measure sample spacing of the %s query: %v", rq.role, err)
+			continue
+		}
+		for _, sel := range sortedKeys(health) {
+			for _, c := range sortedKeys(health[sel]) {
+				h := health[sel][c]
+				key := sel + "\x00" + c
+				if (len(want) > 0 && !want[c]) || seen[key] {
+					continue
+				}
+				seen[key] = true
+				sp, iv := h.Spacing.Round(time.Second), model.Duration(req.Interval)
+				switch {
+				case h.Spacing >= req.Interval:
+					sparse[c] = true
+					add(SeverityError, c, "samples of %s are %s apart, as far as the %s interval: increase() and rate() over one interval need two samples in it, so they return nothing; make analysis.interval at least %s or scrape (federate) more often",
+						sel, sp, iv, model.Duration((2 * h.Spacing).Round(time.Second)))
+				case 2*h.Spacing > req.Interval:
+					add(SeverityWarning, c, "samples of %s are %s apart, more than half the %s interval: some intervals will hold one sample and be dropped; an interval of %s or more is safer",
+						sel, sp, iv, model.Duration((2 * h.Spacing).Round(time.Second)))
+				}
+				if h.Spacing > 0 && h.Age > max(3*h.Spacing, 30*time.Second) {
+					add(SeverityError, c, "the newest sample of %s is %s old while samples arrive every %s: the series is stale (its target, or a federation leaf, stopped reporting) and the run would be blind",
+						sel, h.Age.Round(time.Second), sp)
+				}
+			}
+		}
+	}
+	return sparse, nil
 }
