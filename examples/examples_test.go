@@ -14,27 +14,29 @@ import (
 
 // pools says which pool file each example experiment runs on.
 var pools = map[string]string{
-	"karpenter-on-snorlax":       "pools/use1.json",
-	"graviton-m7g-on-pikachu":    "pools/euw1.json",
-	"hpa-rps-on-psyduck":         "pools/use2.json",
-	"ewma-routing-on-staryu":     "pools/use1.json",
-	"fast-readiness-on-eevee":    "pools/apse1.json",
-	"k8s-1-32-snorlax-ramp-back": "pools/use1.json",
-	"cilium-on-squirtle":         "pools/use1.json",
-	"cilium-on-bulbasaur":        "pools/euw1.json",
+	"karpenter-on-snorlax":        "pools/use1.json",
+	"graviton-m7g-on-pikachu":     "pools/euw1.json",
+	"hpa-rps-on-psyduck":          "pools/use2.json",
+	"ewma-routing-on-staryu":      "pools/use1.json",
+	"fast-readiness-on-eevee":     "pools/apse1.json",
+	"k8s-1-32-snorlax-ramp-back":  "pools/use1.json",
+	"cilium-on-squirtle":          "pools/use1.json",
+	"cilium-on-bulbasaur":         "pools/euw1.json",
+	"jigglypuff-federated-probes": "pools/apse1.json",
 }
 
 // phases says how each example brings its variant in: every shape of spec.canary.apply is
 // shown by at least one example, and one keeps the old, undeclared form.
 var phases = map[string][]string{
-	"karpenter-on-snorlax":       {"baseline", "apply", "ready", "ramp"},
-	"k8s-1-32-snorlax-ramp-back": {"baseline", "apply", "ready", "ramp"}, // drained while applied
-	"ewma-routing-on-staryu":     {"baseline", "apply", "ramp"},
-	"hpa-rps-on-psyduck":         {"baseline", "ready", "ramp"},
-	"graviton-m7g-on-pikachu":    {"baseline (before appliedAt 2026-12-01T06:00:00Z)", "ramp"},
-	"cilium-on-squirtle":         {"baseline (before appliedAt 2026-11-24T14:00:00Z)", "ramp"},
-	"cilium-on-bulbasaur":        {"baseline (before appliedAt 2026-11-25T09:00:00Z)", "ramp"},
-	"fast-readiness-on-eevee":    {"baseline (variant arrival not declared)", "ramp"},
+	"karpenter-on-snorlax":        {"baseline", "apply", "ready", "ramp"},
+	"k8s-1-32-snorlax-ramp-back":  {"baseline", "apply", "ready", "ramp"}, // drained while applied
+	"ewma-routing-on-staryu":      {"baseline", "apply", "ramp"},
+	"hpa-rps-on-psyduck":          {"baseline", "ready", "ramp"},
+	"graviton-m7g-on-pikachu":     {"baseline (before appliedAt 2026-12-01T06:00:00Z)", "ramp"},
+	"cilium-on-squirtle":          {"baseline (before appliedAt 2026-11-24T14:00:00Z)", "ramp"},
+	"cilium-on-bulbasaur":         {"baseline (before appliedAt 2026-11-25T09:00:00Z)", "ramp"},
+	"fast-readiness-on-eevee":     {"baseline (variant arrival not declared)", "ramp"},
+	"jigglypuff-federated-probes": {"baseline (before appliedAt 2026-12-04T22:00:00Z)", "ramp"},
 }
 
 func TestExamples(t *testing.T) {
