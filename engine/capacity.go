@@ -38,7 +38,9 @@ func (ExecHooks) RunHook(ctx context.Context, args []string, timeout time.Durati
 }
 
 // scale runs the capacity hook for every cluster whose weight rises (up) or falls (!up)
-// between from and to, with the HPA formula's replicas at its new share of the pool.
+// between from and to, with the HPA formula's replicas at its new share of the pool. The
+// caller decides what a failure means: a step or a promotion waits for it (and rolls back
+// after three), a rollback or a scale-down goes on without it.
 func (r *Run) scale(ctx context.Context, now time.Time, from, to store.Weights, up bool) error {
 	c := r.exp.Spec.Capacity
 	if c == nil || c.Hook == nil {

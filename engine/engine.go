@@ -47,8 +47,12 @@ type Options struct {
 	// Settle is how long after an interval's end its data is considered complete (scrape
 	// and rule lag). Default: a quarter of the analysis interval, at most 15s.
 	Settle time.Duration
-	// Who is recorded as the actor of automatic decisions and in the run's owner.
+	// Who is recorded as the actor of automatic decisions and in the run's owner, and is
+	// the owner in the run's claim on its pool.
 	Who string
+	// TakeOverPool takes over a pool another run claims (traffic.Claimer): the claim is
+	// replaced and an event says whose it was. Only for a claim whose run is known dead.
+	TakeOverPool bool
 }
 
 // Engine starts and resumes runs.
@@ -135,6 +139,8 @@ func (e *Engine) Resume(ctx context.Context, runID string, exp *experiments.Expe
 	if err := r.replay(ctx); err != nil {
 		return nil, fmt.Errorf("resume %s: %w", rec.ID, err)
 	}
+	r.renew = r.book.Claimed && !r.Done() // this process drives the run now
+	r.publish()
 	return r, nil
 }
 

@@ -52,7 +52,8 @@ func TestGoodVariantIsPromoted(t *testing.T) {
 	// the standby keeps its 0.2.
 	assertWeights(t, w, map[string]float64{"o1": 0.27, "o2": 0.27, "o3": 0.26, "standby": 0.2})
 	raw, _ := w.Emu.Pool(w.PoolID)
-	if !strings.Contains(string(raw), `"description":"keeps every field"`) || !strings.Contains(string(raw), `"Host":["api.example.com"]`) {
+	// The claim is replaced by the verdict's note; the human text stays.
+	if !strings.Contains(string(raw), `"description":"keeps every field [verdict-last: run=`+r.ID()+` verdict=promoted`) || !strings.Contains(string(raw), `"Host":["api.example.com"]`) {
 		t.Errorf("fields outside the weights were not kept: %s", raw)
 	}
 	ds, err := w.St.Decisions(context.Background(), r.ID())

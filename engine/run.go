@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -61,6 +63,16 @@ type book struct {
 	ApplyAt    time.Time     `json:"applyAt,omitzero"`
 	ApplyFails int           `json:"applyFails,omitempty"`
 	Drained    store.Weights `json:"drained,omitempty"`
+	// WriteErr is why the pending intent's write last failed, since WriteFailedAt: an
+	// ending while a write is failing names the load balancer, not the KPIs.
+	WriteErr      string    `json:"writeErr,omitempty"`
+	WriteFailedAt time.Time `json:"writeFailedAt,omitzero"`
+	// Unconfirmed is set when an intent was dropped without knowing whether it landed (the
+	// token was refused mid-write): Current must be read from the pool before it is trusted.
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
+	// Claimed: the pool carries this run's claim (the Steerer is a traffic.Claimer).
+	Claimed bool `json:"claimed,omitempty"`
+	Warned  bool `json:"warned,omitempty"` // the preflight warnings were given
 }
 
 // Run is one live run of an experiment.
@@ -77,6 +89,11 @@ type Run struct {
 	// undecided: the last complete interval was stored but its decision was not (the
 	// process died in between); the next tick records one even with no fresh interval.
 	undecided bool
+	// renew: the run was resumed by this process, whose claim on the pool is to be renewed.
+	renew bool
+	// snap is what Snapshot and Record return: published by the stepping goroutine, read by
+	// views from any goroutine.
+	snap atomic.Pointer[Snapshot]
 }
 
 // Fence is the lease a run acts under when several replicas share a store: *store.Hold
@@ -126,19 +143,22 @@ func (e *Engine) newRun(exp *experiments.Experiment, rec *store.Run) (*Run, erro
 			return nil, fmt.Errorf("run %s: stored bookkeeping: %w", rec.ID, err)
 		}
 	}
+	r.publish()
 	return r, nil
 }
 
 // ID is the run's ID.
 func (r *Run) ID() string { return r.rec.ID }
 
-// Record returns a copy of the persisted run.
-func (r *Run) Record() store.Run { return *r.rec }
+// Record returns a copy of the run as last published (after every save and every Step);
+// it is safe to call from any goroutine.
+func (r *Run) Record() store.Run { return r.snap.Load().Run }
 
 // Experiment is the experiment being run.
 func (r *Run) Experiment() *experiments.Experiment { return r.exp }
 
-// Done reports whether the run has ended.
+// Done reports whether the run has ended. Like Step, it is for the goroutine that drives
+// the run; views use Snapshot or Record.
 func (r *Run) Done() bool { return r.rec.State.Terminal() }
 
 func (r *Run) interval() time.Duration { return r.exp.Spec.Analysis.Interval.Std() }
@@ -175,6 +195,7 @@ func (r *Run) save(ctx context.Context, events ...store.Event) error {
 	if err := r.e.opts.Store.SaveRun(ctx, r.rec, events...); err != nil {
 		return fmt.Errorf("persist run %s: %w", r.rec.ID, err)
 	}
+	r.publishRecord()
 	r.emit(events...)
 	return nil
 }
@@ -188,10 +209,19 @@ func (r *Run) transition(ctx context.Context, now time.Time, to store.State, why
 
 // Step moves the run one phase on at time now. An error means the run could not be
 // persisted (or is misconfigured): the caller should stop and resume later. Faults of
-// Prometheus or the load balancer are not errors: they are recorded and retried.
+// Prometheus or the load balancer are not errors: they are recorded and retried, except a
+// refused API token, which fails the run (nothing changed yet) or pauses it. While a weight
+// write is being retried, a ramping run keeps collecting and judging its KPIs.
 func (r *Run) Step(ctx context.Context, now time.Time) error {
 	if r.Done() {
 		return nil
+	}
+	defer r.publish()
+	if r.renew {
+		r.renew = false
+		if err := r.renewClaim(ctx, now); err != nil {
+			return err
+		}
 	}
 	if r.rec.Intent != nil {
 		return r.reconcile(ctx, now)
@@ -212,8 +242,12 @@ func (r *Run) Step(ctx context.Context, now time.Time) error {
 	return nil // Paused: only commands move it
 }
 
-// fault records a failure that will be retried.
+// fault records a failure that will be retried. A refused API token is not retried: see
+// unauthorized.
 func (r *Run) fault(ctx context.Context, now time.Time, what string, err error) error {
+	if errors.Is(err, traffic.ErrUnauthorized) {
+		return r.unauthorized(ctx, now, what, err)
+	}
 	r.book.Faults++
 	return r.save(ctx, r.event(EventFault, now, fmt.Sprintf("%s: %v (will retry)", what, err), map[string]any{"error": err.Error(), "consecutive": r.book.Faults}))
 }
@@ -243,7 +277,7 @@ func (r *Run) preflight(ctx context.Context, now time.Time) error {
 		return err
 	}
 	r.book.RampStart = now
-	r.book.LastDataAt = now
+	r.book.LastDataAt = now // and again when step 1 lands: a slow write is not a data gap
 	r.book.Faults = 0
 	return r.setWeights(ctx, now, "step:1", r.book.Plan[1])
 }
@@ -259,6 +293,9 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 			return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the pool could not be read for %s: %v", timeout, err), r.e.opts.Who)
 		}
 		return r.fault(ctx, now, "read pool "+r.ref.String(), err)
+	}
+	if claimed, err := r.claim(ctx, now, pool); err != nil || !claimed {
+		return err
 	}
 	var origins []experiments.PoolOrigin
 	for _, o := range pool.Origins {
@@ -281,6 +318,12 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 	for _, o := range pool.Origins {
 		if _, mine := r.book.Plan[0][o.Name]; !mine && o.Enabled {
 			r.book.Others += o.Weight
+		}
+	}
+	if !r.book.Warned {
+		r.book.Warned = true
+		if err := r.save(ctx, r.warnings(pool, now)...); err != nil {
+			return err
 		}
 	}
 
@@ -542,12 +585,26 @@ func (r *Run) write(ctx context.Context, now time.Time) error {
 		return err // the intent stays: whoever owns the run now reconciles it
 	}
 	if err := r.scale(ctx, now, in.Expect, in.Want, true); err != nil {
-		r.book.HookFails++
-		if r.book.HookFails >= 3 && in.Purpose != "rollback" {
-			r.rec.Intent = nil
-			return r.rollback(ctx, now, VerdictRolledBack, "the capacity hook failed 3 times before raising a cluster's weight: "+err.Error(), r.e.opts.Who, store.StateRolledBack)
+		if in.Purpose == "rollback" {
+			// Traffic safety wins over capacity: a rollback takes traffic off the variant,
+			// and waiting on a hook would keep it there. The clusters that regain traffic
+			// carried it before the experiment; a person is told to check their capacity.
+			msg := "capacity hook failed before the rollback; rolling back anyway, check the capacity of the clusters that regain traffic: " + err.Error()
+			if err := r.save(ctx, r.event(EventCapacityFailed, now, msg, map[string]any{"purpose": in.Purpose, "error": err.Error()})); err != nil {
+				return err
+			}
+			r.notify(ctx, "verdict", "ALERT "+r.exp.Metadata.Name+": "+msg)
+		} else {
+			// A step or a promotion raises a cluster's share beyond what it carries now:
+			// without the capacity for it, not raising is the safe side.
+			r.book.HookFails++
+			if r.book.HookFails >= 3 {
+				r.rec.Intent = nil
+				r.book.HookFails = 0
+				return r.rollback(ctx, now, VerdictRolledBack, "the capacity hook failed 3 times before raising a cluster's weight: "+err.Error(), r.e.opts.Who, store.StateRolledBack)
+			}
+			return r.save(ctx, r.event(EventFault, now, "capacity hook failed; weights not changed: "+err.Error(), nil))
 		}
-		return r.save(ctx, r.event(EventFault, now, "capacity hook failed; weights not changed: "+err.Error(), nil))
 	}
 	r.book.HookFails = 0
 	if err := r.owner(); err != nil {
@@ -563,7 +620,11 @@ func (r *Run) write(ctx context.Context, now time.Time) error {
 		return r.drifted(ctx, now, in.Purpose, err)
 	default:
 		// The write may or may not have happened: keep the intent, reconcile next step.
-		return r.fault(ctx, now, "set weights on pool "+r.ref.String(), err)
+		if r.book.WriteFailedAt.IsZero() {
+			r.book.WriteFailedAt = now
+		}
+		r.book.WriteErr = err.Error()
+		return r.fault(ctx, now, fmt.Sprintf("set weights for %s on pool %s", purposeText(in.Purpose), r.ref), err)
 	}
 }
 
@@ -580,6 +641,14 @@ func (r *Run) reconcile(ctx context.Context, now time.Time) error {
 	case sameWeights(actual, in.Want):
 		return r.confirm(ctx, now)
 	case sameWeights(actual, in.Expect):
+		if r.rec.State == store.StateRamping && strings.HasPrefix(in.Purpose, "step:") {
+			// The write has not landed, and the read proves the weights in force are still
+			// Current: the intervals served meanwhile are judged as usual, so a Cloudflare
+			// outage neither stops the KPI clock nor shields a harmful canary.
+			if _, stop, err := r.assess(ctx, now); err != nil || stop {
+				return err
+			}
+		}
 		return r.write(ctx, now)
 	case in.Purpose == "rollback":
 		// Someone changed the pool while a rollback was in flight. A rollback must finish:
@@ -615,6 +684,7 @@ func (r *Run) confirm(ctx context.Context, now time.Time) error {
 	r.rec.Current = in.Want
 	r.rec.Intent = nil
 	r.book.Faults = 0
+	r.book.WriteErr, r.book.WriteFailedAt = "", time.Time{}
 	evs := []store.Event{r.event(EventWeightsConfirmed, now, fmt.Sprintf("weights for %s confirmed by read-back: %s", purposeText(in.Purpose), formatWeights(in.Want)), in)}
 	switch {
 	case strings.HasPrefix(in.Purpose, "step:"):
@@ -625,7 +695,15 @@ func (r *Run) confirm(ctx context.Context, now time.Time) error {
 		// The interval in progress saw both the old and the new weights: skip it, and the
 		// next one too if the change lands within the scrape lag of its start.
 		r.book.LastEnd = ceilTime(now.Add(r.settle()), r.interval())
+		// Those skipped intervals are the engine's choice, not a gap in Prometheus: the
+		// no-data clock counts from the first interval wanted, unless an outage is already
+		// under way.
+		if !r.book.Outage {
+			r.book.LastDataAt = r.book.LastEnd
+		}
 		if r.rec.State != store.StateRamping {
+			// The ramp starts when step 1 lands, however long Cloudflare took to take it.
+			r.book.RampStart, r.book.LastDataAt = now, r.book.LastEnd
 			r.rec.State = store.StateRamping
 			evs = append(evs, r.event(EventStateChanged, now, fmt.Sprintf("Preflight → Ramping: step %d, canary at %s of the experiment's traffic", n, r.stepWeight(n)), map[string]any{"to": store.StateRamping, "step": n}))
 		}
@@ -667,19 +745,37 @@ func ceilTime(t time.Time, d time.Duration) time.Time {
 	return tr.Add(d)
 }
 
-// drifted follows onDrift after the pool was changed by someone else.
+// drifted follows onDrift after the pool was changed by someone else. A rollback in
+// flight always finishes, with its own ending; a promotion in flight follows onDrift, and
+// if that rolls back, the ending becomes a rollback that says the promotion was interrupted.
 func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause error) error {
 	msg := fmt.Sprintf("pool %s changed outside Verdict: %v", r.ref, cause)
 	ev := r.event(EventDrift, now, msg, map[string]any{"during": during, "onDrift": r.exp.Spec.Analysis.OnDrift})
 	r.notify(ctx, "verdict", r.exp.Metadata.Name+": "+msg)
+	policy := r.exp.Spec.Analysis.OnDrift
+	if policy == experiments.OnDriftIgnore && errors.Is(cause, traffic.ErrClaimed) {
+		policy = experiments.OnDriftPause // two runs steering one pool is never ignored
+	}
 	switch {
-	case during == "rollback" || r.exp.Spec.Analysis.OnDrift == experiments.OnDriftRollback:
-		if err := r.adoptPool(ctx, now); err != nil {
+	case during == "rollback" || policy == experiments.OnDriftRollback:
+		// A failed read leaves Current stale; the rollback goes on regardless, and its
+		// write meets the drift again in reconcile, which rolls back from the pool as read.
+		if err := r.adoptPool(ctx, now); err != nil && !errors.Is(err, errPoolUnread) {
 			return err
 		}
-		return r.rollback(ctx, now, VerdictRolledBack, msg, r.e.opts.Who, store.StateRolledBack, ev)
-	case r.exp.Spec.Analysis.OnDrift == experiments.OnDriftIgnore:
+		if r.halted() {
+			return nil
+		}
+		reason := msg
+		if during == "promote" {
+			reason = "the promotion was interrupted: " + msg
+		}
+		return r.rollback(ctx, now, VerdictRolledBack, reason, r.e.opts.Who, store.StateRolledBack, ev)
+	case policy == experiments.OnDriftIgnore:
 		if err := r.adoptPool(ctx, now); err != nil {
+			if errors.Is(err, errPoolUnread) {
+				return nil // the next read sees the drift again and adopts it then
+			}
 			return err
 		}
 		return r.save(ctx, ev)
@@ -695,22 +791,40 @@ func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause e
 	}
 }
 
+// halted says the run stopped moving on its own (ended, or paused for a person) while a
+// caller was in the middle of something, as a refused token does from any pool call.
+func (r *Run) halted() bool { return r.Done() || r.rec.State == store.StatePaused }
+
+// errPoolUnread means the pool could not be read (the fault is recorded): the caller must
+// not go on as if it knew the pool's weights.
+var errPoolUnread = errors.New("pool not read")
+
 // adoptPool takes the pool's current owned weights as the truth, after a person or a
-// policy accepted a change made outside Verdict.
+// policy accepted a change made outside Verdict. A failed read is recorded as a fault and
+// returned wrapping errPoolUnread.
 func (r *Run) adoptPool(ctx context.Context, now time.Time) error {
 	pool, err := r.e.opts.Steerer.Pool(ctx, r.ref)
 	if err != nil {
-		return r.fault(ctx, now, "read pool "+r.ref.String(), err)
+		if ferr := r.fault(ctx, now, "read pool "+r.ref.String(), err); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("read pool %s: %w: %w", r.ref, errPoolUnread, err)
 	}
 	r.rec.Current = r.actual(pool)
+	r.book.Unconfirmed = false
 	return nil
 }
 
-// checkDrift compares the pool with the last confirmed weights.
-func (r *Run) checkDrift(ctx context.Context, now time.Time) (drifted bool, err error) {
+// checkDrift compares the pool with the last confirmed weights, and its claim with the
+// run's. stop means the ramp must not go on this tick.
+func (r *Run) checkDrift(ctx context.Context, now time.Time) (stop bool, err error) {
 	pool, perr := r.e.opts.Steerer.Pool(ctx, r.ref)
 	if perr != nil {
-		return false, r.fault(ctx, now, "read pool "+r.ref.String(), perr)
+		err := r.fault(ctx, now, "read pool "+r.ref.String(), perr)
+		return err != nil || r.rec.State != store.StateRamping, err
+	}
+	if c, ok := pool.Claim(); ok && r.book.Claimed && c.Run != r.rec.ID {
+		return true, r.drifted(ctx, now, "ramp", &traffic.ClaimedError{Pool: r.ref, Claim: c})
 	}
 	if actual := r.actual(pool); !sameWeights(actual, r.rec.Current) {
 		return true, r.drifted(ctx, now, "ramp", fmt.Errorf("expected %s, found %s", formatWeights(r.rec.Current), formatWeights(actual)))
@@ -721,25 +835,15 @@ func (r *Run) checkDrift(ctx context.Context, now time.Time) (drifted bool, err 
 // ---- ramping ---------------------------------------------------------------------------
 
 func (r *Run) ramp(ctx context.Context, now time.Time) error {
-	if drifted, err := r.checkDrift(ctx, now); err != nil || drifted {
+	if stop, err := r.checkDrift(ctx, now); err != nil || stop {
 		return err
 	}
-	fresh, err := r.collect(ctx, now)
-	if err != nil {
+	d, stop, err := r.assess(ctx, now)
+	if err != nil || stop {
 		return err
 	}
 	a := &r.exp.Spec.Analysis
-	if silent := now.Sub(r.book.LastDataAt); silent > a.NoDataTimeout.Std() {
-		return r.rollback(ctx, now, VerdictRolledBack, fmt.Sprintf("no complete KPI data for %s (noDataTimeout %s): never promote blind", experiments.Duration(silent.Truncate(time.Second)), a.NoDataTimeout), r.e.opts.Who, store.StateRolledBack)
-	}
-	d := r.decide(now)
 	maxed := now.Sub(r.book.RampStart) >= a.MaxDuration.Std()
-	if fresh > 0 || r.undecided || d.Action != analysis.Continue {
-		if err := r.recordDecision(ctx, now, d); err != nil {
-			return err
-		}
-		r.undecided = false
-	}
 	switch d.Action {
 	case analysis.Advance:
 		if r.rec.Step >= len(r.exp.Spec.Traffic.Steps) {
@@ -754,12 +858,6 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 		return r.setWeights(ctx, now, fmt.Sprintf("step:%d", next), r.book.Plan[next])
 	case analysis.Promote:
 		return r.promote(ctx, now, d.Reason, r.e.opts.Who)
-	case analysis.Rollback:
-		verdict := VerdictRolledBack
-		if maxed && !anyHarm(d) {
-			verdict = VerdictInconclusive
-		}
-		return r.rollback(ctx, now, verdict, d.Reason, r.e.opts.Who, store.StateRolledBack)
 	}
 	if maxed && a.OnInconclusive == experiments.OnInconclusivePause {
 		r.rec.PausedFrom = store.StateRamping
@@ -767,6 +865,51 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 		return r.transition(ctx, now, store.StatePaused, r.book.PauseNote+"; promote or abort by hand")
 	}
 	return nil
+}
+
+// assess collects the complete intervals, records the decision on them and acts on the
+// endings no pending write may hold up: no data past noDataTimeout, and a rollback. It runs
+// while ramping, also while a step's write is pending and the pool still holds Current (a
+// rollback then drops that intent). stop means the run was moved on.
+func (r *Run) assess(ctx context.Context, now time.Time) (d analysis.Decision, stop bool, err error) {
+	fresh, err := r.collect(ctx, now)
+	if err != nil {
+		return d, true, err
+	}
+	a := &r.exp.Spec.Analysis
+	if silent := now.Sub(r.book.LastDataAt); silent > a.NoDataTimeout.Std() {
+		reason := r.dropIntent(fmt.Sprintf("no complete KPI data for %s (noDataTimeout %s): never promote blind", experiments.Duration(silent.Truncate(time.Second)), a.NoDataTimeout))
+		return d, true, r.rollback(ctx, now, VerdictRolledBack, reason, r.e.opts.Who, store.StateRolledBack)
+	}
+	d = r.decide(now)
+	if fresh > 0 || r.undecided || d.Action != analysis.Continue {
+		if err := r.recordDecision(ctx, now, d); err != nil {
+			return d, true, err
+		}
+		r.undecided = false
+	}
+	if d.Action != analysis.Rollback {
+		return d, false, nil
+	}
+	verdict := VerdictRolledBack
+	if now.Sub(r.book.RampStart) >= a.MaxDuration.Std() && !anyHarm(d) {
+		verdict = VerdictInconclusive
+	}
+	return d, true, r.rollback(ctx, now, verdict, r.dropIntent(d.Reason), r.e.opts.Who, store.StateRolledBack)
+}
+
+// dropIntent gives up a pending step whose write has not landed (the caller read the pool
+// at Current) and returns the ending's reason, saying that the load balancer had been
+// refusing the step when it had: the run may have been held at a step by Cloudflare.
+func (r *Run) dropIntent(reason string) string {
+	in := r.rec.Intent
+	r.rec.Intent = nil
+	werr, since := r.book.WriteErr, r.book.WriteFailedAt
+	r.book.WriteErr, r.book.WriteFailedAt = "", time.Time{}
+	if in == nil || werr == "" {
+		return reason
+	}
+	return fmt.Sprintf("%s (meanwhile the load balancer, pool %s, refused the weights for %s since %s: %s)", reason, r.ref, purposeText(in.Purpose), since.UTC().Format(time.RFC3339), werr)
 }
 
 func anyHarm(d analysis.Decision) bool {
@@ -898,7 +1041,14 @@ func (r *Run) promoteTarget() store.Weights {
 	return r.book.Plan[len(r.book.Plan)-1]
 }
 
+// Endings are set once: the first of promote and rollback to run decides the verdict, the
+// reason and who, and nothing overwrites them, except that a rollback replaces a promotion
+// not yet written (a person's abort, or drift or a failing hook interrupting it).
+
 func (r *Run) promote(ctx context.Context, now time.Time, reason, by string) error {
+	if r.book.EndState != "" && r.book.EndState != store.StatePromoted {
+		return r.save(ctx, r.event(EventAction, now, "not promoting, the run is already ending: "+r.book.EndReason, nil))
+	}
 	r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = store.StatePromoted, VerdictPromoted, reason, by
 	if err := r.transition(ctx, now, store.StatePromoting, reason); err != nil {
 		return err
@@ -907,8 +1057,15 @@ func (r *Run) promote(ctx context.Context, now time.Time, reason, by string) err
 }
 
 func (r *Run) rollback(ctx context.Context, now time.Time, verdict, reason, by string, end store.State, extra ...store.Event) error {
-	r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = end, verdict, reason, by
-	if err := r.transition(ctx, now, store.StateRollingBack, reason, extra...); err != nil {
+	if r.book.EndState == "" || r.book.EndState == store.StatePromoted {
+		r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = end, verdict, reason, by
+	}
+	if r.rec.State == store.StateRollingBack {
+		// Already rolling back (drift met the write): the ending stands, the events say why.
+		if err := r.save(ctx, extra...); err != nil {
+			return err
+		}
+	} else if err := r.transition(ctx, now, store.StateRollingBack, r.book.EndReason, extra...); err != nil {
 		return err
 	}
 	return r.writeFinal(ctx, now, "rollback", r.book.Rollback)
@@ -916,6 +1073,15 @@ func (r *Run) rollback(ctx context.Context, now time.Time, verdict, reason, by s
 
 // writeFinal writes the weights an ending needs, or ends at once when they are in place.
 func (r *Run) writeFinal(ctx context.Context, now time.Time, purpose string, want store.Weights) error {
+	if r.book.Unconfirmed && r.rec.Current != nil {
+		// A write was dropped unconfirmed: what the pool holds decides what is to write.
+		if err := r.adoptPool(ctx, now); err != nil {
+			if errors.Is(err, errPoolUnread) {
+				return nil // retried next tick
+			}
+			return err
+		}
+	}
 	if len(want) == 0 || r.rec.Current == nil || sameWeights(r.rec.Current, want) {
 		return r.end(ctx, now, r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy)
 	}
@@ -929,6 +1095,9 @@ func (r *Run) end(ctx context.Context, now time.Time, state store.State, verdict
 		"from": from, "state": state, "verdict": verdict, "reason": reason, "by": by, "weights": r.rec.Current,
 	})
 	if err := r.save(ctx, ev); err != nil {
+		return err
+	}
+	if err := r.release(ctx, now); err != nil {
 		return err
 	}
 	r.notify(ctx, "verdict", fmt.Sprintf("%s %s: %s", r.exp.Metadata.Name, strings.ReplaceAll(verdict, "_", " "), reason))
@@ -956,6 +1125,9 @@ func (r *Run) commands(ctx context.Context, now time.Time) error {
 	}
 	for _, c := range cmds {
 		result, err := r.apply(ctx, now, c)
+		if errors.Is(err, errPoolUnread) {
+			return nil // the command stays pending and is retried next step
+		}
 		if err != nil {
 			return err
 		}
@@ -994,7 +1166,8 @@ func (r *Run) apply(ctx context.Context, now time.Time, c store.Command) (string
 			to = store.StateRamping
 		}
 		if to == store.StateRamping {
-			// Whatever changed while paused was seen by a person: carry on from the pool.
+			// Whatever changed while paused was seen by a person: carry on from the pool,
+			// never from weights it may no longer hold.
 			if err := r.adoptPool(ctx, now); err != nil {
 				return "", err
 			}
@@ -1080,14 +1253,50 @@ type Snapshot struct {
 	MaxDuration time.Duration `json:"maxDuration"`
 }
 
-// Snapshot returns the run's current state for display.
-func (r *Run) Snapshot() Snapshot {
-	s := Snapshot{Run: *r.rec, Steps: len(r.exp.Spec.Traffic.Steps), Decision: r.last, Values: r.latestValues(),
+// Snapshot returns the run's state for display, as published after the last save or
+// Step. It is safe to call from any goroutine while another steps the run: nothing in it
+// aliases what Step changes.
+func (r *Run) Snapshot() Snapshot { return *r.snap.Load() }
+
+// publish makes the run's current state what Snapshot and Record return. It runs on the
+// stepping goroutine only.
+func (r *Run) publish() {
+	s := &Snapshot{Run: cloneRun(r.rec), Steps: len(r.exp.Spec.Traffic.Steps), Values: r.latestValues(),
 		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
+	if r.last != nil {
+		d := *r.last
+		d.KPIs = slices.Clone(d.KPIs)
+		s.Decision = &d
+	}
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
 		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
 	}
-	return s
+	r.snap.Store(s)
+}
+
+// publishRecord refreshes the published run record and keeps the last published analysis:
+// cheap enough for every save.
+func (r *Run) publishRecord() {
+	s := *r.snap.Load()
+	s.Run, s.Phase, s.PauseNote, s.RampStart = cloneRun(r.rec), r.phase(), r.book.PauseNote, r.book.RampStart
+	s.Hold = 0
+	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
+		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
+	}
+	r.snap.Store(&s)
+}
+
+// cloneRun copies a run record deep enough that the copy shares nothing Step mutates.
+func cloneRun(rec *store.Run) store.Run {
+	c := *rec
+	c.Current, c.Original = maps.Clone(rec.Current), maps.Clone(rec.Original)
+	c.Data, c.Spec = slices.Clone(rec.Data), slices.Clone(rec.Spec)
+	if rec.Intent != nil {
+		in := *rec.Intent
+		in.Want, in.Expect = maps.Clone(in.Want), maps.Clone(in.Expect)
+		c.Intent = &in
+	}
+	return c
 }
 
 // phase is where the run is among experiments' phases: baseline until the history is read,
@@ -1127,4 +1336,158 @@ func (r *Run) Drive(ctx context.Context, clk Clock, tick time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// ---- refused credentials -----------------------------------------------------------------
+
+// unauthorized stops a run whose API token Cloudflare refuses (HTTP 401/403): retrying
+// cannot help until a person fixes the token. With nothing changed yet the run fails; with
+// weights moved it pauses, so it stays resumable and an abort rolls it back once a process
+// with a working token drives it. Either way the message says where the pool is left.
+func (r *Run) unauthorized(ctx context.Context, now time.Time, what string, err error) error {
+	status := "HTTP 401/403"
+	var ae *traffic.APIError
+	if errors.As(err, &ae) {
+		status = fmt.Sprintf("HTTP %d", ae.Status)
+	}
+	head := fmt.Sprintf("Cloudflare refused the API token (%s) to %s: %v", status, what, err)
+	ev := r.event(EventFault, now, head, map[string]any{"error": err.Error(), "unauthorized": true})
+	in := r.rec.Intent
+	if in == nil && r.rec.Step == 0 && (r.rec.Current == nil || sameWeights(r.rec.Current, r.book.Plan[0])) && r.book.EndState == "" {
+		left := "unchanged"
+		if r.rec.Current != nil {
+			left += " at " + formatWeights(r.rec.Current)
+		}
+		if err := r.save(ctx, ev); err != nil {
+			return err
+		}
+		return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("%s; nothing was changed, the pool is left %s; fix the token and start the run again", head, left), r.e.opts.Who)
+	}
+	left := formatWeights(r.rec.Current)
+	if in != nil {
+		// Whether the write landed is unknown until a working token reads the pool.
+		left = fmt.Sprintf("%s, or %s if the last write landed", formatWeights(in.Expect), formatWeights(in.Want))
+		r.rec.Intent = nil
+		r.book.Unconfirmed = true
+	}
+	file := r.rec.SpecFile
+	if file == "" {
+		file = "FILE"
+	}
+	r.book.PauseNote = fmt.Sprintf("%s; the pool is left at %s; fix the token and run `verdict run %s --resume %s` to carry on, or `verdict abort %s` to roll back", head, left, file, r.rec.ID, r.rec.ID)
+	if r.rec.State == store.StatePaused {
+		return r.save(ctx, ev)
+	}
+	r.rec.PausedFrom = r.rec.State
+	if r.rec.PausedFrom == store.StatePending {
+		r.rec.PausedFrom = store.StatePreflight
+	}
+	r.notify(ctx, "verdict", "ALERT "+r.exp.Metadata.Name+": "+r.book.PauseNote)
+	return r.transition(ctx, now, store.StatePaused, r.book.PauseNote, ev)
+}
+
+// ---- pool claims -------------------------------------------------------------------------
+
+// A run claims its pool in the pool itself (traffic.Claimer) before the first weight write,
+// so that runs from other stores and people at the dashboard see it; a second run is
+// refused unless Options.TakeOverPool, another run's claim appearing mid-run is drift, and
+// the ending replaces the claim with a note of the verdict (traffic.LastRun).
+
+// recentPromotion is how long after a promotion on the pool a new run warns that it may
+// undo it: the experiment's maxDuration, at least an hour.
+func (r *Run) recentPromotion() time.Duration {
+	return max(time.Hour, r.exp.Spec.Analysis.MaxDuration.Std())
+}
+
+// claim marks the pool as this run's, once, from the pool just read. It returns false when
+// the run cannot go on now: another run's claim ended it (check_failed), or a fault was
+// recorded to retry.
+func (r *Run) claim(ctx context.Context, now time.Time, pool traffic.Pool) (bool, error) {
+	cl, ok := r.e.opts.Steerer.(traffic.Claimer)
+	if !ok || r.book.Claimed {
+		return true, nil
+	}
+	if err := r.owner(); err != nil {
+		return false, err
+	}
+	force := r.e.opts.TakeOverPool
+	err := cl.Claim(ctx, r.ref, traffic.Claim{Run: r.rec.ID, Owner: r.e.opts.Who, Since: now}, force)
+	var ce *traffic.ClaimedError
+	switch {
+	case errors.As(err, &ce):
+		return false, r.end(ctx, now, store.StateFailed, VerdictCheckFailed, fmt.Sprintf("%v: another Verdict, perhaps with another state directory, is running an experiment on this pool; nothing was changed. Wait for run %s to end or abort it; if it is dead, start this run with the option to take over the pool (engine.Options.TakeOverPool)", ce, ce.Claim.Run), r.e.opts.Who)
+	case err != nil:
+		if timeout := r.exp.Spec.Analysis.NoDataTimeout.Std(); now.Sub(r.rec.StartedAt) > timeout && !errors.Is(err, traffic.ErrUnauthorized) {
+			return false, r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the pool could not be claimed for %s: %v", timeout, err), r.e.opts.Who)
+		}
+		return false, r.fault(ctx, now, "claim pool "+r.ref.String(), err)
+	}
+	r.book.Claimed = true
+	msg := fmt.Sprintf("claimed pool %s for run %s (owner %s)", r.ref, r.rec.ID, r.e.opts.Who)
+	data := map[string]any{"run": r.rec.ID, "owner": r.e.opts.Who}
+	if old, ok := pool.Claim(); ok && old.Run != r.rec.ID && force {
+		msg = fmt.Sprintf("took over pool %s: replaced the claim of run %s (driven by %s since %s)", r.ref, old.Run, old.Owner, old.Since.UTC().Format(time.RFC3339))
+		data["replaced"] = map[string]any{"run": old.Run, "owner": old.Owner, "since": old.Since}
+	}
+	return true, r.save(ctx, r.event(EventClaim, now, msg, data))
+}
+
+// warnings are what a person should know before the first weight moves; they never block.
+func (r *Run) warnings(pool traffic.Pool, now time.Time) []store.Event {
+	var evs []store.Event
+	if lr, ok := pool.LastRun(); ok && lr.Verdict == VerdictPromoted && now.Sub(lr.Ended) < r.recentPromotion() {
+		evs = append(evs, r.event(EventWarning, now, fmt.Sprintf("run %s promoted on this pool %s ago: this run's steps may undo that promotion", lr.Run, now.Sub(lr.Ended).Truncate(time.Second)), map[string]any{"lastRun": lr.Run, "verdict": lr.Verdict, "ended": lr.Ended}))
+	}
+	// Every canary starts above step 1 with an even split, so only a canary above its even
+	// share (a previous promotion, a manual shift) is worth a warning when step 1 lowers it.
+	canary := r.origin[r.exp.Spec.Canary.Cluster]
+	share := func(w store.Weights) float64 {
+		total := 0.0
+		for _, v := range w {
+			total += v
+		}
+		if total <= 0 {
+			return 0
+		}
+		return w[canary] / total
+	}
+	if len(r.book.Plan) > 1 {
+		cur, first := share(r.book.Plan[0]), share(r.book.Plan[1])
+		even := 1 / float64(len(r.exp.Spec.Clusters()))
+		if cur > first+traffic.WeightStep && cur > even+traffic.WeightStep {
+			evs = append(evs, r.event(EventWarning, now, fmt.Sprintf("step 1 lowers the canary %s from %.0f%% to %.0f%% of the experiment's traffic: it already carries more than an even share, perhaps from a previous promotion", r.exp.Spec.Canary.Cluster, cur*100, first*100), map[string]any{"canary": r.exp.Spec.Canary.Cluster, "current": cur, "step1": first}))
+		}
+	}
+	return evs
+}
+
+// renewClaim puts this process's claim on the pool of a resumed run. Another run's claim
+// is left for checkDrift to treat as drift.
+func (r *Run) renewClaim(ctx context.Context, now time.Time) error {
+	cl, ok := r.e.opts.Steerer.(traffic.Claimer)
+	if !ok || !r.book.Claimed || r.Done() {
+		return nil
+	}
+	if err := r.owner(); err != nil {
+		return err
+	}
+	if err := cl.Claim(ctx, r.ref, traffic.Claim{Run: r.rec.ID, Owner: r.e.opts.Who, Since: now}, false); err != nil {
+		return r.save(ctx, r.event(EventClaim, now, fmt.Sprintf("could not renew the claim on pool %s: %v", r.ref, err), map[string]any{"error": err.Error()}))
+	}
+	return r.save(ctx, r.event(EventClaim, now, fmt.Sprintf("renewed the claim on pool %s (owner %s)", r.ref, r.e.opts.Who), map[string]any{"run": r.rec.ID, "owner": r.e.opts.Who}))
+}
+
+// release replaces the run's claim with a note of its verdict, best effort: a failure is an
+// event and never holds the ending up.
+func (r *Run) release(ctx context.Context, now time.Time) error {
+	cl, ok := r.e.opts.Steerer.(traffic.Claimer)
+	if !ok || !r.book.Claimed {
+		return nil
+	}
+	err := cl.Release(ctx, r.ref, traffic.LastRun{Run: r.rec.ID, Verdict: r.rec.Verdict, Ended: now})
+	if err != nil {
+		return r.save(ctx, r.event(EventClaim, now, fmt.Sprintf("could not release the claim on pool %s: %v", r.ref, err), map[string]any{"error": err.Error()}))
+	}
+	r.book.Claimed = false
+	return r.save(ctx, r.event(EventClaim, now, fmt.Sprintf("released pool %s: %s", r.ref, r.rec.Verdict), map[string]any{"verdict": r.rec.Verdict}))
 }
