@@ -192,6 +192,8 @@ func (r *Run) emit(events ...store.Event) {
 func (r *Run) save(ctx context.Context, events ...store.Event) error {
 	r.rec.Data = mustJSON(r.book)
 	r.rec.Fence = r.token()
+	// Failed notifications are part of the run's history, in order with what caused them.
+	events = append(events, r.notificationEvents()...)
 	if err := r.e.opts.Store.SaveRun(ctx, r.rec, events...); err != nil {
 		return fmt.Errorf("persist run %s: %w", r.rec.ID, err)
 	}
