@@ -24,14 +24,26 @@ type LoadOptions struct {
 	SkipValidation bool
 }
 
-// maxFileSize bounds what Load reads: experiment files are small, and a mistaken path to a
-// huge file should fail fast rather than fill memory.
-const maxFileSize = 4 << 20
+// MaxFileSize bounds what LoadFile and ReadFile read: experiment files are small, and a
+// mistaken path to a huge file should fail fast rather than fill memory.
+const MaxFileSize = 4 << 20
 
 // LoadFile reads every experiment in the named file (YAML documents separated by ---),
 // applies defaults and validates them. Any problem comes back as an ErrorList whose entries
 // name the file, line, column and field.
 func LoadFile(path string, opts LoadOptions) ([]*Experiment, error) {
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Load(path, data, opts)
+}
+
+// ReadFile reads an experiment file as LoadFile does, never more than MaxFileSize bytes (a
+// larger file is refused from its size before any of it is read). Its errors are the
+// ErrorList LoadFile (and so verdict validate) gives, so every reader of experiment files
+// says the same thing about the same file.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		msg := err.Error()
@@ -44,15 +56,21 @@ func LoadFile(path string, opts LoadOptions) ([]*Experiment, error) {
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		return nil, ErrorList{{Pos: Pos{File: path}, Msg: "is a directory, not an experiment file"}}
+	} else if err == nil && st.Size() > MaxFileSize {
+		return nil, tooLarge(path)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, ErrorList{{Pos: Pos{File: path}, Msg: "cannot read experiment file: " + err.Error()}}
 	}
-	if len(data) > maxFileSize {
-		return nil, ErrorList{{Pos: Pos{File: path}, Msg: fmt.Sprintf("file is larger than %d MiB; not an experiment file", maxFileSize>>20)}}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(path) // grew since the stat
 	}
-	return Load(path, data, opts)
+	return data, nil
+}
+
+func tooLarge(path string) ErrorList {
+	return ErrorList{{Pos: Pos{File: path}, Msg: fmt.Sprintf("file is larger than %d MiB; not an experiment file", MaxFileSize>>20)}}
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -77,7 +78,7 @@ func (s *Server) secure(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if s.opts.Token == "" && !isLoopbackHost(r.Host) {
+		if !s.authRequired() && !isLoopbackHost(r.Host) {
 			apiError(w, http.StatusForbidden, "host "+r.Host+" refused: without a token the server answers only loopback names")
 			return
 		}
@@ -94,19 +95,78 @@ func isLoopbackHost(hostport string) bool {
 	return isLoopback(net.JoinHostPort(host, "0"))
 }
 
-// guard requires the bearer token when one is configured.
+// authRequired says whether every API request must carry a bearer token.
+func (s *Server) authRequired() bool { return s.opts.Token != "" || len(s.opts.Tokens) > 0 }
+
+// principalKey is the request context key of the authenticated principal.
+type principalKey struct{}
+
+// principal is the name of the token that authenticated the request: a NamedToken's name,
+// "" for Options.Token or without authentication.
+func principal(r *http.Request) string {
+	p, _ := r.Context().Value(principalKey{}).(string)
+	return p
+}
+
+// guard requires a bearer token when one is configured, and names the request's principal
+// after the named token that matched.
 func (s *Server) guard(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.Token != "" {
+		if s.authRequired() {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) != 1 {
+			// Every token is compared, matching or not, so the time taken says nothing.
+			match, name := 0, ""
+			if s.opts.Token != "" {
+				match |= subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token))
+			}
+			for _, t := range s.opts.Tokens {
+				if subtle.ConstantTimeCompare([]byte(got), []byte(t.Secret)) == 1 {
+					match, name = 1, t.Name
+				}
+			}
+			if !ok || match != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="verdict"`)
 				apiError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 				return
 			}
+			if name != "" {
+				r = r.WithContext(context.WithValue(r.Context(), principalKey{}, name))
+			}
 		}
 		h(w, r)
 	})
+}
+
+// decodeBody decodes a JSON request body of at most maxBody bytes into v, refusing unknown
+// fields and anything after the JSON value (a second object, garbage): a body means one
+// thing. An empty body leaves v as it is. On failure it has answered and returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	if err == nil {
+		var extra json.RawMessage
+		if e := dec.Decode(&extra); !errors.Is(e, io.EOF) {
+			err = errors.New("trailing data after the JSON object: the body must be exactly one JSON object")
+			var tooBig *http.MaxBytesError
+			if errors.As(e, &tooBig) {
+				err = e
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody))
+		return false
+	}
+	apiError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -153,6 +213,9 @@ type RunSummary struct {
 	// Supervised is true when this server drives the run.
 	Supervised bool   `json:"supervised"`
 	Stalled    string `json:"stalled,omitempty"`
+	// Orphan is set when no live process drives the run (its lease expired) and this
+	// server does not either: who drove it last, since when, and how to finish it.
+	Orphan *Orphan `json:"orphan,omitempty"`
 	// Decision is the latest decision of a supervised run, KPI by KPI.
 	Decision  *analysis.Decision `json:"decision,omitempty"`
 	PauseNote string             `json:"pauseNote,omitempty"`
@@ -167,6 +230,9 @@ func (s *Server) summarize(rec *store.Run) RunSummary {
 	sum := RunSummary{ID: rec.ID, Experiment: rec.Experiment, Pool: rec.Pool, File: rec.SpecFile, State: rec.State, Step: rec.Step,
 		Verdict: rec.Verdict, Reason: rec.Reason, EndedBy: rec.EndedBy, Weights: rec.Current, Original: rec.Original,
 		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, StartedAt: rec.StartedAt, EndedAt: rec.EndedAt, ReportURL: s.reportURL(rec.ID)}
+	if s.watch != nil && !rec.State.Terminal() {
+		sum.Orphan = s.watch.orphan(rec.ID)
+	}
 	if r, ok := s.sup.get(rec.ID); ok {
 		snap := r.snapshot()
 		if snap.Run.Version >= rec.Version {
@@ -251,7 +317,11 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 	for _, rec := range runs {
 		out = append(out, s.summarize(rec))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "runs": out, "cursor": s.broker.cursor()})
+	orphans := []Orphan{}
+	if s.watch != nil {
+		orphans = s.watch.orphansNow()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "runs": out, "orphans": orphans, "cursor": s.broker.cursor()})
 }
 
 // ExperimentView is an experiment as the API shows it: where it is declared, what the
@@ -423,8 +493,13 @@ type ActionResult struct {
 	Run     string `json:"run"`
 	Action  string `json:"action"`
 	Command int64  `json:"command"`
-	Who     string `json:"who"`
-	Reason  string `json:"reason,omitempty"`
+	// Who is the principal recorded for the action: the name of the token that
+	// authenticated the request when it is a named token, else the who of the request.
+	Who string `json:"who"`
+	// OnBehalfOf is the who the client sent when a named token made it not the principal;
+	// it is recorded in the reason as a note, never as who.
+	OnBehalfOf string `json:"onBehalfOf,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 	// Applied is true when the run has taken the action; false means it is queued for the
 	// process running the experiment (202 Accepted). The engine may take an action and
 	// ignore it (pausing a run that is rolling back): State against Previous tells.
@@ -442,21 +517,29 @@ func (s *Server) action(action string) http.HandlerFunc {
 			return
 		}
 		var req ActionRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				apiError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody))
-				return
-			}
-			apiError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		if !decodeBody(w, r, &req) {
 			return
 		}
 		req.Who, req.Reason = strings.TrimSpace(req.Who), strings.TrimSpace(req.Reason)
 		if len(req.Who) > 200 || len(req.Reason) > 2000 {
 			apiError(w, http.StatusBadRequest, "who is limited to 200 bytes and reason to 2000")
 			return
+		}
+		// Stored escaped: every later printing (status, reports, logs) shows the text as typed.
+		req.Who, req.Reason = Printable(req.Who), Printable(req.Reason)
+		onBehalfOf := ""
+		if p := principal(r); p != "" {
+			// A named token is the principal: what the client says is only a note.
+			if req.Who != "" && req.Who != p {
+				onBehalfOf = req.Who
+				note := "on behalf of " + req.Who + " (as the client said)"
+				if req.Reason == "" {
+					req.Reason = note
+				} else {
+					req.Reason += " — " + note
+				}
+			}
+			req.Who = p
 		}
 		if req.Who == "" {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -482,7 +565,7 @@ func (s *Server) action(action string) http.HandlerFunc {
 			rec = now
 		}
 		sum := s.summarize(rec)
-		res := ActionResult{Version: APIVersion, Run: rec.ID, Action: action, Command: c.ID, Who: req.Who, Reason: req.Reason, Applied: applied, State: sum.State, Previous: previous, Summary: &sum, Weights: sum.Weights}
+		res := ActionResult{Version: APIVersion, Run: rec.ID, Action: action, Command: c.ID, Who: req.Who, OnBehalfOf: onBehalfOf, Reason: req.Reason, Applied: applied, State: sum.State, Previous: previous, Summary: &sum, Weights: sum.Weights}
 		code := http.StatusOK
 		if !applied {
 			code = http.StatusAccepted

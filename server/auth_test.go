@@ -79,6 +79,15 @@ func TestAuthAndRefusals(t *testing.T) {
 			t.Errorf("%s: %d, want %d (%s)", tc.name, got, tc.want, body)
 		}
 	}
+	// A body is exactly one JSON object: whatever follows it is refused, on every action.
+	for _, body := range []string{`{"reason":"x"}{"action":"promote"}`, `{"reason":"x"} garbage`, `{"reason":"x"}}`, `{"reason":"x"}[]`} {
+		for _, a := range []string{"pause", "abort", "promote"} {
+			got, msg := send("POST", "/api/v1/runs/"+id+"/"+a, "application/json", body, auth...)
+			if got != 400 || !strings.Contains(msg, "trailing data after the JSON object") {
+				t.Errorf("%s with body %s: %d %s, want 400 naming the trailing data", a, body, got, msg)
+			}
+		}
+	}
 	// None of the refused actions reached the run.
 	if r := good.run(id); r.State.Terminal() || r.State == "Paused" {
 		t.Errorf("a refused action was applied: %+v", r)

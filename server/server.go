@@ -20,6 +20,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,20 @@ type Options struct {
 	// Token is the bearer token every API request must carry. Required unless Listen is a
 	// loopback address; when set it is required on loopback too.
 	Token string
+	// Tokens are bearer tokens that name who holds them (a person, a CI job), accepted as
+	// well as Token. An action authenticated by one is recorded as done by its Name: the
+	// who a client sends is then only noted in the reason ("on behalf of ..."). Any token
+	// makes every API request need one, on loopback too.
+	Tokens []NamedToken
+
+	// AdoptOrphans lets the server take over unfinished runs started elsewhere (verdict
+	// run, another serve with another directory), whatever their spec file, once their
+	// lease has been expired for OrphanGrace: it drives them from their stored spec. Without
+	// it such runs are only listed as orphaned. Needs leases (Replica and a store.Leaser).
+	AdoptOrphans bool
+	// OrphanGrace is how long a run's lease must have been expired before AdoptOrphans
+	// takes it, so that `verdict run --resume` right after a crash wins. Default LeaseTTL.
+	OrphanGrace time.Duration
 
 	// MetricsFor connects to an experiment's Prometheus. Default: metrics.New with the
 	// experiment's prometheus settings.
@@ -109,6 +125,14 @@ type Options struct {
 	EventPoll time.Duration
 }
 
+// NamedToken is a bearer token and the principal it authenticates.
+type NamedToken struct {
+	// Name is recorded as who for the actions the token authenticates.
+	Name string
+	// Secret is the bearer token itself.
+	Secret string
+}
+
 // Server is a running service. Create it with New, then Start (or Run).
 type Server struct {
 	opts   Options
@@ -145,7 +169,20 @@ func New(opts Options) (*Server, error) {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
-	if !isLoopback(opts.Listen) && opts.Token == "" {
+	seen := map[string]bool{}
+	opts.Tokens = slices.Clone(opts.Tokens)
+	for i, t := range opts.Tokens {
+		t.Name = strings.TrimSpace(t.Name)
+		if t.Name == "" || t.Secret == "" || Printable(t.Name) != t.Name || len(t.Name) > 200 {
+			return nil, fmt.Errorf("server: token %d needs a name (printable, at most 200 bytes) and a secret", i+1)
+		}
+		if seen[t.Secret] || t.Secret == opts.Token {
+			return nil, fmt.Errorf("server: token %q has the same secret as another token", t.Name)
+		}
+		seen[t.Secret] = true
+		opts.Tokens[i] = t
+	}
+	if !isLoopback(opts.Listen) && opts.Token == "" && len(opts.Tokens) == 0 {
 		return nil, fmt.Errorf("refusing to listen on %s: %w (set VERDICT_TOKEN or --token-file, or listen on 127.0.0.1)", opts.Listen, ErrTokenRequired)
 	}
 	if opts.Logger == nil {
@@ -194,6 +231,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.LeaseRenew <= 0 || opts.LeaseRenew >= opts.LeaseTTL {
 		opts.LeaseRenew = opts.LeaseTTL / 3
+	}
+	if opts.OrphanGrace <= 0 {
+		opts.OrphanGrace = opts.LeaseTTL
 	}
 	if opts.EventPoll <= 0 {
 		opts.EventPoll = time.Second
@@ -291,7 +331,7 @@ func (s *Server) Start() error {
 			s.watch.loop(ctx, s.opts.Poll, s.kick)
 		}
 	}()
-	s.opts.Logger.Info("verdict server listening", "addr", ln.Addr().String(), "dir", s.opts.Dir, "auth", s.opts.Token != "", "replica", s.opts.Replica, "leases", s.leaser != nil)
+	s.opts.Logger.Info("verdict server listening", "addr", ln.Addr().String(), "dir", s.opts.Dir, "auth", s.authRequired(), "adopt_orphans", s.opts.AdoptOrphans && s.leaser != nil, "replica", s.opts.Replica, "leases", s.leaser != nil)
 	return nil
 }
 
@@ -386,6 +426,9 @@ func (s *Server) notice(typ, run, msg string, data map[string]any) {
 	if run != "" {
 		attrs = append(attrs, "run", run)
 	}
+	// Parts of a notice come from files and runs (paths, errors quoting a value): shown
+	// escaped, so none can forge a line or act on a terminal.
+	msg = printableLines(msg)
 	s.opts.Logger.Log(context.Background(), lvl, msg, attrs...)
 	s.broker.publish(Message{Type: typ, RunID: run, At: s.opts.Clock.Now(), Message: msg, Data: raw})
 }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/verdict-dev/verdict/experiments"
@@ -47,10 +48,104 @@ type watcher struct {
 	mu    sync.Mutex
 	files map[string]*FileStatus
 	said  map[string]bool // notices already published, so each is said once
+
+	// parsed is what each file held at its last read; only scan touches it.
+	parsed map[string]*parsedFile
+	// parses counts the files parsed (for tests: an unchanged file is parsed once).
+	parses atomic.Int64
+
+	orph orphanWatch // guarded by mu
 }
 
+// parsedFile is the outcome of loading one file, kept while the file is unchanged: an
+// unchanged file (same size and modification time) is not read again, and a file read again
+// with the same content (same hash) is not parsed again. A directory of large invalid files
+// then costs a stat per file per scan, not a parse.
+type parsedFile struct {
+	size   int64
+	mod    time.Time
+	readAt time.Time // wall clock
+	hash   string
+	exps   []*experiments.Experiment
+	specs  []string // each experiment as the store records it (mustJSON), for reconcile
+	errs   []string // the file's problems, as validate gives them; nil when valid
+}
+
+// racyWindow is how long after its modification time a file must have been read for its
+// (size, time) to vouch for its content.
+const racyWindow = 2 * time.Second
+
 func newWatcher(s *Server, dir string) *watcher {
-	return &watcher{s: s, dir: dir, files: map[string]*FileStatus{}, said: map[string]bool{}}
+	return &watcher{s: s, dir: dir, files: map[string]*FileStatus{}, said: map[string]bool{}, parsed: map[string]*parsedFile{},
+		orph: orphanWatch{last: map[string]store.Lease{}, orphans: map[string]*Orphan{}}}
+}
+
+// parse returns what the file at p holds, through the same guarded reader as verdict
+// validate (experiments.ReadFile: at most experiments.MaxFileSize bytes, a larger file is
+// refused from its size without being read), reusing the previous result while the file is
+// unchanged. It returns nil for a file that is gone.
+//
+// Modification times are coarse (a few ms on Linux, 2 s on some file systems), so a file
+// rewritten with the same size right after it was read may keep its time: like git's "racily
+// clean" index entries, a file read within racyWindow of its modification time is read (and
+// hashed) again at the next scan, and parsed again only if its content changed.
+//
+// ${VAR} references are resolved when a file is parsed: an environment change alone does
+// not reload an unchanged file.
+func (w *watcher) parse(p string) *parsedFile {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil
+	}
+	prev := w.parsed[p]
+	if prev != nil && prev.size == fi.Size() && prev.mod.Equal(fi.ModTime()) && prev.readAt.Sub(prev.mod) > racyWindow {
+		return prev
+	}
+	pf := &parsedFile{size: fi.Size(), mod: fi.ModTime(), readAt: time.Now()}
+	data, err := experiments.ReadFile(p)
+	if err != nil {
+		if _, serr := os.Stat(p); errors.Is(serr, fs.ErrNotExist) {
+			return nil
+		}
+		// Not read (too large, a directory, unreadable): the hash names the size and time,
+		// so the notice is said again only when the file changes.
+		sum := sha256.Sum256([]byte(fmt.Sprintf("unread:%d:%d", fi.Size(), fi.ModTime().UnixNano())))
+		pf.hash, pf.errs = hex.EncodeToString(sum[:8]), errorLines(err)
+		w.parsed[p] = pf
+		return pf
+	}
+	sum := sha256.Sum256(data)
+	pf.hash = hex.EncodeToString(sum[:8])
+	if prev != nil && prev.hash == pf.hash {
+		pf.exps, pf.specs, pf.errs = prev.exps, prev.specs, prev.errs
+		w.parsed[p] = pf
+		return pf
+	}
+	w.parses.Add(1)
+	exps, err := experiments.Load(p, data, experiments.LoadOptions{LookupEnv: w.s.opts.LookupEnv})
+	if err != nil {
+		pf.errs = errorLines(err)
+	} else {
+		pf.exps = exps
+		for _, e := range exps {
+			pf.specs = append(pf.specs, string(mustJSON(e)))
+		}
+	}
+	w.parsed[p] = pf
+	return pf
+}
+
+// errorLines is a load error as the file's list of problems.
+func errorLines(err error) []string {
+	var el experiments.ErrorList
+	if errors.As(err, &el) {
+		out := make([]string, 0, len(el))
+		for _, e := range el {
+			out = append(out, e.Error())
+		}
+		return out
+	}
+	return []string{err.Error()}
 }
 
 func (w *watcher) status() []FileStatus {
@@ -114,31 +209,22 @@ func (w *watcher) scan(ctx context.Context) error {
 	owner := map[string]string{} // experiment name -> file declaring it first
 	for _, p := range paths {
 		seen[p] = true
-		data, err := os.ReadFile(p)
-		if err != nil {
+		pf := w.parse(p)
+		if pf == nil {
 			continue // removed between listing and reading: the next scan sees it gone
 		}
-		sum := sha256.Sum256(data)
-		hash := hex.EncodeToString(sum[:8])
+		hash := pf.hash
 		fst := &FileStatus{Path: p, Hash: hash, CheckedAt: now, Notes: map[string]string{}}
-		exps, err := experiments.Load(p, data, experiments.LoadOptions{LookupEnv: w.s.opts.LookupEnv})
-		if err != nil {
+		if pf.errs != nil {
 			fst.Status = "invalid"
-			var el experiments.ErrorList
-			if errors.As(err, &el) {
-				for _, e := range el {
-					fst.Errors = append(fst.Errors, e.Error())
-				}
-			} else {
-				fst.Errors = []string{err.Error()}
-			}
+			fst.Errors = pf.errs
 			w.put(fst)
 			w.once("invalid:"+p+":"+hash, "file_invalid", "", fmt.Sprintf("%s is invalid; nothing in it runs until it is fixed:\n%s", p, strings.Join(fst.Errors, "\n")),
 				map[string]any{"file": p, "errors": fst.Errors})
 			continue
 		}
 		fst.Status = "valid"
-		for _, exp := range exps {
+		for i, exp := range pf.exps {
 			name := exp.Metadata.Name
 			fst.Experiments = append(fst.Experiments, name)
 			if first, dup := owner[name]; dup {
@@ -147,9 +233,14 @@ func (w *watcher) scan(ctx context.Context) error {
 				continue
 			}
 			owner[name] = p
-			fst.Notes[name] = w.reconcile(ctx, p, hash, exp)
+			fst.Notes[name] = w.reconcile(ctx, p, hash, exp, pf.specs[i])
 		}
 		w.put(fst)
+	}
+	for p := range w.parsed {
+		if !seen[p] {
+			delete(w.parsed, p)
+		}
 	}
 	w.mu.Lock()
 	var gone []*FileStatus
@@ -181,9 +272,8 @@ func (w *watcher) put(f *FileStatus) {
 }
 
 // reconcile decides what a valid experiment declaration means now, and says it.
-func (w *watcher) reconcile(ctx context.Context, file, hash string, exp *experiments.Experiment) string {
+func (w *watcher) reconcile(ctx context.Context, file, hash string, exp *experiments.Experiment, spec string) string {
 	name := exp.Metadata.Name
-	spec := string(mustJSON(exp))
 	latest, err := w.s.opts.Store.Run(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return "not checked: " + err.Error()
@@ -292,10 +382,12 @@ func (w *watcher) loop(ctx context.Context, every time.Duration, kick <-chan str
 	defer t.Stop()
 	scanLog := newFailureLog(w.s.opts.Logger.With("dir", w.dir), slog.LevelError, "scan")
 	takeLog := newFailureLog(w.s.opts.Logger, slog.LevelError, "take over runs")
+	orphanLog := newFailureLog(w.s.opts.Logger, slog.LevelError, "check orphaned runs")
 	for {
 		scanLog.report(w.scan(ctx))
 		if w.s.leaser != nil && !w.s.sup.stopping() && ctx.Err() == nil {
 			takeLog.report(w.resumeOwned(ctx))
+			orphanLog.report(w.checkOrphans(ctx))
 		}
 		select {
 		case <-ctx.Done():

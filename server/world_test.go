@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -66,6 +67,12 @@ type world struct {
 	cum     map[string]*counters
 	stop    chan struct{}
 	stopped chan struct{}
+
+	// claimWrites counts, per pool ID, the writes that changed only the pool's description
+	// (a run's claim on it, traffic.Claimer), so that poolWrites counts weight writes.
+	claimMu     sync.Mutex
+	claimWrites map[string]int
+	lastSeen    map[string]traffic.Pool
 }
 
 type counters struct{ ok, errs, fast, slow, sum float64 }
@@ -94,7 +101,8 @@ func newWorldAt(t *testing.T, clk *fastClock, sample time.Duration, rate float64
 		errP: map[string]float64{}, slowP: map[string]float64{}, cum: map[string]*counters{},
 		stop: make(chan struct{}), stopped: make(chan struct{}), sample: sample, rate: rate}
 	w.clk = clk
-	w.emu = cfemu.New(cfemu.Options{RateLimit: -1, Now: w.clk.Now})
+	w.claimWrites, w.lastSeen = map[string]int{}, map[string]traffic.Pool{}
+	w.emu = cfemu.New(cfemu.Options{RateLimit: -1, Now: w.clk.Now, AfterRequest: w.afterRequest})
 	for letter, id := range pools {
 		var origins []string
 		for i := 1; i <= 3; i++ {
@@ -106,6 +114,9 @@ func newWorldAt(t *testing.T, clk *fastClock, sample time.Duration, rate float64
 		if _, err := w.emu.AddPool([]byte(js)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, id := range pools {
+		w.notePool(id)
 	}
 	if err := w.emu.Start("127.0.0.1:0", ""); err != nil {
 		t.Fatal(err)
@@ -133,6 +144,38 @@ func newWorldAt(t *testing.T, clk *fastClock, sample time.Duration, rate float64
 	go w.writer()
 	t.Cleanup(func() { close(w.stop); <-w.stopped })
 	return w
+}
+
+// notePool reads a pool and says whether the change since the last read touched only its
+// description.
+func (w *world) notePool(id string) (descriptionOnly bool) {
+	raw, ok := w.emu.Pool(id)
+	if !ok {
+		return false
+	}
+	p, err := traffic.DecodePool(raw)
+	if err != nil {
+		return false
+	}
+	w.claimMu.Lock()
+	defer w.claimMu.Unlock()
+	prev, seen := w.lastSeen[id]
+	w.lastSeen[id] = p
+	return seen && prev.Description != p.Description && maps.Equal(prev.Weights(), p.Weights())
+}
+
+// afterRequest counts the successful pool writes that changed only the description.
+func (w *world) afterRequest(r *http.Request, status int) {
+	if (r.Method != "PATCH" && r.Method != "PUT") || status >= 300 {
+		return
+	}
+	for _, id := range pools {
+		if strings.Contains(r.URL.Path, id) && w.notePool(id) {
+			w.claimMu.Lock()
+			w.claimWrites[id]++
+			w.claimMu.Unlock()
+		}
+	}
 }
 
 func (w *world) writer() {

@@ -74,7 +74,15 @@ func remoteStatus(ctx context.Context, g *globals, url string, args []string, al
 		for _, r := range runs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.Experiment, r.State, r.Step, r.Steps, shareText(r.CanaryShare), dash(r.Verdict), r.UpdatedAt.Local().Format(time.DateTime))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, r := range runs {
+			if r.Orphan != nil {
+				fmt.Fprintf(g.stdout, "\n%s\n", safeText(r.Orphan.Hint))
+			}
+		}
+		return nil
 	}
 	d, err := c.Run(ctx, args[0])
 	if err != nil {
@@ -119,13 +127,16 @@ func renderRemote(w io.Writer, url string, r server.RunSummary, recent []server.
 	}
 	fmt.Fprintf(w, "\nState   %s, canary at %s of the experiment's traffic\n", state, shareText(r.CanaryShare))
 	if r.Verdict != "" {
-		fmt.Fprintf(w, "Verdict %s — %s (by %s)\n", strings.ToUpper(strings.ReplaceAll(r.Verdict, "_", " ")), r.Reason, r.EndedBy)
+		fmt.Fprintf(w, "Verdict %s — %s (by %s)\n", strings.ToUpper(strings.ReplaceAll(r.Verdict, "_", " ")), safeText(r.Reason), safeText(r.EndedBy))
 	}
 	if r.PauseNote != "" && r.State == store.StatePaused {
-		fmt.Fprintf(w, "Paused  %s\n", r.PauseNote)
+		fmt.Fprintf(w, "Paused  %s\n", safeText(r.PauseNote))
 	}
 	if r.Stalled != "" {
-		fmt.Fprintf(w, "Stalled %s\n", r.Stalled)
+		fmt.Fprintf(w, "Stalled %s\n", safeText(r.Stalled))
+	}
+	if r.Orphan != nil {
+		fmt.Fprintf(w, "Orphaned %s\n", safeText(r.Orphan.Hint))
 	}
 	if len(r.Weights) > 0 {
 		fmt.Fprintln(w, "\nWeights (now / before)")
@@ -141,7 +152,7 @@ func renderRemote(w io.Writer, url string, r server.RunSummary, recent []server.
 		tw.Flush()
 	}
 	if d := r.Decision; d != nil {
-		fmt.Fprintf(w, "\nLast decision: %s — %s\n", d.Action, d.Reason)
+		fmt.Fprintf(w, "\nLast decision: %s — %s\n", d.Action, safeText(d.Reason))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, k := range d.KPIs {
 			iv := k.Interval
@@ -152,7 +163,7 @@ func renderRemote(w io.Writer, url string, r server.RunSummary, recent []server.
 	if len(recent) > 0 {
 		fmt.Fprintln(w, "\nEvents")
 		for _, m := range recent[max(0, len(recent)-12):] {
-			fmt.Fprintf(w, "  %s  %-18s %s\n", m.At.Local().Format(time.TimeOnly), m.Type, firstLine(m.Message))
+			fmt.Fprintf(w, "  %s  %-18s %s\n", m.At.Local().Format(time.TimeOnly), m.Type, safeText(firstLine(m.Message)))
 		}
 	}
 	fmt.Fprintf(w, "\nReport: verdict report %s   (updated %s)\n", r.ID, now.Local().Format(time.TimeOnly))
@@ -188,9 +199,9 @@ func remoteAction(ctx context.Context, g *globals, url, action, id, who, reason 
 	}
 	switch {
 	case res.Applied && res.State == res.Previous:
-		fmt.Fprintf(g.stdout, "%s of run %s applied (by %s); the run stays %s.\n", action, res.Run, res.Who, res.State)
+		fmt.Fprintf(g.stdout, "%s of run %s applied (by %s); the run stays %s.\n", action, res.Run, safeText(res.Who), res.State)
 	case res.Applied:
-		fmt.Fprintf(g.stdout, "%s of run %s applied (by %s); the run is now %s (was %s).\n", action, res.Run, res.Who, res.State, res.Previous)
+		fmt.Fprintf(g.stdout, "%s of run %s applied (by %s); the run is now %s (was %s).\n", action, res.Run, safeText(res.Who), res.State, res.Previous)
 	default:
 		fmt.Fprintf(g.stdout, "%s of run %s queued (by %s); the process running it applies it at its next step.\n", action, res.Run, res.Who)
 	}

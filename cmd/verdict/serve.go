@@ -27,6 +27,9 @@ type serveArgs struct {
 	replica    string
 	poolMaxAge time.Duration
 	leaseTTL   time.Duration
+	tokensFile string
+	adopt      bool
+	grace      time.Duration
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -51,6 +54,14 @@ each unfinished run is driven by the one replica holding its lease, and another 
 it over within about --lease-ttl when that one dies. Every replica serves every run. See
 docs/ha.md.
 
+A run started elsewhere (verdict run, another directory) whose process died is listed as
+orphaned in the API and dashboard, with how to finish it. With --adopt-orphans serve takes
+such runs over from their stored spec once their lease has been expired for --orphan-grace
+(so a 'verdict run --resume' right after a crash wins), and says so.
+
+--tokens-file names tokens: each line is "NAME TOKEN"; an action made with a named token is
+recorded as done by NAME, whatever who the client sends (kept only as "on behalf of").
+
 Cloudflare credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) and
 CLOUDFLARE_BASE_URL, as for verdict run.`,
 		Args: cobra.NoArgs,
@@ -67,7 +78,38 @@ CLOUDFLARE_BASE_URL, as for verdict run.`,
 	f.StringVar(&a.replica, "replica", "", "this replica's name in run leases (default: $VERDICT_REPLICA, else HOSTNAME-PID on PostgreSQL and HOSTNAME on SQLite)")
 	f.DurationVar(&a.poolMaxAge, "pool-max-age", 10*time.Second, "runs on one Cloudflare account share one listing of its pools, at most this old, instead of one read per run per step (Cloudflare allows 1,200 calls per 5 minutes); 0 reads each pool directly")
 	f.DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long a run's lease lasts without renewal: a dead replica's runs are taken over after about that long")
+	f.StringVar(&a.tokensFile, "tokens-file", "", `file of named bearer tokens, one "NAME TOKEN" per line (# comments); actions made with one are recorded as done by NAME`)
+	f.BoolVar(&a.adopt, "adopt-orphans", false, "take over unfinished runs started elsewhere (verdict run, a spec file anywhere or gone) once their lease has been expired for --orphan-grace, driving them from their stored spec")
+	f.DurationVar(&a.grace, "orphan-grace", 0, "how long an orphaned run's lease must have been expired before --adopt-orphans takes it (default: --lease-ttl)")
 	return cmd
+}
+
+// readTokens reads a --tokens-file: one "NAME TOKEN" per line, blank lines and # comments
+// ignored.
+func readTokens(file string) ([]server.NamedToken, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--tokens-file: %w", err)
+	}
+	var out []server.NamedToken
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("--tokens-file %s line %d: want NAME TOKEN", file, i+1)
+		}
+		out = append(out, server.NamedToken{Name: fields[0], Secret: fields[1]})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--tokens-file %s holds no token", file)
+	}
+	return out, nil
 }
 
 // replicaName is this process's owner name in run leases: --replica (or VERDICT_REPLICA),
@@ -135,6 +177,13 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	if err != nil {
 		return withCode(exitInvalid, err)
 	}
+	tokens, err := readTokens(a.tokensFile)
+	if err != nil {
+		return withCode(exitInvalid, err)
+	}
+	if a.grace < 0 {
+		return usageErrorf("--orphan-grace must not be negative")
+	}
 	log := serveLogger(g, cmd)
 	tel := server.NewTelemetry()
 	cfo, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv)
@@ -185,7 +234,8 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 		}
 		defer unlock()
 	}
-	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token,
+	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token, Tokens: tokens,
+		AdoptOrphans: a.adopt, OrphanGrace: a.grace,
 		Tick: a.tick, Telemetry: tel, Logger: log, Replica: replicaName(a.replica, shared), LeaseTTL: a.leaseTTL})
 	if errors.Is(err, server.ErrTokenRequired) {
 		return withCode(exitInvalid, err)
@@ -197,7 +247,7 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 		return withCode(exitError, err)
 	}
 	if g.json() {
-		writeJSON(g.stdout, map[string]any{"type": "serving", "version": jsonVersion, "url": srv.URL(), "dir": a.dir, "auth": token != ""})
+		writeJSON(g.stdout, map[string]any{"type": "serving", "version": jsonVersion, "url": srv.URL(), "dir": a.dir, "auth": token != "" || len(tokens) > 0})
 	} else {
 		fmt.Fprintf(g.stdout, "Verdict is serving %s\n  dashboard  %s/\n  API        %s/api/v1/experiments\n  metrics    %s/metrics\nStop with Ctrl-C or SIGTERM: runs are persisted and pools left as they are.\n", a.dir, srv.URL(), srv.URL(), srv.URL())
 	}

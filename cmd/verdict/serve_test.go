@@ -303,3 +303,30 @@ func TestServeRestartedAfterSIGKILLResumesAtOnce(t *testing.T) {
 		t.Logf("run %s taken back %s after the SIGKILL (lease TTL 1m)", id, took.Round(time.Millisecond))
 	}
 }
+
+func TestReadTokens(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := readTokens(write("ok", "# who holds what\nci-bot  s3cret-1\n\nalice\ts3cret-2\n"))
+	if err != nil || len(got) != 2 || got[0] != (server.NamedToken{Name: "ci-bot", Secret: "s3cret-1"}) || got[1].Name != "alice" {
+		t.Errorf("readTokens: %+v, %v", got, err)
+	}
+	for name, body := range map[string]string{"one-field": "ci-bot\n", "three": "a b c\n", "empty": "# nothing\n"} {
+		if _, err := readTokens(write(name, body)); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if got, err := readTokens(""); got != nil || err != nil {
+		t.Errorf("no file: %v, %v", got, err)
+	}
+	code, out, _ := runCLI(t, "serve", "--help")
+	if code != 0 || !strings.Contains(out, "--adopt-orphans") || !strings.Contains(out, "--tokens-file") {
+		t.Errorf("serve --help: %d\n%s", code, out)
+	}
+}

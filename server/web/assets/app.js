@@ -256,6 +256,7 @@
       h('div', { class: 'weights', text: weightsText(r) }),
       kpis.length ? h('div', { class: 'row' }, kpis.map((k) => h('span', {}, k.name + ' ', kpiBadge(k.status)))) : null,
       r.reason ? h('p', { text: r.reason }) : null,
+      r.orphan ? h('p', { class: 'notice orphan', text: r.orphan.hint }) : null,
       e.note ? h('p', { class: 'muted', text: e.note }) : null);
   }
   function weightsText(r) {
@@ -406,6 +407,7 @@
         r.verdict ? h('dt', { text: 'Verdict' }) : null, r.verdict ? h('dd', { id: 'verdict', text: `${r.verdict.replace('_', ' ')} — ${r.reason} (by ${r.endedBy})` }) : null,
         r.state === 'Paused' && r.pauseNote ? h('dt', { text: 'Paused' }) : null, r.state === 'Paused' && r.pauseNote ? h('dd', { text: r.pauseNote }) : null,
         r.stalled ? h('dt', { text: 'Stalled' }) : null, r.stalled ? h('dd', { text: r.stalled }) : null,
+        r.orphan ? h('dt', { text: 'Orphaned' }) : null, r.orphan ? h('dd', { id: 'orphan', text: r.orphan.hint }) : null,
         h('dt', { text: 'File' }), h('dd', { text: r.file || '–' }),
         h('dt', { text: 'Pool' }), h('dd', { text: r.pool })),
     );
