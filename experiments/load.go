@@ -88,6 +88,7 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		errs ErrorList
 	)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var last *yaml.Node // the last document's root
 	for doc := 0; ; doc++ {
 		var root yaml.Node
 		err := dec.Decode(&root)
@@ -136,6 +137,10 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 			}
 		}
 		exps = append(exps, e)
+		last = n
+	}
+	if fe := truncated(name, data, last); fe != nil && !syntaxFailed(errs) {
+		errs = append(errs, fe)
 	}
 	if len(exps) == 0 && len(errs) == 0 {
 		errs = append(errs, &FieldError{Pos: Pos{File: name, Line: 1, Column: 1}, Msg: "no experiment in file (it is empty)"})
@@ -147,6 +152,72 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		return exps, err
 	}
 	return exps, nil
+}
+
+// truncated reports a file that ends with a key and no value (`prePeriod:` and nothing
+// after it): an empty value means "use the default" anywhere else, but at the very end of
+// the file it is far more likely a file cut short by a failed copy or a bad merge.
+func truncated(name string, data []byte, root *yaml.Node) *FieldError {
+	if root == nil || root.Kind != yaml.MappingNode {
+		return nil
+	}
+	path := ""
+	n := root
+	for {
+		var key, val *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			if len(n.Content) < 2 {
+				return nil
+			}
+			key, val = n.Content[len(n.Content)-2], n.Content[len(n.Content)-1]
+			if path != "" {
+				path += "."
+			}
+			path += key.Value
+		case yaml.SequenceNode:
+			if len(n.Content) == 0 {
+				return nil
+			}
+			val = n.Content[len(n.Content)-1]
+			path += fmt.Sprintf("[%d]", len(n.Content)-1)
+		default:
+			return nil
+		}
+		if val.Kind == yaml.ScalarNode && val.Tag == "!!null" && val.Value == "" && key != nil {
+			if !onlyCommentsAfter(data, key.Line) {
+				return nil
+			}
+			return &FieldError{Pos: Pos{File: name, Line: key.Line, Column: key.Column}, Path: path,
+				Msg: "has no value and the file ends here: is the file cut short? Write the value, or remove the key to take the default"}
+		}
+		if val.Kind != yaml.MappingNode && val.Kind != yaml.SequenceNode {
+			return nil
+		}
+		n = val
+	}
+}
+
+// onlyCommentsAfter reports whether nothing but blank lines, comments and document markers
+// follows line (1-based) in data.
+func onlyCommentsAfter(data []byte, line int) bool {
+	lines := strings.Split(string(data), "\n")
+	for i := line; i < len(lines); i++ {
+		t := strings.TrimSpace(lines[i])
+		if t != "" && !strings.HasPrefix(t, "#") && t != "---" && t != "..." {
+			return false
+		}
+	}
+	return true
+}
+
+func syntaxFailed(errs ErrorList) bool {
+	for _, e := range errs {
+		if strings.Contains(e.Msg, "syntax") || e.Path == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkText refuses binary files before the YAML parser sees them: its messages for

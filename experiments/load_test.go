@@ -613,3 +613,23 @@ func TestFractionalDurations(t *testing.T) {
 		t.Errorf("a negative fractional duration must be refused, got %v", err)
 	}
 }
+
+// TestTruncatedFile: a file that ends with a key and no value was cut short; it must not
+// validate with the key silently defaulted.
+func TestTruncatedFile(t *testing.T) {
+	base := readBase(t)
+	i := strings.Index(base, "  preconditions:")
+	if i < 0 {
+		t.Fatal("test bug: base has no preconditions")
+	}
+	src := base[:i] + "    prePeriod:\n"
+	_, err := Load("exp.yaml", []byte(src), LoadOptions{LookupEnv: noEnv})
+	if err == nil || !strings.Contains(err.Error(), "spec.analysis.prePeriod: has no value and the file ends here") {
+		t.Fatalf("truncated file: %v", err)
+	}
+	// The same empty value followed by more keys means "default", as always.
+	mid := strings.Replace(base, "    alpha: 0.05\n", "    alpha: 0.05\n    prePeriod:\n", 1)
+	if _, err := Load("exp.yaml", []byte(mid), LoadOptions{LookupEnv: noEnv}); err != nil {
+		t.Fatalf("an empty value followed by more of the file: %v", err)
+	}
+}
