@@ -1395,12 +1395,6 @@ func (r *Run) unauthorized(ctx context.Context, now time.Time, what string, err 
 // refused unless Options.TakeOverPool, another run's claim appearing mid-run is drift, and
 // the ending replaces the claim with a note of the verdict (traffic.LastRun).
 
-// recentPromotion is how long after a promotion on the pool a new run warns that it may
-// undo it: the experiment's maxDuration, at least an hour.
-func (r *Run) recentPromotion() time.Duration {
-	return max(time.Hour, r.exp.Spec.Analysis.MaxDuration.Std())
-}
-
 // claim marks the pool as this run's, once, from the pool just read. It returns false when
 // the run cannot go on now: another run's claim ended it (check_failed), or a fault was
 // recorded to retry.
@@ -1437,12 +1431,75 @@ func (r *Run) claim(ctx context.Context, now time.Time, pool traffic.Pool) (bool
 // warnings are what a person should know before the first weight moves; they never block.
 func (r *Run) warnings(pool traffic.Pool, now time.Time) []store.Event {
 	var evs []store.Event
-	if lr, ok := pool.LastRun(); ok && lr.Verdict == VerdictPromoted && now.Sub(lr.Ended) < r.recentPromotion() {
-		evs = append(evs, r.event(EventWarning, now, fmt.Sprintf("run %s promoted on this pool %s ago: this run's steps may undo that promotion", lr.Run, now.Sub(lr.Ended).Truncate(time.Second)), map[string]any{"lastRun": lr.Run, "verdict": lr.Verdict, "ended": lr.Ended}))
+	for _, w := range poolWarnings(r.exp, pool, r.book.Plan, now) {
+		evs = append(evs, r.event(EventWarning, now, w.Message, w))
+	}
+	return evs
+}
+
+// PoolWarning is something a person should know before an experiment's first weight moves
+// on a pool. It never blocks the run.
+type PoolWarning struct {
+	Kind    string `json:"kind"` // WarnRecentPromotion or WarnStepOneLowersCanary
+	Message string `json:"message"`
+	// LastRun, Verdict and Ended describe the pool's last run, for a recent promotion.
+	LastRun string    `json:"lastRun,omitempty"`
+	Verdict string    `json:"verdict,omitempty"`
+	Ended   time.Time `json:"ended,omitzero"`
+	// Canary, Current and Step1 are the canary's share of the experiment's traffic now and
+	// at step 1, for a step 1 that lowers it.
+	Canary  string  `json:"canary,omitempty"`
+	Current float64 `json:"current,omitempty"`
+	Step1   float64 `json:"step1,omitempty"`
+}
+
+// Kinds of PoolWarning.
+const (
+	WarnRecentPromotion     = "recent_promotion"
+	WarnStepOneLowersCanary = "step1_lowers_canary"
+)
+
+// PoolWarnings are the warnings a run of exp on pool would give now, as the engine gives
+// them in preflight and `verdict plan`/`check` print them. A pool the experiment cannot
+// run on gives none: planning reports that.
+func PoolWarnings(exp *experiments.Experiment, pool traffic.Pool, now time.Time) []PoolWarning {
+	var origins []experiments.PoolOrigin
+	for _, o := range pool.Origins {
+		origins = append(origins, experiments.PoolOrigin{Name: o.Name, Weight: o.Weight, Enabled: o.Enabled})
+	}
+	plan, err := experiments.WeightPlan(exp, origins)
+	if err != nil {
+		return nil
+	}
+	var owned []store.Weights
+	for _, st := range plan.Steps {
+		w := store.Weights{}
+		for _, o := range st.Origins {
+			if o.Cluster != "" {
+				w[o.Name] = o.Weight
+			}
+		}
+		owned = append(owned, w)
+	}
+	return poolWarnings(exp, pool, owned, now)
+}
+
+// recentPromotion is how long after a promotion on the pool a new run warns that it may
+// undo it: the experiment's maxDuration, at least an hour.
+func recentPromotion(exp *experiments.Experiment) time.Duration {
+	return max(time.Hour, exp.Spec.Analysis.MaxDuration.Std())
+}
+
+func poolWarnings(exp *experiments.Experiment, pool traffic.Pool, plan []store.Weights, now time.Time) []PoolWarning {
+	var out []PoolWarning
+	if lr, ok := pool.LastRun(); ok && lr.Verdict == VerdictPromoted && now.Sub(lr.Ended) < recentPromotion(exp) {
+		out = append(out, PoolWarning{Kind: WarnRecentPromotion, LastRun: lr.Run, Verdict: lr.Verdict, Ended: lr.Ended,
+			Message: fmt.Sprintf("run %s promoted on this pool %s ago: this run's steps may undo that promotion", lr.Run, now.Sub(lr.Ended).Truncate(time.Second))})
 	}
 	// Every canary starts above step 1 with an even split, so only a canary above its even
 	// share (a previous promotion, a manual shift) is worth a warning when step 1 lowers it.
-	canary := r.origin[r.exp.Spec.Canary.Cluster]
+	cluster := exp.Spec.Canary.Cluster
+	canary := exp.Spec.Traffic.Cloudflare.Origins[cluster]
 	share := func(w store.Weights) float64 {
 		total := 0.0
 		for _, v := range w {
@@ -1453,14 +1510,15 @@ func (r *Run) warnings(pool traffic.Pool, now time.Time) []store.Event {
 		}
 		return w[canary] / total
 	}
-	if len(r.book.Plan) > 1 {
-		cur, first := share(r.book.Plan[0]), share(r.book.Plan[1])
-		even := 1 / float64(len(r.exp.Spec.Clusters()))
+	if len(plan) > 1 {
+		cur, first := share(plan[0]), share(plan[1])
+		even := 1 / float64(len(exp.Spec.Clusters()))
 		if cur > first+traffic.WeightStep && cur > even+traffic.WeightStep {
-			evs = append(evs, r.event(EventWarning, now, fmt.Sprintf("step 1 lowers the canary %s from %.0f%% to %.0f%% of the experiment's traffic: it already carries more than an even share, perhaps from a previous promotion", r.exp.Spec.Canary.Cluster, cur*100, first*100), map[string]any{"canary": r.exp.Spec.Canary.Cluster, "current": cur, "step1": first}))
+			out = append(out, PoolWarning{Kind: WarnStepOneLowersCanary, Canary: cluster, Current: cur, Step1: first,
+				Message: fmt.Sprintf("step 1 lowers the canary %s from %.0f%% to %.0f%% of the experiment's traffic: it already carries more than an even share, perhaps from a previous promotion", cluster, cur*100, first*100)})
 		}
 	}
-	return evs
+	return out
 }
 
 // renewClaim puts this process's claim on the pool of a resumed run. Another run's claim
