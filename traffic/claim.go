@@ -38,6 +38,7 @@ type ClaimedError struct {
 	Claim Claim
 }
 
+// Error names the run, who drives it and since when, so the operator knows whom to ask.
 func (e *ClaimedError) Error() string {
 	return fmt.Sprintf("pool %s is claimed by run %s (driven by %s since %s)", e.Pool, e.Claim.Run, e.Claim.Owner, e.Claim.Since.UTC().Format(time.RFC3339))
 }

@@ -108,17 +108,24 @@ func CloudflareOptionsFromEnv(lookup func(string) (string, bool)) (CloudflareOpt
 type Cloudflare struct {
 	opts  CloudflareOptions
 	token string
-	pools *load_balancers.PoolService
-	log   *slog.Logger
+	// tokenFrom says where the token came from, for the message of a refused token.
+	tokenFrom string
+	pools     *load_balancers.PoolService
+	log       *slog.Logger
 }
 
-var _ Steerer = (*Cloudflare)(nil)
+var (
+	_ Steerer = (*Cloudflare)(nil)
+	_ Claimer = (*Cloudflare)(nil)
+)
 
 // NewCloudflare returns a Cloudflare Steerer. It fails if there is no token (ErrNoCredentials)
 // or the token file cannot be read; it does not call the API.
 func NewCloudflare(o CloudflareOptions) (*Cloudflare, error) {
 	token := strings.TrimSpace(o.Token)
+	tokenFrom := EnvCloudflareToken
 	if token == "" && o.TokenFile != "" {
+		tokenFrom = fmt.Sprintf("the file %q (%s)", o.TokenFile, EnvCloudflareTokenFile)
 		b, err := os.ReadFile(o.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("read Cloudflare API token file (%s=%q): %w", EnvCloudflareTokenFile, o.TokenFile, err)
@@ -162,7 +169,7 @@ func NewCloudflare(o CloudflareOptions) (*Cloudflare, error) {
 		o.SDKRetries = 0
 	}
 	o.Token = ""
-	c := &Cloudflare{opts: o, token: token, log: o.Logger}
+	c := &Cloudflare{opts: o, token: token, tokenFrom: tokenFrom, log: o.Logger}
 	c.pools = load_balancers.NewPoolService(
 		option.WithHTTPClient(o.HTTPClient),
 		option.WithBaseURL(o.BaseURL),
@@ -206,23 +213,43 @@ func (c *Cloudflare) Pool(ctx context.Context, ref PoolRef) (Pool, error) {
 }
 
 func (c *Cloudflare) get(ctx context.Context, ref PoolRef) (Pool, error) {
-	var raw []byte
+	var p Pool
 	err := c.do(ctx, "GET pool "+ref.String(), func(ctx context.Context) error {
-		var params load_balancers.PoolGetParams
-		params.AccountID.Value, params.AccountID.Present = ref.Account, true
-		raw = nil
-		var resp *http.Response
-		_, err := c.pools.Get(ctx, ref.Pool, params, option.WithResponseBodyInto(&raw), option.WithResponseInto(&resp))
-		return c.apiError(http.MethodGet, resp, err)
+		var err error
+		p, err = c.getOnce(ctx, ref)
+		return err
 	})
-	if err != nil {
+	return p, err
+}
+
+// getOnce is one GET attempt, for callers that run it inside their own retried attempt.
+// A response that cannot be decoded is permanent: asking again gives the same answer.
+func (c *Cloudflare) getOnce(ctx context.Context, ref PoolRef) (Pool, error) {
+	var params load_balancers.PoolGetParams
+	params.AccountID.Value, params.AccountID.Present = ref.Account, true
+	var raw []byte
+	var resp *http.Response
+	_, err := c.pools.Get(ctx, ref.Pool, params, option.WithResponseBodyInto(&raw), option.WithResponseInto(&resp))
+	if err := c.apiError(http.MethodGet, resp, err); err != nil {
 		return Pool{}, err
 	}
 	p, err := DecodePool(raw)
 	if err != nil {
-		return Pool{}, fmt.Errorf("decode Cloudflare response: %w", err)
+		return Pool{}, final(fmt.Errorf("decode Cloudflare response: %w", err))
 	}
 	return p, nil
+}
+
+// patchOnce is one PATCH attempt sending body, which must name only the fields to change.
+func (c *Cloudflare) patchOnce(ctx context.Context, ref PoolRef, body []byte) error {
+	var params load_balancers.PoolEditParams
+	params.AccountID.Value, params.AccountID.Present = ref.Account, true
+	var raw []byte
+	var resp *http.Response
+	_, err := c.pools.Edit(ctx, ref.Pool, params,
+		option.WithRequestBody("application/json", body),
+		option.WithResponseBodyInto(&raw), option.WithResponseInto(&resp))
+	return c.apiError(http.MethodPatch, resp, err)
 }
 
 // ListPools reads every pool of an account (empty: the default account) in one call, with
@@ -264,57 +291,249 @@ func (c *Cloudflare) ListPools(ctx context.Context, account string) ([]Pool, err
 
 // SetWeights reads the pool, refuses with a *DriftError if the origins in expect do not
 // have those weights, PATCHes the full origins list with only the weights in want
-// changed, then reads the pool back and returns a *DriftError (phase "after write") if
+// changed, then reads the pool back and returns a *DriftError (phase PhaseAfterWrite) if
 // any origin's weight differs from what was intended.
+//
+// The PATCH must carry every origin with every field, so a retry that resent the list
+// from the first read would revert whatever changed in the pool while it waited (up to
+// MaxRateLimitWait on a 429). So every attempt after the first reads the pool again just
+// before it writes, and any difference from the first read stops the write as drift
+// (PhaseBetweenAttempts). What remains is the time between that read and the PATCH
+// arriving, one round trip: Cloudflare has no conditional writes for pools to close it.
+// A change landing in it is reverted and cannot be detected later either; the read-back
+// catches only changes made after the PATCH.
 func (c *Cloudflare) SetWeights(ctx context.Context, ref PoolRef, want, expect Weights) error {
 	ref, err := c.resolve(ref)
 	if err != nil {
 		return err
 	}
-	p, err := c.get(ctx, ref)
+	first, err := c.get(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("set weights on pool %s: read current pool: %w", ref, err)
 	}
 	// Drift first: an origin the caller expected that is gone was removed by someone else,
 	// which the caller must hear about as drift, not as a bad request.
-	if err := CheckDrift(p, ref, "before write", expect); err != nil {
+	if err := CheckDrift(first, ref, PhaseBeforeWrite, expect); err != nil {
 		return err
 	}
-	if err := CheckRequest(p, want, expect); err != nil {
+	if err := CheckRequest(first, want, expect); err != nil {
 		return fmt.Errorf("set weights on pool %s: %w", ref, err)
 	}
-	if !Changes(p, want) {
+	if !Changes(first, want) {
 		c.log.Debug("weights already as wanted; nothing written", "pool", ref.String())
 		return nil
 	}
-	origins, err := ApplyWeights(p, want)
-	if err != nil {
+	// Validate the body once, from the first read; attempts rebuild it from their own.
+	if _, err := weightsBody(first, want); err != nil {
 		return fmt.Errorf("set weights on pool %s: %w", ref, err)
 	}
-	body, err := json.Marshal(map[string]any{"origins": origins})
-	if err != nil {
-		return fmt.Errorf("set weights on pool %s: encode request: %w", ref, err)
-	}
+	latest := first
+	attempts := 0
+	unsure := false // an earlier PATCH failed without saying whether it was applied
+	written := false
 	err = c.do(ctx, "PATCH pool "+ref.String(), func(ctx context.Context) error {
-		var params load_balancers.PoolEditParams
-		params.AccountID.Value, params.AccountID.Present = ref.Account, true
-		var raw []byte
-		var resp *http.Response
-		_, err := c.pools.Edit(ctx, ref.Pool, params,
-			option.WithRequestBody("application/json", body),
-			option.WithResponseBodyInto(&raw), option.WithResponseInto(&resp))
-		return c.apiError(http.MethodPatch, resp, err)
+		attempts++
+		if attempts > 1 {
+			p, err := c.getOnce(ctx, ref)
+			if err != nil {
+				return err
+			}
+			latest = p
+			switch landed, err := c.sinceFirstRead(ref, first, latest, want, unsure); {
+			case err != nil:
+				return final(err)
+			case landed:
+				// An earlier attempt answered 5xx but was applied: sending it again would
+				// change nothing, and the read-back confirms it.
+				c.log.Info("an earlier attempt was applied despite its error; not sending again", "pool", ref.String())
+				return nil
+			}
+		}
+		body, err := weightsBody(latest, want)
+		if err != nil {
+			return final(err)
+		}
+		err = c.patchOnce(ctx, ref, body)
+		if err == nil {
+			written = true
+		} else if !refused(err) {
+			unsure = true
+		}
+		return err
 	})
 	if err != nil {
+		var de *DriftError
+		if errors.As(err, &de) {
+			return err
+		}
 		return fmt.Errorf("set weights on pool %s: write origins: %w", ref, err)
 	}
-	c.log.Info("pool weights written", "pool", ref.String(), "weights", fmt.Sprint(want))
+	if written {
+		c.log.Info("pool weights written", "pool", ref.String(), "weights", fmt.Sprint(want), "attempts", attempts)
+	}
 	back, err := c.get(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("set weights on pool %s: written, but reading back to verify failed: %w", ref, err)
 	}
-	if err := CheckDrift(back, ref, "after write", Intended(p, want)); err != nil {
+	return CheckDrift(back, ref, PhaseAfterWrite, Intended(latest, want))
+}
+
+// sinceFirstRead decides whether a retry may go ahead with latest, the pool as read just
+// before it. Any difference from first is someone else's change and comes back as a
+// *DriftError, except this call's own weights already in place (landed), which only an
+// earlier attempt applied despite its error, or someone making the very same change,
+// leaves. The phase is PhaseAfterWrite when an earlier attempt may have been applied and
+// some of its weights are in the pool, so the caller does not take "nothing written"
+// for granted.
+func (c *Cloudflare) sinceFirstRead(ref PoolRef, first, latest Pool, want Weights, unsure bool) (landed bool, err error) {
+	diff := DiffPools(first, latest)
+	if len(diff) == 0 {
+		return false, nil
+	}
+	ours, others := 0, 0
+	for _, d := range diff {
+		w, wanted := want[d.Name]
+		switch {
+		case wanted && !d.Missing && !d.Added && len(d.Fields) == 0 && SameWeight(d.Actual, w):
+			ours++
+		default:
+			others++
+		}
+	}
+	if others == 0 && !Changes(latest, want) {
+		return true, nil
+	}
+	phase := PhaseBetweenAttempts
+	if unsure && ours > 0 {
+		phase = PhaseAfterWrite
+	}
+	c.log.Warn("pool changed while a write waited to be retried; not writing over it", "pool", ref.String(), "origins", len(diff))
+	return false, &DriftError{Pool: ref, Phase: phase, Origins: diff}
+}
+
+// refused reports whether a failed write is known not to have been applied: Cloudflare
+// answered 4xx (a 429 included, which the rate limiter sends before the request is
+// handled). A 5xx, a timeout or a dropped connection may have come after the write was
+// applied.
+func refused(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500
+}
+
+// weightsBody is the PATCH body setting want on p: only "origins", with every origin and
+// every field as read.
+func weightsBody(p Pool, want Weights) ([]byte, error) {
+	origins, err := ApplyWeights(p, want)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(map[string]any{"origins": origins})
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return body, nil
+}
+
+// Claim marks the pool as driven by cl.Run in its description, which every Verdict and
+// the dashboard show. Each attempt reads the pool and decides from that read (a claim by
+// another run that appeared while a retry waited is refused, not overwritten), then
+// PATCHes only "description", so no origin can be reverted; the pool is read back to
+// check the claim is ours. Without conditional writes two claimers can still both pass
+// their read in the same round trip; the loser sees the winner's claim in its read-back
+// or at its next renewal.
+func (c *Cloudflare) Claim(ctx context.Context, ref PoolRef, cl Claim, force bool) error {
+	ref, err := c.resolve(ref)
+	if err != nil {
 		return err
+	}
+	if cl.Run == "" {
+		return fmt.Errorf("claim pool %s: no run ID", ref)
+	}
+	marker := cl.String()
+	err = c.describe(ctx, ref, "claim", func(p Pool) (string, error) {
+		if other, ok := p.Claim(); ok && other.Run != cl.Run && !force {
+			return "", &ClaimedError{Pool: ref, Claim: other}
+		} else if ok && other.Run != cl.Run {
+			c.log.Warn("taking over another run's claim (forced)", "pool", ref.String(), "run", other.Run, "owner", other.Owner)
+		}
+		return WithClaim(p.Description, marker), nil
+	})
+	if err != nil {
+		return err
+	}
+	back, err := c.get(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("claim pool %s: written, but reading back to verify failed: %w", ref, err)
+	}
+	got, ok := back.Claim()
+	switch {
+	case !ok:
+		return fmt.Errorf("claim pool %s: the claim is not in the pool's description after writing it (description %q)", ref, back.Description)
+	case got.Run != cl.Run || got.Owner != cl.Owner:
+		return &ClaimedError{Pool: ref, Claim: got}
+	}
+	return nil
+}
+
+// Release replaces last.Run's claim with last's note, deciding from a fresh read at every
+// attempt: a pool taken over by another run is left alone (*ClaimedError), a pool with no
+// claim gets the note anyway.
+func (c *Cloudflare) Release(ctx context.Context, ref PoolRef, last LastRun) error {
+	ref, err := c.resolve(ref)
+	if err != nil {
+		return err
+	}
+	if last.Run == "" {
+		return fmt.Errorf("release pool %s: no run ID", ref)
+	}
+	marker := last.String()
+	err = c.describe(ctx, ref, "release", func(p Pool) (string, error) {
+		if other, ok := p.Claim(); ok && other.Run != last.Run {
+			return "", &ClaimedError{Pool: ref, Claim: other}
+		}
+		return WithClaim(p.Description, marker), nil
+	})
+	if err != nil {
+		return err
+	}
+	back, err := c.get(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("release pool %s: written, but reading back to verify failed: %w", ref, err)
+	}
+	// Another run claiming right after is fine; only our own claim surviving is not.
+	if got, ok := back.Claim(); ok && got.Run == last.Run {
+		return fmt.Errorf("release pool %s: run %s's claim is still on the pool after removing it (owner %s): is another process driving the run?", ref, got.Run, got.Owner)
+	}
+	return nil
+}
+
+// describe writes the description decide returns for the pool as just read, one read and
+// one PATCH of only "description" per attempt, and nothing when it is already so.
+func (c *Cloudflare) describe(ctx context.Context, ref PoolRef, op string, decide func(Pool) (string, error)) error {
+	err := c.do(ctx, "PATCH description of pool "+ref.String(), func(ctx context.Context) error {
+		p, err := c.getOnce(ctx, ref)
+		if err != nil {
+			return err
+		}
+		desc, err := decide(p)
+		if err != nil {
+			return final(err)
+		}
+		if desc == p.Description {
+			return nil
+		}
+		body, err := json.Marshal(map[string]string{"description": desc})
+		if err != nil {
+			return final(err)
+		}
+		return c.patchOnce(ctx, ref, body)
+	})
+	var ce *ClaimedError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s pool %s: %w", op, ref, err)
 	}
 	return nil
 }
@@ -328,6 +547,8 @@ type APIError struct {
 	Errors []APIErrorDetail
 	// RetryAfter is the server's Retry-After, when it sent one.
 	RetryAfter time.Duration
+	// Fix tells the operator what to change, when Verdict knows (a refused token).
+	Fix string
 }
 
 // APIErrorDetail is one entry of the envelope's "errors" list.
@@ -352,10 +573,14 @@ func (e *APIError) Error() string {
 		}
 		fmt.Fprintf(&b, "%d %s", d.Code, d.Message)
 	}
+	if e.Fix != "" {
+		b.WriteString("; " + e.Fix)
+	}
 	return b.String()
 }
 
-// Is lets callers test for ErrNotFound (HTTP 404) and ErrRateLimited (HTTP 429).
+// Is lets callers test for ErrNotFound (HTTP 404), ErrRateLimited (HTTP 429) and
+// ErrUnauthorized (HTTP 401 and 403).
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
@@ -440,6 +665,7 @@ func (c *Cloudflare) apiError(method string, resp *http.Response, err error) err
 		if sdk.Response != nil {
 			ae.RetryAfter = parseRetryAfter(sdk.Response.Header.Get("Retry-After"))
 		}
+		ae.Fix = c.fix(ae)
 		return ae
 	}
 	if resp != nil && resp.StatusCode >= 400 {
@@ -448,9 +674,21 @@ func (c *Cloudflare) apiError(method string, resp *http.Response, err error) err
 			ae.Path = resp.Request.URL.Path
 		}
 		ae.Errors = []APIErrorDetail{{Message: "response is not a Cloudflare API envelope"}}
+		ae.Fix = c.fix(ae)
 		return ae
 	}
 	return &scrubbed{msg: c.redact(err.Error()), err: err}
+}
+
+// fix says what to change for a refused token: retrying cannot help, a person must act.
+// It names where the token came from, never the token.
+func (c *Cloudflare) fix(ae *APIError) string {
+	if !errors.Is(ae, ErrUnauthorized) {
+		return ""
+	}
+	return fmt.Sprintf("Cloudflare refused the API token from %s: check that it is the right token and not expired or revoked, "+
+		"that it has the account permission \"Load Balancing: Monitors and Pools\" with Edit access, "+
+		"and that it covers the account in the request (%s or --account)", c.tokenFrom, EnvCloudflareAccount)
 }
 
 // parseRetryAfter reads delta-seconds (Cloudflare's form) or an HTTP date; -1 if absent or
@@ -489,6 +727,15 @@ func (c *Cloudflare) redact(s string) string {
 	return strings.ReplaceAll(s, c.token, "[REDACTED]")
 }
 
+// finalError marks an error found inside an attempt that retrying cannot cure (drift,
+// an undecodable response); do returns what it wraps.
+type finalError struct{ err error }
+
+func (f *finalError) Error() string { return f.err.Error() }
+func (f *finalError) Unwrap() error { return f.err }
+
+func final(err error) error { return &finalError{err: err} }
+
 type retryClass int
 
 const (
@@ -501,6 +748,10 @@ const (
 // retry policy for Cloudflare lives.
 func classify(parent context.Context, err error) retryClass {
 	if parent.Err() != nil {
+		return permanent
+	}
+	var f *finalError
+	if errors.As(err, &f) {
 		return permanent
 	}
 	var ae *APIError
@@ -539,6 +790,9 @@ func (c *Cloudflare) do(ctx context.Context, op string, call func(context.Contex
 		case permanent:
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w (after %d attempts; last: %v)", ctx.Err(), attempt, err)
+			}
+			if f, ok := err.(*finalError); ok {
+				return f.err
 			}
 			return err
 		case transient:

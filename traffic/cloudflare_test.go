@@ -111,6 +111,14 @@ func TestCloudflareConformance(t *testing.T) {
 		}
 	}
 	t.Run("healthy API", func(t *testing.T) { traffictest.Run(t, setup(cfemu.Fault{})) })
+	// serve's view: reads from the shared listing, writes and claims through the client.
+	t.Run("through the pool cache", func(t *testing.T) {
+		traffictest.Run(t, func(t *testing.T) traffictest.Env {
+			e := setup(cfemu.Fault{})(t)
+			e.Steerer = traffic.NewPoolCache(e.Steerer.(*traffic.Cloudflare), traffic.PoolCacheOptions{}).Steerer(e.Steerer)
+			return e
+		})
+	})
 	// The same guarantees hold when each test starts into a burst of 5xx.
 	t.Run("after a 5xx burst", func(t *testing.T) { traffictest.Run(t, setup(cfemu.Fault{Fail: 2, Status: 502})) })
 }

@@ -128,6 +128,18 @@ func PlanDrain(p Pool, origin string) (ChangePlan, error) {
 	return NewChangePlan(p, want), nil
 }
 
+// RefuseClaimed refuses (ErrRefused, and a *ClaimedError naming the run, its owner and
+// since when) a manual change to a pool that carries a run's claim: weights moved under a
+// running experiment skew its comparison, and the run would meet them as drift. Callers
+// let an operator override it on purpose.
+func RefuseClaimed(p Pool, ref PoolRef) error {
+	c, ok := p.Claim()
+	if !ok {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrRefused, &ClaimedError{Pool: ref, Claim: c})
+}
+
 // PlanRestore plans putting back the weights saved when origins were drained: each
 // drained origin (or only the one named, if only is not empty) gets its saved weight back,
 // expected to be at 0 now. An origin no longer at 0 means someone changed it since the

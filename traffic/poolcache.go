@@ -68,9 +68,35 @@ func NewPoolCache(l PoolLister, o PoolCacheOptions) *PoolCache {
 
 // Steerer returns a view of s whose pool reads come from the cache and whose writes go to
 // s. Make one per run (per start or resume); views share the cache, and s may differ per
-// run (for its logs).
+// run (for its logs). The view is a Claimer exactly when s is one.
 func (c *PoolCache) Steerer(s Steerer) Steerer {
-	return &cachedSteerer{c: c, next: s, made: c.tick()}
+	v := &cachedSteerer{c: c, next: s, made: c.tick()}
+	if cl, ok := s.(Claimer); ok {
+		return &cachedClaimer{cachedSteerer: v, claimer: cl}
+	}
+	return v
+}
+
+// cachedClaimer is a cached view of a Steerer that is also a Claimer.
+type cachedClaimer struct {
+	*cachedSteerer
+	claimer Claimer
+}
+
+// Claim goes to the wrapped Claimer, which reads the pool itself. Like a weight write it
+// invalidates the pool's cached listing, so the next read through any view shows the
+// claim (or the claim that beat it).
+func (v *cachedClaimer) Claim(ctx context.Context, ref PoolRef, cl Claim, force bool) error {
+	v.c.markSeen(ref)
+	defer v.c.markSeen(ref)
+	return v.claimer.Claim(ctx, ref, cl, force)
+}
+
+// Release goes to the wrapped Claimer and invalidates the pool's cached listing.
+func (v *cachedClaimer) Release(ctx context.Context, ref PoolRef, last LastRun) error {
+	v.c.markSeen(ref)
+	defer v.c.markSeen(ref)
+	return v.claimer.Release(ctx, ref, last)
 }
 
 type cachedSteerer struct {
@@ -116,8 +142,8 @@ func (c *PoolCache) markSeen(ref PoolRef) {
 // pool answers a read from a listing of ref's account no older than MaxAge and newer than
 // both after and the pool's last write or direct read, making one if needed. ok is false
 // when the caller should read the pool directly. A listing refused by Cloudflare's rate
-// limit returns its error instead: reading each pool directly would only spend more of the
-// same limit.
+// limit or for the token returns its error instead: reading each pool directly would only
+// spend more of the same limit and meet the same refusal.
 func (c *PoolCache) pool(ctx context.Context, ref PoolRef, after uint64) (Pool, bool, error) {
 	c.mu.Lock()
 	for {
@@ -173,9 +199,11 @@ func (c *PoolCache) pool(ctx context.Context, ref PoolRef, after uint64) (Pool, 
 	}
 }
 
-// onlyRateLimit passes on a listing's error only when it is Cloudflare's rate limit.
+// onlyRateLimit passes on a listing's error only when a direct read would meet the same
+// answer and only spend more calls on it: Cloudflare's rate limit, or a refused token (pool
+// permissions are per account, so a token that may not list may not read either).
 func onlyRateLimit(err error) error {
-	if errors.Is(err, ErrRateLimited) {
+	if errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnauthorized) {
 		return err
 	}
 	return nil

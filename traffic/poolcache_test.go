@@ -284,3 +284,47 @@ func TestPoolCacheFallsBackToDirectReads(t *testing.T) {
 		t.Error("reading a missing pool through the cache succeeded")
 	}
 }
+
+// TestPoolCacheViewIsClaimerOnlyIfWrappedIs: serve type-asserts traffic.Claimer on its
+// views, so a view must not claim to be one over a Steerer that cannot claim; over one
+// that can, a claim through one view is seen by the next read through another.
+func TestPoolCacheViewIsClaimerOnlyIfWrappedIs(t *testing.T) {
+	w := newCacheWorld(t, 2)
+	cache := traffic.NewPoolCache(w.cf, traffic.PoolCacheOptions{MaxAge: time.Hour, Now: w.now})
+	if _, ok := cache.Steerer(struct{ traffic.Steerer }{w.cf}).(traffic.Claimer); ok {
+		t.Errorf("a view over a Steerer without claims is a Claimer")
+	}
+	a, b := cache.Steerer(w.cf), cache.Steerer(w.cf)
+	if _, err := b.Pool(context.Background(), w.refs[0]); err != nil { // fills the listing
+		t.Fatal(err)
+	}
+	cl, ok := a.(traffic.Claimer)
+	if !ok {
+		t.Fatalf("a view over *Cloudflare is not a Claimer")
+	}
+	claim := traffic.Claim{Run: "run-1", Owner: "serve-a", Since: time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)}
+	if err := cl.Claim(context.Background(), w.refs[0], claim, false); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Pool(context.Background(), w.refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := p.Claim(); !ok || got.Run != "run-1" {
+		t.Errorf("read through another view after the claim: claim %+v, %v; want run-1 (the listing from before must not answer)", got, ok)
+	}
+}
+
+// TestPoolCacheRefusedTokenIsTheAnswer: a listing refused for the token is final: the read
+// fails with ErrUnauthorized after that one call instead of trying each pool directly.
+func TestPoolCacheRefusedTokenIsTheAnswer(t *testing.T) {
+	s := startEmu(t, cfemu.Options{RateLimit: -1}, "", func(o *traffic.CloudflareOptions) { o.Token = "wrong-" + testToken })
+	view := traffic.NewPoolCache(s.client, traffic.PoolCacheOptions{}).Steerer(s.client)
+	_, err := view.Pool(context.Background(), s.ref)
+	if !errors.Is(err, traffic.ErrUnauthorized) {
+		t.Fatalf("read with a refused token: %v, want ErrUnauthorized", err)
+	}
+	if n := len(s.emu.Calls()); n != 1 {
+		t.Errorf("API calls = %d, want 1", n)
+	}
+}

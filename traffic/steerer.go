@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,12 @@ import (
 // asked to change, refuse to write over a pool that is not in the state the caller
 // believes, and prove by reading back that what it wrote is what the provider now holds.
 // The conformance suite in traffic/traffictest checks exactly that.
+//
+// A provider without conditional writes (Cloudflare has no ETag or If-Match for pools)
+// leaves one window no client can close: a change made between the last read and the
+// write arriving is overwritten. Implementations keep it to one request's round trip by
+// reading the pool again right before every write attempt, retries included, and report
+// what they could not prevent through the read-back.
 type Steerer interface {
 	// Pool reads the pool with every origin and every field the provider reports.
 	Pool(ctx context.Context, ref PoolRef) (Pool, error)
@@ -24,11 +31,31 @@ type Steerer interface {
 	// the caller believes those origins have now; it must name every origin in want and
 	// may name more (origins the caller owns but does not change). If the pool disagrees
 	// with expect (including an expected origin that is gone), SetWeights writes nothing
-	// and returns a *DriftError; that check comes before any validation of want. After
-	// writing it reads the pool back and returns a *DriftError (phase "after write") if
-	// any origin's weight is not what was written or kept.
+	// and returns a *DriftError (phase PhaseBeforeWrite); that check comes before any
+	// validation of want. A write that has to be retried (rate limit, 5xx) re-reads the
+	// pool before each new attempt; if anything the write would send differs from the
+	// first read (any origin's weight, the set of origins, any other origin field), it
+	// stops with a *DriftError (phase PhaseBetweenAttempts) rather than revert that
+	// change. Every phase but PhaseAfterWrite means this call left the pool's weights as
+	// they were. After writing it reads the pool back and returns a *DriftError (phase
+	// PhaseAfterWrite) if any origin's weight is not what was written or kept; that phase
+	// also reports a change found before a retry when an earlier attempt, failed without
+	// a clear answer (5xx, network error), may have been applied after all.
 	SetWeights(ctx context.Context, ref PoolRef, want, expect Weights) error
 }
+
+// Phases of a DriftError. Callers branch only on PhaseAfterWrite ("did this call write
+// anything?"); the other phases say when the change was seen.
+const (
+	// PhaseBeforeWrite: the first read disagreed with the caller's expectation; nothing
+	// was written.
+	PhaseBeforeWrite = "before write"
+	// PhaseBetweenAttempts: a write attempt failed (rate limit, 5xx) and the pool read
+	// again before retrying had changed since the first read; nothing was written.
+	PhaseBetweenAttempts = "between attempts"
+	// PhaseAfterWrite: the pool may hold this call's write and differs from it.
+	PhaseAfterWrite = "after write"
+)
 
 // PoolRef names a pool at a provider. For Cloudflare, Account is the account ID (empty
 // means the Steerer's default account) and Pool is the pool ID.
@@ -54,26 +81,32 @@ var ErrDrift = errors.New("pool weights drifted")
 // it); callers branch on it with errors.Is.
 var ErrNotFound = errors.New("pool not found")
 
-// DriftError reports that the pool's weights are not what Verdict expected: someone or
-// something else (a Terraform apply, a person in the dashboard) changed the pool. Verdict
-// never writes over such a change; the caller must re-read and decide.
+// DriftError reports that the pool is not what Verdict expected: someone or something
+// else (a Terraform apply, a person in the dashboard) changed the pool. Verdict never
+// writes over such a change; the caller must re-read and decide.
 type DriftError struct {
 	Pool PoolRef
-	// Phase is "before write" when the pool differed from the caller's expectation and
-	// nothing was written, or "after write" when the read-back differed from what was just
-	// written.
+	// Phase is PhaseBeforeWrite or PhaseBetweenAttempts when nothing was written, or
+	// PhaseAfterWrite when the pool may hold this call's write.
 	Phase string
-	// Origins lists every origin whose weight differed, sorted by name.
+	// Origins lists every origin that differed, sorted by name.
 	Origins []OriginDrift
 }
 
-// OriginDrift is one origin whose weight is not the one expected.
+// OriginDrift is one origin that is not as expected: its weight, its presence, or one of
+// its other fields.
 type OriginDrift struct {
 	Name   string
 	Expect float64
 	Actual float64
 	// Missing is true when the origin is no longer in the pool at all.
 	Missing bool
+	// Added is true when the origin was not in the pool when it was first read; Actual is
+	// its weight.
+	Added bool
+	// Fields names the origin's other fields that changed ("address", "enabled"), sorted;
+	// a write would have sent them back as they were.
+	Fields []string
 }
 
 // Error lists the drifted origins so an operator can see what changed.
@@ -84,11 +117,24 @@ func (e *DriftError) Error() string {
 		if i > 0 {
 			b.WriteString(",")
 		}
-		if d.Missing {
+		switch {
+		case d.Missing:
 			fmt.Fprintf(&b, " origin %q expected weight %s but is gone", d.Name, FormatWeight(d.Expect))
 			continue
+		case d.Added:
+			fmt.Fprintf(&b, " origin %q was added with weight %s", d.Name, FormatWeight(d.Actual))
+			continue
+		case !SameWeight(d.Expect, d.Actual):
+			fmt.Fprintf(&b, " origin %q expected weight %s, found %s", d.Name, FormatWeight(d.Expect), FormatWeight(d.Actual))
+			if len(d.Fields) > 0 {
+				b.WriteString(", and")
+			}
+		default:
+			fmt.Fprintf(&b, " origin %q", d.Name)
 		}
-		fmt.Fprintf(&b, " origin %q expected weight %s, found %s", d.Name, FormatWeight(d.Expect), FormatWeight(d.Actual))
+		if len(d.Fields) > 0 {
+			fmt.Fprintf(&b, " changed %s", strings.Join(d.Fields, ", "))
+		}
 	}
 	return b.String()
 }
@@ -125,7 +171,8 @@ func ValidWeight(w float64) error {
 }
 
 // CheckDrift compares the pool's weights with expect and returns a *DriftError naming
-// every origin that differs, or nil. It is the check every Steerer runs before writing.
+// every origin that differs, or nil. It is the check every Steerer runs before writing
+// (phase PhaseBeforeWrite) and after (PhaseAfterWrite).
 func CheckDrift(p Pool, ref PoolRef, phase string, expect Weights) error {
 	var drift []OriginDrift
 	for _, name := range sortedNames(expect) {
@@ -246,4 +293,82 @@ func sortedNames(w Weights) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// DiffPools lists every origin that differs between two reads of a pool, sorted by name:
+// a weight changed (Expect is before's weight, Actual after's), an origin removed
+// (Missing) or added (Added), or any other field changed (Fields). Read-only fields the
+// provider computes (disabled_at) are ignored, as writes do not send them. A Steerer that
+// retries a write compares its first read with the latest one through it: any difference
+// is a change the retry would revert.
+func DiffPools(before, after Pool) []OriginDrift {
+	var out []OriginDrift
+	for _, b := range before.Origins {
+		a, ok := after.Origin(b.Name)
+		if !ok {
+			out = append(out, OriginDrift{Name: b.Name, Expect: b.Weight, Missing: true})
+			continue
+		}
+		d := OriginDrift{Name: b.Name, Expect: b.Weight, Actual: a.Weight, Fields: changedFields(b, a)}
+		if !SameWeight(b.Weight, a.Weight) || len(d.Fields) > 0 {
+			out = append(out, d)
+		}
+	}
+	for _, a := range after.Origins {
+		if _, ok := before.Origin(a.Name); !ok {
+			out = append(out, OriginDrift{Name: a.Name, Actual: a.Weight, Added: true})
+		}
+	}
+	slices.SortFunc(out, func(x, y OriginDrift) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
+// changedFields names the fields other than weight and disabled_at whose values differ
+// between two reads of one origin. Origins without raw JSON (a Steerer that models only
+// the typed fields) are compared on address and enabled.
+func changedFields(b, a Origin) []string {
+	if len(b.Raw) == 0 || len(a.Raw) == 0 {
+		var f []string
+		if b.Address != a.Address {
+			f = append(f, "address")
+		}
+		if b.Enabled != a.Enabled {
+			f = append(f, "enabled")
+		}
+		return f
+	}
+	fb, errB := decodeFields(b.Raw)
+	fa, errA := decodeFields(a.Raw)
+	if errB != nil || errA != nil {
+		if bytes.Equal(b.Raw, a.Raw) {
+			return nil
+		}
+		return []string{"(unreadable origin object)"}
+	}
+	var f []string
+	for k, vb := range fb {
+		if k == "weight" || k == "disabled_at" {
+			continue
+		}
+		if va, ok := fa[k]; !ok || !reflect.DeepEqual(vb, va) {
+			f = append(f, k)
+		}
+	}
+	for k := range fa {
+		if _, ok := fb[k]; !ok && k != "weight" && k != "disabled_at" {
+			f = append(f, k)
+		}
+	}
+	slices.Sort(f)
+	return f
+}
+
+func decodeFields(raw json.RawMessage) (map[string]any, error) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,12 +22,14 @@ type drainArgs struct {
 	pool    string
 	account string
 	yes     bool
+	force   bool // go ahead although a run has claimed the pool
 }
 
 func addPoolFlags(cmd *cobra.Command, a *drainArgs) {
 	cmd.Flags().StringVar(&a.pool, "pool", "", "Cloudflare pool ID (required)")
 	cmd.Flags().StringVar(&a.account, "account", "", "Cloudflare account ID (default $"+traffic.EnvCloudflareAccount+")")
 	cmd.Flags().BoolVar(&a.yes, "yes", false, "apply the change; without it the command is a dry run")
+	cmd.Flags().BoolVar(&a.force, "force", false, "change the pool although a Verdict run has claimed it (the run will see the change as drift)")
 }
 
 func newDrainCmd(g *globals) *cobra.Command {
@@ -40,7 +43,10 @@ their weights. The weight it had is saved in the state directory (drains/POOL_ID
 for verdict restore.
 
 Drain refuses to take away the last origin carrying traffic, or to leave fewer origins
-carrying traffic than the pool's minimum_origins. Without --yes it only shows the
+carrying traffic than the pool's minimum_origins. It also refuses a pool that a Verdict
+run has claimed (the claim is in the pool's description, whatever state directory the
+run uses), naming the run, who drives it and since when; --force drains it anyway, and
+the run meets the change as drift at its next step. Without --yes it only shows the
 before/after table.
 
 Credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE),
@@ -65,8 +71,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		Short: "Put back the weights saved by verdict drain",
 		Long: `Restore gives every origin drained from the pool (or only CLUSTER) the weight it had
 before the drain, as saved in the state directory. It refuses if a drained origin is no
-longer at weight 0 — someone changed the pool since — and writes nothing. Without --yes it
-only shows the before/after table.`,
+longer at weight 0 — someone changed the pool since — and writes nothing. Like drain, it
+refuses a pool that a Verdict run has claimed unless --force. Without --yes it only shows
+the before/after table.`,
 		Example: "  verdict restore --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c --yes",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -155,12 +162,15 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 	if err != nil {
 		return withCode(exitInvalid, err)
 	}
-	v := changeView{g: g, kind: "drain", origin: a.origin, plan: plan}
+	v := &changeView{g: g, kind: "drain", origin: a.origin, plan: plan}
 	if plan.NoOp() {
 		return v.render(false, fmt.Sprintf("Origin %q already has weight 0; nothing to do.", a.origin))
 	}
+	if err := v.checkClaim(ref, a); err != nil {
+		return err
+	}
 	if !a.yes {
-		return v.render(false, "Dry run: nothing changed. Re-run with --yes to apply.")
+		return v.render(false, v.forcedNote()+"Dry run: nothing changed. Re-run with --yes to apply.")
 	}
 
 	// Save the weight to come back to before touching the pool, so a crash after the
@@ -177,7 +187,7 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 	}
 	if err := cf.SetWeights(ctx, ref, plan.Want, plan.Expect); err != nil {
 		var de *traffic.DriftError
-		if errors.As(err, &de) && de.Phase == "before write" {
+		if errors.As(err, &de) && de.Phase != traffic.PhaseAfterWrite {
 			// Nothing was written: forget the weight we just saved.
 			if had {
 				rec.Origins[a.origin] = prev
@@ -191,7 +201,7 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 		return withCode(exitError, fmt.Errorf("drain %q: %w", a.origin, err))
 	}
 	path, _ := traffic.DrainRecordPath(state, a.pool)
-	return v.render(true, fmt.Sprintf("Drained %q. Saved its weight %s to %s; put it back with: verdict restore --pool %s --yes",
+	return v.render(true, v.forcedNote()+fmt.Sprintf("Drained %q. Saved its weight %s to %s; put it back with: verdict restore --pool %s --yes",
 		a.origin, traffic.FormatWeight(plan.Expect[a.origin]), path, a.pool))
 }
 
@@ -227,7 +237,7 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 	if err != nil {
 		return withCode(exitInvalid, err)
 	}
-	v := changeView{g: g, kind: "restore", origin: a.origin, plan: plan}
+	v := &changeView{g: g, kind: "restore", origin: a.origin, plan: plan}
 	if err := traffic.CheckDrift(p, ref, "before write", plan.Expect); err != nil {
 		_ = v.render(false, "")
 		return withCode(exitError, fmt.Errorf("%w\nThe pool changed since the drain; check it, then edit or delete %s", err, path))
@@ -235,8 +245,11 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 	if plan.NoOp() {
 		return v.render(false, "Weights are already as saved; nothing to do.")
 	}
+	if err := v.checkClaim(ref, a); err != nil {
+		return err
+	}
 	if !a.yes {
-		return v.render(false, "Dry run: nothing changed. Re-run with --yes to apply.")
+		return v.render(false, v.forcedNote()+"Dry run: nothing changed. Re-run with --yes to apply.")
 	}
 	if err := cf.SetWeights(ctx, ref, plan.Want, plan.Expect); err != nil {
 		return withCode(exitError, fmt.Errorf("restore pool %s: %w", a.pool, err))
@@ -247,7 +260,43 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 	if err := traffic.SaveDrainRecord(state, rec); err != nil {
 		return withCode(exitError, fmt.Errorf("weights restored, but updating %s failed: %w", path, err))
 	}
-	return v.render(true, "Restored the saved weights.")
+	return v.render(true, v.forcedNote()+"Restored the saved weights.")
+}
+
+// checkClaim refuses a change to a pool a run has claimed, after showing the table with
+// the claim, unless --force; with --force it notes the override for the final message.
+func (v *changeView) checkClaim(ref traffic.PoolRef, a drainArgs) error {
+	err := traffic.RefuseClaimed(v.plan.Pool, ref)
+	if err == nil {
+		return nil
+	}
+	if a.force {
+		v.forced = true
+		c, _ := v.plan.Pool.Claim()
+		v.g.log.Warn("overriding the pool's claim (--force)", "pool", ref.String(), "run", c.Run, "owner", c.Owner)
+		return nil
+	}
+	_ = v.render(false, "")
+	c, _ := v.plan.Pool.Claim()
+	return withCode(exitInvalid, fmt.Errorf("%s %s: %w\nRun %s is steering this pool, so changing its weights would skew that experiment. "+
+		"Let it finish or abort it (verdict abort %s), or pass --force to %s anyway", v.kind, v.target(), err, c.Run, c.Run, v.kind))
+}
+
+func (v *changeView) target() string {
+	if v.origin != "" {
+		return strconv.Quote(v.origin)
+	}
+	return "pool " + v.plan.Pool.ID
+}
+
+// forcedNote is the first line of the final message when --force overrode a claim.
+func (v *changeView) forcedNote() string {
+	if !v.forced {
+		return ""
+	}
+	c, _ := v.plan.Pool.Claim()
+	return fmt.Sprintf("Overrode the claim of run %s (driven by %s since %s) because of --force; the run will see this change as drift at its next step.\n",
+		c.Run, c.Owner, c.Since.UTC().Format(time.RFC3339))
 }
 
 // changeView renders a drain or restore as a before/after table, or as one JSON message.
@@ -256,6 +305,7 @@ type changeView struct {
 	kind   string // drain | restore
 	origin string
 	plan   traffic.ChangePlan
+	forced bool // --force overrode a run's claim
 }
 
 type changeOriginJSON struct {
@@ -276,12 +326,26 @@ type changeJSON struct {
 	Applied  bool               `json:"applied"`
 	Message  string             `json:"message,omitempty"`
 	Origins  []changeOriginJSON `json:"origins"`
+	// Claim is the run claim the pool carries, if any; ClaimOverridden says --force went
+	// past it.
+	Claim           *claimJSON `json:"claim,omitempty"`
+	ClaimOverridden bool       `json:"claim_overridden,omitempty"`
 }
 
-func (v changeView) render(applied bool, message string) error {
+type claimJSON struct {
+	Run   string    `json:"run"`
+	Owner string    `json:"owner"`
+	Since time.Time `json:"since"`
+}
+
+func (v *changeView) render(applied bool, message string) error {
+	claim, claimed := v.plan.Pool.Claim()
 	if v.g.json() {
 		msg := changeJSON{Type: v.kind, Version: jsonVersion, Pool: v.plan.Pool.ID, PoolName: v.plan.Pool.Name,
-			Origin: v.origin, Applied: applied, Message: message}
+			Origin: v.origin, Applied: applied, Message: message, ClaimOverridden: v.forced}
+		if claimed {
+			msg.Claim = &claimJSON{Run: claim.Run, Owner: claim.Owner, Since: claim.Since.UTC()}
+		}
 		for _, c := range v.plan.Changes {
 			msg.Origins = append(msg.Origins, changeOriginJSON{Name: c.Name, Enabled: c.Enabled,
 				WeightBefore: c.Before, WeightAfter: c.After, ShareBefore: round4(c.ShareBefore), ShareAfter: round4(c.ShareAfter)})
@@ -292,6 +356,9 @@ func (v changeView) render(applied bool, message string) error {
 		return nil
 	}
 	printChangeTable(v.g.stdout, v.kind, v.plan)
+	if claimed {
+		fmt.Fprintf(v.g.stdout, "\nClaimed by run %s (driven by %s since %s).\n", claim.Run, claim.Owner, claim.Since.UTC().Format(time.RFC3339))
+	}
 	if message != "" {
 		fmt.Fprintf(v.g.stdout, "\n%s\n", message)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/verdict-dev/verdict/traffic"
 	"github.com/verdict-dev/verdict/traffic/cfemu"
@@ -237,4 +238,100 @@ func TestYesOnlyFromCommandLine(t *testing.T) {
 	if writes(emu) != 0 {
 		t.Errorf("VERDICT_YES applied a drain")
 	}
+}
+
+// TestDrainRefusesClaimedPool: a pool carrying a run's claim (in its description, so any
+// Verdict sees it whatever its state directory) is not drained or restored unless
+// --force; the refusal names the run, its owner and since when, and the preview shows it.
+func TestDrainRefusesClaimedPool(t *testing.T) {
+	claim := traffic.Claim{Run: "checkout-canary-7f3a", Owner: "verdict-run@ci-runner-12", Since: time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)}
+	claimed := func(t *testing.T) (*cfemu.Server, string) {
+		emu, state := drainEnv(t, drainPoolJSON)
+		body, _ := json.Marshal(map[string]string{"description": traffic.WithClaim("checkout clusters", claim.String())})
+		if err := emu.Patch(drainPool, body); err != nil {
+			t.Fatal(err)
+		}
+		return emu, state
+	}
+	names := []string{claim.Run, claim.Owner, "2026-11-23T09:30:00Z"}
+
+	for _, args := range [][]string{
+		{"drain", "eu-west", "--pool", drainPool},
+		{"drain", "eu-west", "--pool", drainPool, "--yes"},
+	} {
+		t.Run(strings.Join(args[3:], " ")+" refused", func(t *testing.T) {
+			emu, state := claimed(t)
+			code, out, errOut := runVerdict(t, append(args, "--state", state)...)
+			if code == 0 {
+				t.Fatalf("exit 0 on a claimed pool:\n%s", out)
+			}
+			for _, want := range append(names, "claimed by run", "--force") {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr does not mention %q:\n%s", want, errOut)
+				}
+			}
+			if !strings.Contains(out, "Claimed by run "+claim.Run+" (driven by "+claim.Owner+" since 2026-11-23T09:30:00Z)") || !strings.Contains(out, "~ eu-west") {
+				t.Errorf("the preview does not show the table and the claim:\n%s", out)
+			}
+			if writes(emu) != 0 {
+				t.Errorf("a refused drain wrote to the pool")
+			}
+			if _, ok, _ := traffic.LoadDrainRecord(state, drainPool); ok {
+				t.Errorf("a refused drain saved a drain record")
+			}
+		})
+	}
+
+	t.Run("--force drains and says so", func(t *testing.T) {
+		emu, state := claimed(t)
+		code, out, errOut := runVerdict(t, "drain", "eu-west", "--pool", drainPool, "--state", state, "--yes", "--force")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		if !strings.Contains(out, "Overrode the claim of run "+claim.Run+" (driven by "+claim.Owner+" since 2026-11-23T09:30:00Z) because of --force") ||
+			!strings.Contains(out, `Drained "eu-west"`) {
+			t.Errorf("output does not say the claim was overridden:\n%s", out)
+		}
+		if w := weightsOf(t, emu); !traffic.SameWeight(w["eu-west"], 0) {
+			t.Errorf("eu-west = %v after a forced drain, want 0", w["eu-west"])
+		}
+		raw, _ := emu.Pool(drainPool)
+		p, _ := traffic.DecodePool(raw)
+		if c, ok := p.Claim(); !ok || c.Run != claim.Run {
+			t.Errorf("the forced drain removed the run's claim: %q", p.Description)
+		}
+
+		// Restore refuses the claimed pool as well, and --force restores.
+		code, _, errOut = runVerdict(t, "restore", "--pool", drainPool, "--state", state, "--yes")
+		if code == 0 || !strings.Contains(errOut, claim.Run) {
+			t.Errorf("restore of a claimed pool: exit %d: %s", code, errOut)
+		}
+		if w := weightsOf(t, emu); !traffic.SameWeight(w["eu-west"], 0) {
+			t.Errorf("a refused restore changed eu-west to %v", w["eu-west"])
+		}
+		if code, out, errOut := runVerdict(t, "restore", "--pool", drainPool, "--state", state, "--yes", "--force"); code != 0 || !strings.Contains(out, "Overrode the claim") {
+			t.Errorf("forced restore: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if w := weightsOf(t, emu); !traffic.SameWeight(w["eu-west"], 0.5) {
+			t.Errorf("eu-west = %v after the forced restore, want 0.5", w["eu-west"])
+		}
+	})
+
+	t.Run("JSON preview carries the claim", func(t *testing.T) {
+		emu, state := claimed(t)
+		code, out, errOut := runVerdict(t, "drain", "eu-west", "--pool", drainPool, "--state", state, "--force", "-o", "json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		var msg changeJSON
+		if err := json.Unmarshal([]byte(out), &msg); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if msg.Claim == nil || msg.Claim.Run != claim.Run || msg.Claim.Owner != claim.Owner || !msg.Claim.Since.Equal(claim.Since) || !msg.ClaimOverridden || msg.Applied {
+			t.Errorf("message = %+v, claim %+v", msg, msg.Claim)
+		}
+		if writes(emu) != 0 {
+			t.Errorf("a dry run wrote to the pool")
+		}
+	})
 }

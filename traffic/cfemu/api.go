@@ -120,6 +120,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if failing {
+		if f.Applied && s.authenticate(discard{}, r) && s.admit(discard{}) {
+			s.route(discard{}, r)
+		}
 		s.fail(w, f)
 		return
 	}
@@ -157,6 +160,13 @@ func (s *Server) fail(w http.ResponseWriter, f Fault) {
 	}
 	writeError(w, f.Status, apiError{Code: CodeInternal, Message: "Internal Server Error (injected fault)"})
 }
+
+// discard swallows the answer of a call carried out behind a Fault.Applied failure.
+type discard struct{}
+
+func (discard) Header() http.Header         { return http.Header{} }
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+func (discard) WriteHeader(int)             {}
 
 // Unwrap lets the fault path reach the connection to drop it.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
@@ -335,24 +345,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if r.Method == http.MethodPatch {
-		merged := make(map[string]json.RawMessage, len(p.fields)+len(fields))
-		for k, v := range p.fields {
-			merged[k] = v
-		}
-		for k, v := range fields {
-			merged[k] = v
-		}
-		fields = merged
-		if !hasOrigins {
-			origins = make([]map[string]json.RawMessage, 0, len(p.origins))
-			for _, o := range p.origins {
-				c := make(map[string]json.RawMessage, len(o))
-				for k, v := range o {
-					c[k] = v
-				}
-				origins = append(origins, c)
-			}
-		}
+		fields, origins = p.patched(fields, origins, hasOrigins)
 	} else {
 		if !hasOrigins {
 			origins = nil

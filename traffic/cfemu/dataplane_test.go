@@ -1,6 +1,8 @@
 package cfemu_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -242,4 +244,41 @@ func BenchmarkDataPlane(b *testing.B) {
 			res.Body.Close()
 		}
 	})
+}
+
+// TestDataPlaneIgnoresDescription: a claim written into the pool's description (a PATCH
+// of only "description") is kept on GET and in the list, leaves the origins alone, and
+// does not change where traffic goes.
+func TestDataPlaneIgnoresDescription(t *testing.T) {
+	a, b := newOrigin(t, "a"), newOrigin(t, "b")
+	s := dataPlane(t, 1, `{"name": "a", `+a.urlAddress()+`, "weight": 1}, {"name": "b", `+b.urlAddress()+`, "weight": 0}`)
+	c := &http.Client{}
+	desc := "checkout pool [verdict: run=r%5D1 owner=ops+team since=2026-11-23T09:30:00Z]"
+	body, _ := json.Marshal(map[string]string{"description": desc})
+	req, _ := http.NewRequest("PATCH", s.APIURL()+"accounts/"+s.AccountID()+"/load_balancers/pools/dp", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.Token())
+	res, err := c.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("PATCH description: %v %v", res, err)
+	}
+	res.Body.Close()
+	for _, path := range []string{"/dp", ""} {
+		req, _ := http.NewRequest("GET", s.APIURL()+"accounts/"+s.AccountID()+"/load_balancers/pools"+path, nil)
+		req.Header.Set("Authorization", "Bearer "+s.Token())
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		want, _ := json.Marshal(desc)
+		if !bytes.Contains(raw, []byte(`"description":`+string(want))) || !bytes.Contains(raw, []byte(`"weight":1`)) {
+			t.Errorf("GET pools%s does not return the description and the origins unchanged: %s", path, raw)
+		}
+	}
+	for range 50 {
+		if _, by, _ := send(t, c, s); by != "a" {
+			t.Fatalf("request went to %q after a description change; b has weight 0", by)
+		}
+	}
 }

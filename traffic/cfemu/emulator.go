@@ -79,6 +79,11 @@ type Fault struct {
 	HTML bool
 	// Latency is added to every API call while the fault is set, failing or not.
 	Latency time.Duration
+	// Applied carries the failing calls out before answering with the failure, as when an
+	// edge proxy times out after the API behind it applied a write: the client cannot
+	// tell a 5xx that changed the pool from one that did not. Meant for 5xx and Drop; a
+	// 429 is never applied on Cloudflare.
+	Applied bool
 }
 
 // Call is one API request the emulator answered, for tests to inspect.
@@ -443,6 +448,33 @@ func (s *Server) SetWeight(poolID, origin string, weight float64) error {
 	}
 	if err := validate(fields, origins); err != nil {
 		return fmt.Errorf("cfemu: set weight of %q in pool %q: %w", origin, poolID, err)
+	}
+	p.store(fields, origins, s.opts.Now())
+	return nil
+}
+
+// Patch applies body to the pool as an API PATCH would (the fields given replace the
+// pool's; "origins", when given, replaces the whole list), out of band and without
+// faults or the rate limit: a person in the dashboard, a Terraform apply or another
+// Verdict changing the pool. Tests use it for concurrent changes other than a weight.
+func (s *Server) Patch(poolID string, body []byte) error {
+	obj, err := decodeObject(body)
+	if err != nil {
+		return fmt.Errorf("cfemu: patch pool %q: %w", poolID, err)
+	}
+	fields, origins, hasOrigins, err := splitPool(obj)
+	if err != nil {
+		return fmt.Errorf("cfemu: patch pool %q: %w", poolID, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pools[poolID]
+	if !ok {
+		return fmt.Errorf("cfemu: no pool %q", poolID)
+	}
+	fields, origins = p.patched(fields, origins, hasOrigins)
+	if err := validate(fields, origins); err != nil {
+		return fmt.Errorf("cfemu: patch pool %q: %w", poolID, err)
 	}
 	p.store(fields, origins, s.opts.Now())
 	return nil

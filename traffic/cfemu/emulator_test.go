@@ -585,3 +585,50 @@ func TestCloudflareGoDecodesEmulator(t *testing.T) {
 		t.Errorf("bad token via SDK: %v", err)
 	}
 }
+
+// TestFaultApplied: a write behind a Fault.Applied 502 is carried out although the client
+// is told it failed; a 429 fault without Applied changes nothing.
+func TestFaultApplied(t *testing.T) {
+	s := start(t, cfemu.Options{})
+	patch := `{"origins": [{"name": "a", "address": "192.0.2.1", "weight": 0.2}, {"name": "b", "address": "192.0.2.2", "weight": 0.8}]}`
+	s.SetFault(cfemu.Fault{Fail: 1, Status: 502, Applied: true})
+	if got := call(t, s, "PATCH", poolPath(s, "/"+poolID), bearer(s), patch); got.status != 502 {
+		t.Fatalf("PATCH behind the fault = %d, want 502", got.status)
+	}
+	raw, _ := s.Pool(poolID)
+	if !strings.Contains(string(raw), `"weight":0.2`) {
+		t.Errorf("the write behind the 502 was not applied: %s", raw)
+	}
+	s.SetFault(cfemu.Fault{Fail: 1, Status: 429})
+	if got := call(t, s, "PATCH", poolPath(s, "/"+poolID), bearer(s), `{"description": "changed"}`); got.status != 429 {
+		t.Fatalf("PATCH = %d, want 429", got.status)
+	}
+	if raw, _ := s.Pool(poolID); strings.Contains(string(raw), `"changed"`) {
+		t.Errorf("a refused write was applied: %s", raw)
+	}
+}
+
+// TestOutOfBandPatch: Server.Patch changes the pool as an API PATCH would, validated.
+func TestOutOfBandPatch(t *testing.T) {
+	s := start(t, cfemu.Options{})
+	if err := s.Patch(poolID, []byte(`{"description": "taken [verdict: run=x]"}`)); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := s.Pool(poolID)
+	var p struct {
+		Description string           `json:"description"`
+		Origins     []map[string]any `json:"origins"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Description != "taken [verdict: run=x]" || len(p.Origins) != 3 {
+		t.Errorf("after Patch: description %q, %d origins; want the description set and 3 origins kept", p.Description, len(p.Origins))
+	}
+	if err := s.Patch(poolID, []byte(`{"origins": [{"name": "a", "weight": 0.5}]}`)); err == nil || !strings.Contains(err.Error(), "address is required") {
+		t.Errorf("Patch with an origin without address: err = %v, want a validation error", err)
+	}
+	if err := s.Patch("nope", []byte(`{}`)); err == nil {
+		t.Errorf("Patch of an unknown pool succeeded")
+	}
+}

@@ -254,6 +254,29 @@ func (p *pool) store(fields map[string]json.RawMessage, origins []map[string]jso
 	p.fields, p.origins = fields, origins
 }
 
+// patched merges a PATCH into a copy of the pool's fields: the fields given replace the
+// stored ones, and the origins list is kept (copied) unless the PATCH sends one.
+func (p *pool) patched(fields map[string]json.RawMessage, origins []map[string]json.RawMessage, hasOrigins bool) (map[string]json.RawMessage, []map[string]json.RawMessage) {
+	merged := make(map[string]json.RawMessage, len(p.fields)+len(fields))
+	for k, v := range p.fields {
+		merged[k] = v
+	}
+	for k, v := range fields {
+		merged[k] = v
+	}
+	if !hasOrigins {
+		origins = make([]map[string]json.RawMessage, 0, len(p.origins))
+		for _, o := range p.origins {
+			c := make(map[string]json.RawMessage, len(o))
+			for k, v := range o {
+				c[k] = v
+			}
+			origins = append(origins, c)
+		}
+	}
+	return merged, origins
+}
+
 // marshal renders the pool as Cloudflare returns it.
 func (p *pool) marshal() json.RawMessage {
 	m := make(map[string]any, len(p.fields)+1)

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/verdict-dev/verdict/traffic"
 )
@@ -60,6 +62,177 @@ func Run(t *testing.T, setup func(t *testing.T) Env) {
 	t.Run("InvalidRequestsAreRefused", func(t *testing.T) { testInvalid(t, setup(t)) })
 	t.Run("NoOpWriteSucceeds", func(t *testing.T) { testNoOp(t, setup(t)) })
 	t.Run("ConcurrentReadersDuringWrites", func(t *testing.T) { testConcurrent(t, setup(t)) })
+	t.Run("Claims", func(t *testing.T) { runClaims(t, setup) })
+}
+
+// description is PoolJSON's human description, which claims must keep.
+const description = "checkout clusters, managed by Terraform"
+
+var (
+	since  = time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
+	claimA = traffic.Claim{Run: "checkout-canary-7f3a", Owner: "verdict-run@ci-runner-12", Since: since}
+	claimB = traffic.Claim{Run: "checkout-hotfix-91c0", Owner: "serve-replica-b", Since: since.Add(time.Hour)}
+)
+
+// runClaims checks traffic.Claimer when the Steerer implements it: a claim is visible in
+// the pool, refused to another run unless forced, and handed over as a LastRun note.
+func runClaims(t *testing.T, setup func(t *testing.T) Env) {
+	if _, ok := setup(t).Steerer.(traffic.Claimer); !ok {
+		t.Skip("the Steerer does not implement traffic.Claimer")
+	}
+	claimer := func(e Env) traffic.Claimer { return e.Steerer.(traffic.Claimer) }
+	ctx := context.Background()
+
+	t.Run("ClaimFreePool", func(t *testing.T) {
+		e := setup(t)
+		before := mustPool(t, e)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatalf("Claim on a free pool: %v", err)
+		}
+		after := mustPool(t, e)
+		wantClaim(t, after, claimA)
+		if !strings.HasPrefix(after.Description, description) {
+			t.Errorf("description = %q, want the human text %q kept", after.Description, description)
+		}
+		if !sameWeights(after.Weights(), before.Weights()) {
+			t.Errorf("claim changed weights: %v -> %v", before.Weights(), after.Weights())
+		}
+		for i, o := range before.Origins {
+			if diff := objectDiff(o.Raw, after.Origins[i].Raw); diff != "" {
+				t.Errorf("claim changed origin %q: %s", o.Name, diff)
+			}
+		}
+		if diff := objectDiff(before.Raw, after.Raw, "description", "modified_on", "origins"); diff != "" {
+			t.Errorf("claim changed a pool field other than description: %s", diff)
+		}
+	})
+	t.Run("RenewOwnClaim", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		renewed := claimA
+		renewed.Owner = "verdict-run@ci-runner-13"
+		if err := claimer(e).Claim(ctx, e.Ref, renewed, false); err != nil {
+			t.Fatalf("renewing the run's own claim: %v", err)
+		}
+		wantClaim(t, mustPool(t, e), renewed)
+	})
+	t.Run("RefuseAnotherRunsClaim", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		err := claimer(e).Claim(ctx, e.Ref, claimB, false)
+		var ce *traffic.ClaimedError
+		if !errors.As(err, &ce) || !errors.Is(err, traffic.ErrClaimed) {
+			t.Fatalf("Claim over another run's claim: err = %v, want *ClaimedError", err)
+		}
+		if ce.Claim.Run != claimA.Run || ce.Claim.Owner != claimA.Owner || !ce.Claim.Since.Equal(claimA.Since) {
+			t.Errorf("ClaimedError names %+v, want %+v", ce.Claim, claimA)
+		}
+		for _, want := range []string{claimA.Run, claimA.Owner, "2026-11-23T09:30:00Z"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %q", err, want)
+			}
+		}
+		wantClaim(t, mustPool(t, e), claimA)
+	})
+	t.Run("ForceTakesOver", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := claimer(e).Claim(ctx, e.Ref, claimB, true); err != nil {
+			t.Fatalf("forced claim: %v", err)
+		}
+		p := mustPool(t, e)
+		wantClaim(t, p, claimB)
+		if strings.Contains(p.Description, claimA.Run) {
+			t.Errorf("description %q still carries the replaced claim", p.Description)
+		}
+	})
+	t.Run("ReleaseLeavesLastRun", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		last := traffic.LastRun{Run: claimA.Run, Verdict: "promoted", Ended: since.Add(2 * time.Hour)}
+		if err := claimer(e).Release(ctx, e.Ref, last); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		p := mustPool(t, e)
+		if c, ok := p.Claim(); ok {
+			t.Errorf("claim %+v still on the pool after Release", c)
+		}
+		wantLastRun(t, p, last)
+		if !strings.HasPrefix(p.Description, description) {
+			t.Errorf("description = %q, want the human text kept", p.Description)
+		}
+		// The next run claims over the note, which it replaces.
+		if err := claimer(e).Claim(ctx, e.Ref, claimB, false); err != nil {
+			t.Fatalf("claiming a released pool: %v", err)
+		}
+		wantClaim(t, mustPool(t, e), claimB)
+	})
+	t.Run("ReleaseOfUnclaimedPoolLeavesNote", func(t *testing.T) {
+		e := setup(t)
+		last := traffic.LastRun{Run: claimA.Run, Verdict: "rolled back", Ended: since}
+		if err := claimer(e).Release(ctx, e.Ref, last); err != nil {
+			t.Fatalf("Release of an unclaimed pool: %v", err)
+		}
+		wantLastRun(t, mustPool(t, e), last)
+	})
+	t.Run("ReleaseOfTakenOverPoolIsRefused", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := claimer(e).Claim(ctx, e.Ref, claimB, true); err != nil {
+			t.Fatal(err)
+		}
+		before := mustPool(t, e)
+		err := claimer(e).Release(ctx, e.Ref, traffic.LastRun{Run: claimA.Run, Verdict: "promoted", Ended: since.Add(time.Hour)})
+		var ce *traffic.ClaimedError
+		if !errors.As(err, &ce) || ce.Claim.Run != claimB.Run {
+			t.Fatalf("Release of a pool taken over by %s: err = %v, want *ClaimedError naming it", claimB.Run, err)
+		}
+		after := mustPool(t, e)
+		if after.Description != before.Description {
+			t.Errorf("refused Release changed the description: %q -> %q", before.Description, after.Description)
+		}
+		wantClaim(t, after, claimB)
+	})
+	t.Run("ClaimIsNotDrift", func(t *testing.T) {
+		e := setup(t)
+		if err := claimer(e).Claim(ctx, e.Ref, claimA, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Steerer.SetWeights(ctx, e.Ref, traffic.Weights{"canary": 0.1}, traffic.Weights{"canary": 0}); err != nil {
+			t.Fatalf("SetWeights on a claimed pool: %v", err)
+		}
+		p := mustPool(t, e)
+		wantClaim(t, p, claimA)
+		if o, _ := p.Origin("canary"); !traffic.SameWeight(o.Weight, 0.1) {
+			t.Errorf("canary = %v, want 0.1", o.Weight)
+		}
+	})
+}
+
+func wantClaim(t *testing.T, p traffic.Pool, want traffic.Claim) {
+	t.Helper()
+	got, ok := p.Claim()
+	if !ok || got.Run != want.Run || got.Owner != want.Owner || !got.Since.Equal(want.Since) {
+		t.Errorf("pool claim = %+v (found %v), want %+v; description %q", got, ok, want, p.Description)
+	}
+}
+
+func wantLastRun(t *testing.T, p traffic.Pool, want traffic.LastRun) {
+	t.Helper()
+	got, ok := p.LastRun()
+	if !ok || got.Run != want.Run || got.Verdict != want.Verdict || !got.Ended.Equal(want.Ended) {
+		t.Errorf("pool last run = %+v (found %v), want %+v; description %q", got, ok, want, p.Description)
+	}
 }
 
 func mustPool(t *testing.T, e Env) traffic.Pool {
