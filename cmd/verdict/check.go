@@ -32,8 +32,12 @@ func newCheckCmd(g *globals) *cobra.Command {
 		Short: "Check that the experiment's KPIs and preconditions return what they should",
 		Long: `Check connects to the experiment's Prometheus and runs every KPI and precondition query over
 the recent past, printing per cluster the values and the number of intervals with data, and
-every problem: no series for a cluster, series without the cluster label, counter resets,
-too little traffic, a failing precondition. Nothing is changed.
+every problem: no series for a cluster, series without the cluster label, samples too far
+apart for the interval, stale series, counter resets, too little traffic, a failing
+precondition. With Cloudflare credentials it reads the pool as the run will: it must exist
+with every mapped origin enabled and no other run's claim on it; it shows the current
+weights, the pool's last run, and warns when step 1 would undo a recent promotion or lower a
+canary that carries more than an even share. Nothing is changed.
 
 It then learns each KPI's noise model from the recent history (--history, by default the
 experiment's analysis.history, as the run will) and prints it: how noisy an interval is beyond
@@ -44,8 +48,8 @@ whether the evidence for non-inferiority can arrive before the holds end or the 
 likely end inconclusive, and whether the canary cluster already differs from its baselines.
 The forecast is advice: it does not change the exit status.
 
-Exit status: 0 the experiment can run, 1 Prometheus cannot be reached, 2 invalid input,
-6 a check failed.`,
+Exit status: 0 the experiment can run, 1 Prometheus or Cloudflare cannot be reached, 2 invalid
+input, 6 a check failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.file = args[0]
@@ -96,6 +100,11 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 	case err != nil:
 		return withCode(exitError, err)
 	}
+	pc, err := checkPool(ctx, g, exp, time.Now())
+	if err != nil {
+		return err
+	}
+	ok := rep.OK && len(pc.Problems) == 0
 	history := exp.Spec.Analysis.History.Std()
 	if a.history != nil {
 		history = *a.history
@@ -113,10 +122,13 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 			*metrics.Report
 			// Noise is each judged KPI's noise model learned from the history window, in
 			// the report's form (docs/report-json.md).
-			Noise         []checkNoise     `json:"noise,omitempty"`
+			Noise []checkNoise `json:"noise,omitempty"`
+			// Pool is what the run would find in the load balancer.
+			Pool          *poolCheck       `json:"pool"`
+			Ready         bool             `json:"ready"`
 			Forecast      *engine.Forecast `json:"forecast,omitempty"`
 			ForecastError string           `json:"forecastError,omitempty"`
-		}{Report: rep, Noise: noise, Forecast: fc}
+		}{Report: rep, Noise: noise, Pool: pc, Ready: ok, Forecast: fc}
 		if fcErr != nil {
 			out.ForecastError = fcErr.Error()
 		}
@@ -124,17 +136,17 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 			return withCode(exitError, err)
 		}
 	} else {
-		printCheck(g, exp, rep)
+		printCheck(g, exp, rep, pc, ok)
 		printNoise(g, exp, fc, noise)
 		printForecast(g, exp, fc, fcErr)
 	}
-	if !rep.OK {
+	if !ok {
 		return silentExit(exitCheckFailed)
 	}
 	return nil
 }
 
-func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
+func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report, pc *poolCheck, ok bool) {
 	w := g.stdout
 	fmt.Fprintf(w, "Prometheus %s (version %s)\n", rep.Prometheus.Address, rep.Prometheus.Version)
 	fmt.Fprintf(w, "Window %s to %s, intervals of %s\n", rep.Window.Start.Local().Format("15:04:05"), rep.Window.End.Local().Format("15:04:05"), exp.Spec.Analysis.Interval)
@@ -173,7 +185,8 @@ func printCheck(g *globals, exp *experiments.Experiment, rep *metrics.Report) {
 			fmt.Fprintf(w, "  %s %s: value %s, expect %s %s\n", mark, p.Name, val, p.Expect, p.Problem)
 		}
 	}
-	if rep.OK {
+	printPoolCheck(w, pc)
+	if ok {
 		fmt.Fprintln(w, "\nOK: the experiment can run.")
 	} else {
 		fmt.Fprintln(w, "\nFAILED: fix the problems above before running the experiment.")

@@ -7,9 +7,11 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/traffic"
 )
@@ -205,6 +207,12 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	}
 	if pool.SteeringPolicy != "random" {
 		fmt.Fprintf(w, "\nWarning: origin steering %q does not split traffic exactly by weight; the traffic-share check will tell how far the real split is.\n", pool.SteeringPolicy)
+	}
+	if c, ok := pool.Claim(); ok {
+		fmt.Fprintf(w, "\nWarning: pool is claimed by run %s (driven by %s since %s): a run now would be refused until that one ends.\n", safeText(c.Run), safeText(c.Owner), c.Since.UTC().Format(time.RFC3339))
+	}
+	for _, wn := range engine.PoolWarnings(e, pool, time.Now()) {
+		fmt.Fprintf(w, "\nWarning: %s.\n", safeText(wn.Message))
 	}
 	fmt.Fprintf(w, "\nNothing has been changed. %d weight change(s) over %d step(s); total hold %s.\n\n", countChanges(run), len(plan.Steps)-1, experiments.Duration(s.TotalHold()))
 }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+// poolCheck is what `verdict check` finds about the experiment's pool: that the run would
+// find it, every mapped origin in it, who else is steering it, and what to know before the
+// first weight moves.
+type poolCheck struct {
+	// Checked is false when no Cloudflare credentials are configured (Note says so).
+	Checked bool   `json:"checked"`
+	Note    string `json:"note,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Name    string `json:"name,omitempty"`
+	// Origins are the experiment's origins as the pool has them now.
+	Origins []poolCheckOrigin `json:"origins,omitempty"`
+	// Claim is another run steering the pool right now (a run would be refused).
+	Claim *poolCheckClaim `json:"claim,omitempty"`
+	// LastRun is the note the pool's last finished run left.
+	LastRun  *traffic.LastRun     `json:"lastRun,omitempty"`
+	Warnings []engine.PoolWarning `json:"warnings,omitempty"`
+	// Problems fail the check: the run would not start.
+	Problems []string `json:"problems,omitempty"`
+}
+
+type poolCheckOrigin struct {
+	Cluster string  `json:"cluster"`
+	Origin  string  `json:"origin"`
+	Present bool    `json:"present"`
+	Enabled bool    `json:"enabled"`
+	Weight  float64 `json:"weight"`
+}
+
+type poolCheckClaim struct {
+	Run   string    `json:"run"`
+	Owner string    `json:"owner"`
+	Since time.Time `json:"since"`
+}
+
+// checkPool reads the experiment's pool the way run will. An unreachable or refusing
+// Cloudflare is an error (exit 1); a pool the run could not use is a problem in the result.
+func checkPool(ctx context.Context, g *globals, exp *experiments.Experiment, now time.Time) (*poolCheck, error) {
+	cf := exp.Spec.Traffic.Cloudflare
+	out := &poolCheck{ID: cf.PoolID}
+	if _, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv); errors.Is(err, traffic.ErrNoCredentials) {
+		out.Note = "not checked: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) to check the pool too"
+		return out, nil
+	}
+	steer, err := steererFromEnv(g)
+	if err != nil {
+		return nil, err
+	}
+	out.Checked = true
+	pool, err := steer.Pool(ctx, traffic.PoolRef{Account: cf.AccountID, Pool: cf.PoolID})
+	switch {
+	case errors.Is(err, traffic.ErrNotFound):
+		out.Problems = append(out.Problems, fmt.Sprintf("pool %s does not exist, or the token cannot see it (spec.traffic.cloudflare.poolID)", cf.PoolID))
+		return out, nil
+	case err != nil:
+		return nil, withCode(exitError, fmt.Errorf("read pool %s: %w", cf.PoolID, err))
+	}
+	out.Name = pool.Name
+	for _, c := range exp.Spec.Clusters() {
+		name := cf.Origins[c]
+		o, ok := pool.Origin(name)
+		out.Origins = append(out.Origins, poolCheckOrigin{Cluster: c, Origin: name, Present: ok, Enabled: ok && o.Enabled, Weight: o.Weight})
+		switch {
+		case !ok:
+			out.Problems = append(out.Problems, fmt.Sprintf("origin %q of cluster %s is not in pool %s (spec.traffic.cloudflare.origins.%s)", name, c, cf.PoolID, c))
+		case !o.Enabled:
+			out.Problems = append(out.Problems, fmt.Sprintf("origin %q of cluster %s is disabled in pool %s, so it would get no traffic whatever its weight", name, c, cf.PoolID))
+		}
+	}
+	if len(out.Problems) == 0 {
+		if _, err := experiments.WeightPlan(exp, poolOrigins(pool)); err != nil {
+			out.Problems = append(out.Problems, "the pool cannot carry this experiment: "+exp.FieldError(err).Error())
+		}
+	}
+	if c, ok := pool.Claim(); ok {
+		out.Claim = &poolCheckClaim{Run: c.Run, Owner: c.Owner, Since: c.Since}
+		out.Problems = append(out.Problems, fmt.Sprintf("pool %s is claimed by run %s (driven by %s since %s): a run would be refused until it ends; abort it, or take the pool over if it is dead", cf.PoolID, c.Run, c.Owner, c.Since.UTC().Format(time.RFC3339)))
+	}
+	if lr, ok := pool.LastRun(); ok {
+		out.LastRun = &lr
+	}
+	out.Warnings = engine.PoolWarnings(exp, pool, now)
+	return out, nil
+}
+
+func printPoolCheck(w io.Writer, pc *poolCheck) {
+	if pc == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nPool %s", pc.ID)
+	if pc.Name != "" {
+		fmt.Fprintf(w, " (%s)", pc.Name)
+	}
+	fmt.Fprintln(w)
+	if !pc.Checked {
+		fmt.Fprintf(w, "  %s\n", pc.Note)
+		return
+	}
+	if len(pc.Origins) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  CLUSTER\tORIGIN\tWEIGHT NOW")
+		for _, o := range pc.Origins {
+			wt := traffic.FormatWeight(o.Weight)
+			switch {
+			case !o.Present:
+				wt = "missing"
+			case !o.Enabled:
+				wt += " (disabled)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", safeText(o.Cluster), safeText(o.Origin), wt)
+		}
+		tw.Flush()
+	}
+	if pc.LastRun != nil {
+		fmt.Fprintf(w, "  last run on this pool: %s, %s at %s\n", safeText(pc.LastRun.Run), safeText(pc.LastRun.Verdict), pc.LastRun.Ended.Local().Format(time.DateTime))
+	}
+	for _, wn := range pc.Warnings {
+		fmt.Fprintf(w, "  WARNING: %s\n", safeText(wn.Message))
+	}
+	for _, p := range pc.Problems {
+		fmt.Fprintf(w, "  ERROR: %s\n", safeText(p))
+	}
+}
