@@ -1,0 +1,5 @@
+locals {
+  traffic_split = {
+    use1 = merge(local.defaults, { snorlax = 0.5 })
+  }
+}

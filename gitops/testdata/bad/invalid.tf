@@ -1,0 +1,4 @@
+locals {
+  traffic_split = {
+    use1 = { squirtle = 0.5
+}

@@ -1,0 +1,8 @@
+locals {
+  traffic_split = {
+    use1 = {
+      squirtle = 0.5
+      snorlax  = 0.5
+    }
+  }
+}
