@@ -1,7 +1,9 @@
 GO        ?= go
 PKGS      ?= ./...
-# Packages that move traffic or hold state are always tested under the race detector.
-RACE_PKGS ?= $(shell $(GO) list ./traffic/... ./engine/... ./store/... ./server/... 2>/dev/null)
+# Packages that move traffic or hold state are always tested under the race detector, and
+# the CLI, whose live view renders while the engine steps (its process-level tests skip
+# themselves under -race: their children are not race builds).
+RACE_PKGS ?= $(shell $(GO) list ./traffic/... ./engine/... ./store/... ./server/... ./cmd/verdict 2>/dev/null)
 BIN       ?= bin/verdict
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)

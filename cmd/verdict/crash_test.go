@@ -70,8 +70,8 @@ func buildVerdict(t *testing.T) string {
 // time, and checks that every run still ends promoted or rolled back with the pool's
 // weights exactly those of its ending, and the origin outside the experiment untouched.
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a fleet and kills child processes; skipped with -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("starts a fleet and kills child processes; skipped with -short and under -race (the children are not race builds)")
 	}
 	kills := 20
 	if v, err := strconv.Atoi(os.Getenv("VERDICT_CRASH_KILLS")); err == nil && v > 0 {

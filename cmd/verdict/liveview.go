@@ -10,21 +10,27 @@ import (
 
 	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/report"
 	"github.com/verdict-dev/verdict/traffic"
 )
 
 // renderRun draws the live view of a run: where it is, the weights, every KPI's evidence,
-// the latest decision and recent events.
+// the latest decision and recent events. Only the goroutine stepping r may call it (the live
+// view renders published snapshots with renderSnapshot).
 func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event, now time.Time) {
-	s := r.Snapshot()
-	exp := r.Experiment()
+	renderSnapshot(w, banner, r.Experiment(), r.Snapshot(), recent, now)
+}
+
+// renderSnapshot draws the live view of a run from a snapshot of it. Text that comes from
+// the experiment or from people (names, reasons, event messages) goes through safeText.
+func renderSnapshot(w io.Writer, banner string, exp *experiments.Experiment, s engine.Snapshot, recent []engine.Event, now time.Time) {
 	rec := s.Run
 	if banner != "" {
 		fmt.Fprintf(w, "%s\n\n", banner)
 	}
-	fmt.Fprintf(w, "Experiment %s   run %s\n", exp.Metadata.Name, rec.ID)
-	fmt.Fprintf(w, "Canary %s (%s) vs %s\n\n", exp.Spec.Canary.Cluster, variantText(exp.Spec.Canary.Variant), strings.Join(exp.Spec.Baselines, ", "))
+	fmt.Fprintf(w, "Experiment %s   run %s\n", safeText(exp.Metadata.Name), safeText(rec.ID))
+	fmt.Fprintf(w, "Canary %s (%s) vs %s\n\n", safeText(exp.Spec.Canary.Cluster), safeText(variantText(exp.Spec.Canary.Variant)), safeText(strings.Join(exp.Spec.Baselines, ", ")))
 
 	state := string(rec.State)
 	if rec.Step > 0 && !rec.State.Terminal() {
@@ -51,7 +57,7 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		fmt.Fprintf(w, "Elapsed %s of at most %s\n", now.Sub(s.RampStart).Truncate(time.Second), s.MaxDuration)
 	}
 	if s.PauseNote != "" {
-		fmt.Fprintf(w, "Paused  %s\n", s.PauseNote)
+		fmt.Fprintf(w, "Paused  %s\n", safeText(s.PauseNote))
 	}
 
 	fmt.Fprintln(w, "\nWeights")
@@ -63,11 +69,11 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		if c == exp.Spec.Canary.Cluster {
 			role = "canary"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t(was %s)\n", c, role, traffic.FormatWeight(cur), traffic.FormatWeight(orig))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t(was %s)\n", safeText(c), role, traffic.FormatWeight(cur), traffic.FormatWeight(orig))
 	}
 	tw.Flush()
 	if rec.Intent != nil {
-		fmt.Fprintf(w, "  writing %s …\n", rec.Intent.Purpose)
+		fmt.Fprintf(w, "  writing %s …\n", safeText(rec.Intent.Purpose))
 	}
 
 	iv := exp.Spec.Analysis.Interval
@@ -86,21 +92,21 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 				v = vals[strings.SplitN(k.Name, " (", 2)[0]]
 			}
 			iv := k.Interval
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, statusText(k.Status), num(v.Canary), num(v.Baseline), signedPct(iv.Estimate), csText(iv), "+"+pctText(k.Tolerance))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", safeText(k.Name), statusText(k.Status), num(v.Canary), num(v.Baseline), signedPct(iv.Estimate), csText(iv), "+"+pctText(k.Tolerance))
 		}
 	} else {
 		fmt.Fprintln(tw, "  (waiting for the first complete interval)")
 	}
 	tw.Flush()
 	if s.Share.Mismatch {
-		fmt.Fprintf(w, "  traffic share MISMATCH: %s\n", s.Share.Reason)
+		fmt.Fprintf(w, "  traffic share MISMATCH: %s\n", safeText(s.Share.Reason))
 	}
 	renderNoise(w, s, iv.Std())
 	if s.Decision != nil {
-		fmt.Fprintf(w, "\nDecision  %s — %s\n", s.Decision.Action, s.Decision.Reason)
+		fmt.Fprintf(w, "\nDecision  %s — %s\n", s.Decision.Action, safeText(s.Decision.Reason))
 	}
 	if rec.State.Terminal() {
-		fmt.Fprintf(w, "\nVerdict   %s — %s\n", strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " ")), rec.Reason)
+		fmt.Fprintf(w, "\nVerdict   %s — %s\n", strings.ToUpper(strings.ReplaceAll(safeText(rec.Verdict), "_", " ")), safeText(rec.Reason))
 	}
 
 	fmt.Fprintln(w, "\nRecent events")
@@ -110,7 +116,7 @@ func renderRun(w io.Writer, banner string, r *engine.Run, recent []engine.Event,
 		if e.Type == engine.EventDecision {
 			continue
 		}
-		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format("15:04:05"), e.Type, e.Message)
+		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format("15:04:05"), safeText(e.Type), safeText(e.Message))
 		shown++
 	}
 }
@@ -129,7 +135,7 @@ func renderNoise(w io.Writer, s engine.Snapshot, iv time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, n := range s.Noise {
 		// The engine judges ratio KPIs and gauges (latency means included) as log ratios.
-		fmt.Fprintf(tw, "  %s\t%s\n", n.KPI, report.NoiseOf(n, 0, true).Compact(iv))
+		fmt.Fprintf(tw, "  %s\t%s\n", safeText(n.KPI), report.NoiseOf(n, 0, true).Compact(iv))
 	}
 	tw.Flush()
 }

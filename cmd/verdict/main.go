@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -33,10 +34,10 @@ func main() {
 
 // run is main without the process: tests call it with their own streams.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, again, stop := notifyInterrupts(context.Background())
 	defer stop()
 
-	root := newRootCmd(&streams{in: stdin, out: stdout, err: stderr})
+	root := newRootCmd(&streams{in: stdin, out: stdout, err: stderr, again: again})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -59,6 +60,75 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 type streams struct {
 	in       io.Reader
 	out, err io.Writer
+	// again receives the signals after the first (which cancels the command's context): a
+	// command that goes on after an interrupt, as verdict run does to roll back, stops at
+	// the next one.
+	again <-chan os.Signal
+}
+
+// interruptError is the cause of the command's context once SIGINT or SIGTERM arrived.
+type interruptError struct{ sig os.Signal }
+
+func (e *interruptError) Error() string { return "interrupted by " + signalName(e.sig) }
+
+// signalName is the conventional name of the signals verdict handles.
+func signalName(s os.Signal) string {
+	switch s {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
+}
+
+// interruptedBy names the signal that ended ctx ("SIGINT", "SIGTERM"), or says "an
+// interrupt" when ctx ended otherwise.
+func interruptedBy(ctx context.Context) string {
+	var ie *interruptError
+	if errors.As(context.Cause(ctx), &ie) {
+		return signalName(ie.sig)
+	}
+	return "an interrupt"
+}
+
+// notifyInterrupts is signal.NotifyContext for SIGINT and SIGTERM that says which signal
+// came (the context's cause is an *interruptError) and keeps listening: every later signal
+// goes to again instead of killing the process, so a command rolling back after the first
+// decides what the second means.
+func notifyInterrupts(parent context.Context) (ctx context.Context, again <-chan os.Signal, stop func()) {
+	c, cancel := context.WithCancelCause(parent)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	later := make(chan os.Signal, 4)
+	done := make(chan struct{})
+	go func() {
+		first := true
+		for {
+			select {
+			case s := <-sigs:
+				if first {
+					first = false
+					cancel(&interruptError{sig: s})
+					continue
+				}
+				select {
+				case later <- s:
+				default:
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return c, later, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel(nil)
+		})
+	}
 }
 
 // exitErr carries a specific exit code out of a command. silent means the command has

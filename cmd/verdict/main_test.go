@@ -12,6 +12,19 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
+// TestMain runs the package as with -short under the race detector (make test's race pass):
+// the real-time fleet tests (the demo regression, serve and crash processes) take minutes
+// there and the detector's slowdown distorts their timing; they run in the plain pass.
+// TestLiveViewRace, which is what the race pass is for, runs either way.
+// VERDICT_RACE_FULL=1 runs everything under -race.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if raceEnabled && os.Getenv("VERDICT_RACE_FULL") == "" {
+		flag.Set("test.short", "true")
+	}
+	os.Exit(m.Run())
+}
+
 // runCLI runs the command in-process and returns its exit code and output.
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()

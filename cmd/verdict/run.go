@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,7 +32,18 @@ type runArgs struct {
 	tick       time.Duration
 	noUI       bool
 	leaseTTL   time.Duration
+	// onInterrupt is what SIGINT or SIGTERM does: rollback, leave or ask.
+	onInterrupt string
+	// takeOverPool replaces another run's claim on the pool (a run known to be dead).
+	takeOverPool bool
 }
+
+// What verdict run does when interrupted (--on-interrupt).
+const (
+	onInterruptRollback = "rollback"
+	onInterruptLeave    = "leave"
+	onInterruptAsk      = "ask"
+)
 
 func newRunCmd(g *globals) *cobra.Command {
 	var a runArgs
@@ -39,13 +54,26 @@ func newRunCmd(g *globals) *cobra.Command {
 back on its own. On a terminal it shows a live view; otherwise (or with --output json) it
 prints one JSON event per line.
 
-Ctrl-C asks whether to roll back now or to leave the run as it is for a later
-'verdict run FILE --resume RUN-ID'. Runs live in the store: the state directory (--state),
-or a PostgreSQL database shared with serve replicas (--store postgres://...), which then
-show the run, and take it over if this process dies and their directory holds the file.
+SIGINT (Ctrl-C) or SIGTERM (a cancelled CI job) never leaves the pool shifted with nobody
+driving it by accident. With --on-interrupt rollback (the default) the run is aborted
+("interrupted by SIGTERM") and driven on until the pool is back at its original weights
+("Rolling back…"), then the command exits 4; a second signal while it rolls back leaves the
+run as it is. --on-interrupt leave exits at once and leaves the run as it is; --on-interrupt
+ask asks on a terminal (without one it rolls back, and says so). Leaving prints how to finish:
+'verdict abort RUN-ID' (rolls back; needs no experiment file and no running process) or
+'verdict run FILE --resume RUN-ID', and exits 1.
 
-Exit status: 0 promoted, 3 rolled back, 4 aborted, 5 inconclusive, 6 a precondition failed,
-1 error, 2 invalid input.`,
+A pool another run claims (its mark in the pool's description, seen by every Verdict whatever
+its store) is refused, with exit 6, unless --take-over-pool says that run is dead.
+
+One process drives a run at a time: --resume of a run another live process drives is refused;
+a run whose verdict process on this machine has died is taken back at once. Runs live in the
+store: the state directory (--state), or a PostgreSQL database shared with serve replicas
+(--store postgres://...), which then show the run, and take it over if this process dies and
+their directory holds the file.
+
+Exit status: 0 promoted, 3 rolled back, 4 aborted (by hand, or interrupted and rolled back),
+5 inconclusive, 6 a precondition failed, 1 error (or the run left unfinished), 2 invalid input.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.file = args[0]
@@ -56,6 +84,8 @@ Exit status: 0 promoted, 3 rolled back, 4 aborted, 5 inconclusive, 6 a precondit
 	cmd.Flags().StringVar(&a.resume, "resume", "", "resume the unfinished run RUN-ID instead of starting a new one")
 	cmd.Flags().DurationVar(&a.tick, "tick", 0, "how often the engine steps (default: a sixth of the analysis interval, 1s–10s)")
 	cmd.Flags().BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
+	cmd.Flags().StringVar(&a.onInterrupt, "on-interrupt", onInterruptRollback, "what SIGINT (Ctrl-C) or SIGTERM does: rollback (abort and roll the pool back before exiting), leave (exit at once, leaving the run for 'verdict abort' or --resume) or ask (on a terminal; rollback without one)")
+	cmd.Flags().BoolVar(&a.takeOverPool, "take-over-pool", false, "run even though another run claims the pool (its mark in the pool's description): only when that run is known to be dead, e.g. its state directory is gone; the claim is replaced and an event names whose it was")
 	cmd.Flags().DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long the run's lease lasts without renewal: if this process dies, a serve replica on the same store takes the run over after about that long")
 	return cmd
 }
@@ -65,6 +95,11 @@ func defaultTick(exp *experiments.Experiment) time.Duration {
 }
 
 func runRun(ctx context.Context, g *globals, a runArgs) error {
+	switch a.onInterrupt {
+	case onInterruptRollback, onInterruptLeave, onInterruptAsk:
+	default:
+		return usageErrorf("--on-interrupt must be rollback, leave or ask, not %q", a.onInterrupt)
+	}
 	exp, err := loadExperiment(a.file, a.experiment)
 	if err != nil {
 		return err
@@ -90,15 +125,51 @@ func runRun(ctx context.Context, g *globals, a runArgs) error {
 		return usageErrorf("--lease-ttl must be positive")
 	}
 	return driveRun(ctx, g, runSetup{exp: exp, file: a.file, resume: a.resume, tick: a.tick, noUI: a.noUI,
-		owner: runOwner(), leaseTTL: a.leaseTTL,
-		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log}})
+		owner: runOwner(), leaseTTL: a.leaseTTL, onInterrupt: a.onInterrupt,
+		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log, TakeOverPool: a.takeOverPool}})
 }
 
-// runOwner is verdict run's name in run leases. It is the same for every verdict run on a
-// machine, so that --resume right after a crash takes the run back at once (with a new
-// fencing token, which shuts out the dead incarnation) instead of waiting out its lease.
-func runOwner() string {
-	return "verdict-run@" + hostname()
+// runOwner is verdict run's name in run leases: verdict-run@HOST/PID. It is unique to the
+// process, so a second verdict run on the same machine cannot take a run its live driver
+// holds; --resume right after a crash still takes the run back at once, because a lease
+// whose holder is a verdict process of this machine that no longer exists is taken over
+// (see runLease.acquire).
+func runOwner() string { return cliOwner("run") }
+
+// cliOwner is the lease owner name of a verdict command of this process:
+// verdict-COMMAND@HOST/PID.
+func cliOwner(command string) string {
+	return fmt.Sprintf("verdict-%s@%s/%d", command, hostname(), os.Getpid())
+}
+
+// deadLocalOwner reports whether owner names a verdict command (verdict-*@HOST/PID) on this
+// machine whose process no longer exists, so that its lease can be taken at once instead of
+// after its TTL. A reused pid makes the owner look alive, which only means waiting.
+func deadLocalOwner(owner string) bool {
+	name, rest, ok := strings.Cut(owner, "@")
+	if !ok || !strings.HasPrefix(name, "verdict-") {
+		return false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 || rest[:i] != hostname() {
+		return false
+	}
+	pid, err := strconv.Atoi(rest[i+1:])
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return !processAlive(pid)
+}
+
+// processAlive reports whether a process with this pid exists (where the platform cannot
+// tell, it says yes).
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH)
 }
 
 type runSetup struct {
@@ -116,12 +187,24 @@ type runSetup struct {
 	// owner and leaseTTL name and time the run's lease, when the store has leases.
 	owner    string
 	leaseTTL time.Duration
+	// onInterrupt is rollback (also when empty), leave or ask.
+	onInterrupt string
+	// aborting says an abort is already queued (verdict abort drives the run): an interrupt
+	// does not queue another.
+	aborting bool
+	// compact prints one line per event instead of the full-screen view (verdict abort and
+	// promote driving a run themselves).
+	compact bool
 }
 
 // driveRun starts or resumes a run and drives it to its end with a live view or a JSON
-// event stream, then maps its ending to the exit status.
+// event stream, then maps its ending to the exit status. An interrupt (ctx's end) rolls the
+// run back, or leaves it, as s.onInterrupt says.
 func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	view := newRunView(g, s.noUI, s.banner)
+	if s.compact && !g.json() {
+		view.json, view.compact = false, true
+	}
 	s.opts.Observer = view
 	eng, err := engine.New(s.opts)
 	if err != nil {
@@ -184,39 +267,123 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 	stopView := view.start()
 	defer stopView()
 
+	// flush waits, bounded, for the notifications the engine has queued (the final ones of a
+	// run that just ended) before the command exits.
+	flush := func() {
+		fctx, cancel := context.WithTimeout(base, notifyDrainTimeout)
+		defer cancel()
+		if err := eng.Close(fctx); err != nil {
+			g.log.Warn("notifications not delivered before exit", "err", err)
+		}
+	}
+	// leave stops driving and tells how to finish the run.
+	leave := func() error {
+		cancelRun()
+		end := <-done
+		flush()
+		rec := end.run.Record()
+		if rec.State.Terminal() {
+			return view.finish(end.run)
+		}
+		printLeft(g, rec, s.file)
+		return &exitErr{code: exitError, silent: true}
+	}
 	interrupted := ctx.Done()
+	var again <-chan os.Signal
 	for {
 		select {
 		case end := <-done:
 			stopView()
+			flush()
 			r := end.run
 			if end.err != nil && errors.Is(end.err, store.ErrLeaseHeld) {
 				return withCode(exitError, fmt.Errorf("run %s: %w; that process drives it now", r.ID(), end.err))
 			}
 			if end.err != nil && !errors.Is(end.err, context.Canceled) {
-				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s", r.ID(), end.err, s.file, r.ID()))
+				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s, or roll it back with: verdict abort %s", r.ID(), end.err, s.file, r.ID(), r.ID()))
 			}
 			if s.onEnd != nil {
 				s.onEnd(r.Record())
 			}
-			return view.finish(r, s.file)
+			return view.finish(r)
 		case <-interrupted:
 			interrupted = nil
+			sig := interruptedBy(ctx)
 			stopView()
-			if view.askRollback(g) {
-				if err := s.opts.Store.PostCommand(runCtx, &store.Command{RunID: r.ID(), Action: engine.ActionAbort, Who: actor(""), Reason: "interrupted with Ctrl-C"}); err != nil {
-					return withCode(exitError, err)
-				}
-				fmt.Fprintln(g.stdio.err, "Rolling back…")
-				continue
+			if !rollbackOnInterrupt(g, view, s.onInterrupt, sig) {
+				fmt.Fprintf(g.stdio.err, "\n%s: leaving the run as it is.\n", sig)
+				return leave()
 			}
-			cancelRun()
-			end := <-done
-			rec := end.run.Record()
-			fmt.Fprintf(g.stdio.err, "Left run %s as it is (%s, step %d). Resume it with:\n  verdict run %s --resume %s\n", rec.ID, rec.State, rec.Step, s.file, rec.ID)
-			return &exitErr{code: exitError, silent: true}
+			if !s.aborting {
+				c := &store.Command{RunID: r.ID(), Action: engine.ActionAbort, Who: actor(""), Reason: "interrupted by " + sig}
+				if err := s.opts.Store.PostCommand(runCtx, c); err != nil {
+					fmt.Fprintf(g.stdio.err, "\n%s: could not queue the rollback: %v\n", sig, err)
+					return leave()
+				}
+			}
+			fmt.Fprintf(g.stdio.err, "\n%s: Rolling back… (another interrupt leaves the run as it is)\n", sig)
+			// What follows shows as lines: the full-screen view would hide the message.
+			view.toCompact()
+			again = g.stdio.again
+		case sig := <-again:
+			again = nil
+			fmt.Fprintf(g.stdio.err, "%s again: leaving the run as it is, unfinished.\n", signalName(sig))
+			return leave()
 		}
 	}
+}
+
+// notifyDrainTimeout bounds how long a finished command waits for its last notifications.
+const notifyDrainTimeout = 10 * time.Second
+
+// rollbackOnInterrupt decides what an interrupt does under --on-interrupt mode: true to
+// roll back, false to leave the run. ask asks on a terminal and rolls back without one.
+func rollbackOnInterrupt(g *globals, view *runView, mode, sig string) bool {
+	switch mode {
+	case onInterruptLeave:
+		return false
+	case onInterruptAsk:
+		if view.tty && isTerminal(os.Stdin) {
+			return view.askRollback(g)
+		}
+		fmt.Fprintf(g.stdio.err, "\n%s: --on-interrupt ask needs a terminal to ask on; rolling back.\n", sig)
+	}
+	return true
+}
+
+// printLeft tells how to finish a run left unfinished on purpose.
+func printLeft(g *globals, rec store.Run, file string) {
+	flags := storeFlags(g)
+	id := safeText(rec.ID)
+	fmt.Fprintf(g.stdio.err, "Left run %s as it is (%s, step %d): nobody drives it and the pool keeps its current weights.\n", id, rec.State, rec.Step)
+	fmt.Fprintf(g.stdio.err, "Finish it with one of:\n  # roll the pool back now (needs neither the file nor a running process):\n  verdict%s abort %s\n  # or carry on where it stopped:\n  verdict%s run %s --resume %s\n",
+		flags, id, flags, safeText(shellQuote(fileOr(file))), id)
+}
+
+// storeFlags are the global flags that find the run's store again, for hints: --state or
+// --store as given (a URL without its password).
+func storeFlags(g *globals) string {
+	var b strings.Builder
+	if g.store != "" {
+		st := g.store
+		if u, err := url.Parse(st); err == nil && u.User != nil {
+			st = u.Redacted()
+		}
+		b.WriteString(" --store " + shellQuote(st))
+	} else if g.state != "" {
+		b.WriteString(" --state " + shellQuote(g.state))
+	}
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // runLease is verdict run's lease on its run, when the store has leases.
@@ -228,13 +395,19 @@ type runLease struct {
 }
 
 // acquire takes the run's lease; it fails matching store.ErrLeaseHeld while another
-// process holds it.
+// live process holds it. A lease held by a verdict command of this machine whose process is
+// gone is taken over at once (see takeLease).
 func (l *runLease) acquire(id string) error {
 	leaser, ok := l.s.opts.Store.(store.Leaser)
 	if !ok {
 		return nil
 	}
-	h, err := store.AcquireHold(l.base, leaser, id, l.s.owner, store.HoldOptions{TTL: l.s.leaseTTL, Logger: l.g.log})
+	h, err := takeLease(l.base, l.g, leaser, id, l.s.owner, l.s.leaseTTL)
+	var held *store.LeaseHeldError
+	if errors.As(err, &held) {
+		return fmt.Errorf("%w: %s drives it, and one process drives a run at a time (verdict status %s shows it; verdict abort, promote and pause reach it; if that process is dead its lease runs out at %s)",
+			store.ErrLeaseHeld, safeText(held.Owner), id, held.Expires.Local().Format(time.TimeOnly))
+	}
 	if errors.Is(err, store.ErrLeaseHeld) {
 		return fmt.Errorf("%w: another process drives it (verdict status %s shows it)", err, id)
 	}
@@ -243,6 +416,29 @@ func (l *runLease) acquire(id string) error {
 	}
 	l.hold = h
 	return nil
+}
+
+// takeLease acquires run id's lease for owner and keeps it renewed. When a verdict command
+// of this machine whose process no longer exists holds it (a crash, kill -9), it is taken
+// over at once instead of after its TTL: acquired once in the dead owner's name, which
+// gives it a new fencing token that shuts out anything still in flight from the dead
+// process, released, and acquired for owner. Any other holder is refused
+// (*store.LeaseHeldError).
+func takeLease(ctx context.Context, g *globals, leaser store.Leaser, id, owner string, ttl time.Duration) (*store.Hold, error) {
+	h, err := store.AcquireHold(ctx, leaser, id, owner, store.HoldOptions{TTL: ttl, Logger: g.log})
+	var held *store.LeaseHeldError
+	if !errors.As(err, &held) || !deadLocalOwner(held.Owner) {
+		return h, err
+	}
+	dead, err := leaser.Acquire(ctx, id, held.Owner, ttl)
+	if err != nil {
+		return nil, fmt.Errorf("take run %s over from %s, whose process is gone: %w", id, held.Owner, err)
+	}
+	if err := leaser.Release(ctx, dead); err != nil {
+		return nil, fmt.Errorf("take run %s over from %s, whose process is gone: %w", id, held.Owner, err)
+	}
+	g.log.Info("took the run over from a verdict process that is gone", "run", id, "from", held.Owner, "token", dead.Token)
+	return store.AcquireHold(ctx, leaser, id, owner, store.HoldOptions{TTL: ttl, Logger: g.log})
 }
 
 func (l *runLease) fence(r *engine.Run) {
@@ -287,7 +483,7 @@ func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSe
 	failures := 0
 	for {
 		dctx, done := ls.scope(ctx)
-		err := r.Drive(dctx, s.clock, s.tick)
+		err := drive(dctx, r, s.clock, s.tick, view)
 		done()
 		if r.Done() || ctx.Err() != nil {
 			return r, err
@@ -335,6 +531,28 @@ func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSe
 	}
 }
 
+// drive steps r every tick until it ends or ctx ends, as engine.Run.Drive does, and hands
+// the view a snapshot after every step from this goroutine, so the render loop never reads
+// the run while it steps.
+func drive(ctx context.Context, r *engine.Run, clk engine.Clock, tick time.Duration, view *runView) error {
+	for !r.Done() {
+		err := r.Step(ctx, clk.Now())
+		view.publish(r)
+		if err != nil {
+			return err
+		}
+		if r.Done() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-clk.After(tick):
+		}
+	}
+	return nil
+}
+
 // exitCode maps a finished run to the CLI contract's exit status.
 func exitCode(rec store.Run) int {
 	switch {
@@ -352,22 +570,30 @@ func exitCode(rec store.Run) int {
 	return exitError
 }
 
-// runView renders a run: a live terminal view refreshed every second, or JSON lines.
+// runView renders a run: a live terminal view refreshed every second, one line per event
+// (compact), or JSON lines. The render loop draws the snapshot the driving goroutine last
+// published, never the run itself, so it does not race with Step.
 type runView struct {
-	g      *globals
-	json   bool
-	tty    bool
-	banner string
-	mu     sync.Mutex
-	run    *engine.Run
-	recent []engine.Event
-	out    io.Writer
-	stop   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	g       *globals
+	json    bool
+	tty     bool
+	compact bool
+	banner  string
+	mu      sync.Mutex
+	exp     *experiments.Experiment
+	snap    *engine.Snapshot
+	recent  []engine.Event
+	out     io.Writer
+	stop    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
 }
 
-func isTerminal(w io.Writer) bool {
+// liveViewEvery is how often the live view is redrawn; tests make it short.
+var liveViewEvery = time.Second
+
+// isTerminal reports whether w is a terminal; a variable so tests can show the live view.
+var isTerminal = func(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
@@ -377,9 +603,30 @@ func newRunView(g *globals, noUI bool, banner string) *runView {
 	return &runView{g: g, json: g.json() || noUI || !tty, tty: tty, banner: banner, out: g.stdout, stop: make(chan struct{})}
 }
 
-func (v *runView) attach(r *engine.Run) {
+// attach shows r from now on; call it from the goroutine that steps r (or before it starts).
+func (v *runView) attach(r *engine.Run) { v.publish(r) }
+
+// publish takes a snapshot of r for the render loop; call it from the goroutine that steps
+// r. The maps are copied so that nothing the engine changes later is shared.
+func (v *runView) publish(r *engine.Run) {
+	s := r.Snapshot()
+	s.Run.Current = maps.Clone(s.Run.Current)
+	s.Run.Original = maps.Clone(s.Run.Original)
+	if s.Run.Intent != nil {
+		in := *s.Run.Intent
+		s.Run.Intent = &in
+	}
+	exp := r.Experiment()
 	v.mu.Lock()
-	v.run = r
+	v.exp, v.snap = exp, &s
+	v.mu.Unlock()
+}
+
+// toCompact switches the view to one line per event (after an interrupt, when the
+// full-screen view would hide what is said).
+func (v *runView) toCompact() {
+	v.mu.Lock()
+	v.compact = !v.json
 	v.mu.Unlock()
 }
 
@@ -391,6 +638,12 @@ func (v *runView) Observe(e engine.Event) {
 		writeJSON(v.out, map[string]any{"type": e.Type, "version": jsonVersion, "run": e.RunID, "at": e.At, "message": e.Message, "data": e.Data})
 		return
 	}
+	if v.compact {
+		if e.Type != engine.EventDecision {
+			fmt.Fprintf(v.out, "%s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), e.Type, safeText(e.Message))
+		}
+		return
+	}
 	v.recent = append(v.recent, e)
 	if len(v.recent) > 200 {
 		v.recent = v.recent[len(v.recent)-200:]
@@ -398,13 +651,13 @@ func (v *runView) Observe(e engine.Event) {
 }
 
 func (v *runView) start() func() {
-	if v.json {
+	if v.json || v.compact {
 		return func() {}
 	}
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(liveViewEvery)
 		defer t.Stop()
 		for {
 			v.render()
@@ -424,25 +677,24 @@ func (v *runView) start() func() {
 func (v *runView) render() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.run == nil {
+	if v.snap == nil || v.compact {
 		return
 	}
 	var b strings.Builder
 	b.WriteString("\x1b[H\x1b[2J")
-	renderRun(&b, v.banner, v.run, v.recent, time.Now())
+	renderSnapshot(&b, v.banner, v.exp, *v.snap, v.recent, time.Now())
 	io.WriteString(v.out, b.String())
 }
 
 func (v *runView) askRollback(g *globals) bool {
-	if !v.tty || !isTerminal(os.Stdin) {
-		return false
-	}
-	fmt.Fprint(g.stdio.err, "\nInterrupted. Roll back now [r], or leave the run for a later --resume [l]? ")
+	fmt.Fprint(g.stdio.err, "\nInterrupted. Roll back now [r], or leave the run for a later 'verdict abort' or --resume [l]? ")
 	line, _ := bufio.NewReader(g.stdio.in).ReadString('\n')
-	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "r")
+	return !strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "l")
 }
 
-func (v *runView) finish(r *engine.Run, file string) error {
+// finish shows the run's ending and returns its exit status; r must no longer be stepped.
+func (v *runView) finish(r *engine.Run) error {
+	v.publish(r)
 	rec := r.Record()
 	code := exitCode(rec)
 	if v.json {
@@ -451,7 +703,7 @@ func (v *runView) finish(r *engine.Run, file string) error {
 		v.mu.Unlock()
 	} else {
 		v.render()
-		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: verdict report %s\n", rec.Experiment, strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " ")), rec.Reason, rec.ID, rec.ID)
+		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: verdict report %s\n", safeText(rec.Experiment), strings.ToUpper(strings.ReplaceAll(safeText(rec.Verdict), "_", " ")), safeText(rec.Reason), safeText(rec.ID), safeText(rec.ID))
 	}
 	if code == exitOK {
 		return nil

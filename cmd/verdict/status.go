@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
 )
@@ -25,9 +27,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Without an argument, lists runs (unfinished ones unless --all). With one, shows that run (or
 the experiment's latest) in detail.
 
-An unfinished run shows which process drives it (the holder of its lease: a serve replica, or
-verdict-run@HOST); "nobody" means no live process watches it: resume it with
-'verdict run FILE --resume RUN-ID' or let a serve replica whose directory holds the file take it.`,
+An unfinished run shows which process drives it (the holder of its lease: a serve replica,
+verdict-run@HOST/PID, or verdict-abort@HOST/PID carrying out an abort); "nobody" means no live
+process watches it: roll it back with 'verdict abort RUN-ID' (no file needed), resume it with
+'verdict run FILE --resume RUN-ID', or let a serve replica whose directory holds the file take
+it. Names, reasons and messages are printed with control characters escaped.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if srv != "" {
@@ -78,7 +82,7 @@ func listRuns(ctx context.Context, g *globals, st store.Store, all bool) error {
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tEXPERIMENT\tSTATE\tSTEP\tVERDICT\tDRIVEN BY\tUPDATED")
 	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Experiment, r.State, r.Step, dash(r.Verdict), drivenBy(r, leases), r.UpdatedAt.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", safeText(r.ID), safeText(r.Experiment), r.State, r.Step, safeText(dash(r.Verdict)), safeText(drivenBy(r, leases)), r.UpdatedAt.Local().Format(time.DateTime))
 	}
 	return tw.Flush()
 }
@@ -155,9 +159,9 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 		return writeJSON(g.stdout, m)
 	}
 	w := g.stdout
-	fmt.Fprintf(w, "Run %s\nExperiment %s on pool %s\nState %s, step %d", r.ID, r.Experiment, r.Pool, r.State, r.Step)
+	fmt.Fprintf(w, "Run %s\nExperiment %s on pool %s\nState %s, step %d", safeText(r.ID), safeText(r.Experiment), safeText(r.Pool), r.State, r.Step)
 	if r.Verdict != "" {
-		fmt.Fprintf(w, "\nVerdict %s — %s (by %s)", strings.ToUpper(strings.ReplaceAll(r.Verdict, "_", " ")), r.Reason, r.EndedBy)
+		fmt.Fprintf(w, "\nVerdict %s — %s (by %s)", strings.ToUpper(strings.ReplaceAll(safeText(r.Verdict), "_", " ")), safeText(r.Reason), safeText(r.EndedBy))
 	}
 	fmt.Fprintf(w, "\nStarted %s", r.CreatedAt.Local().Format(time.DateTime))
 	if !r.EndedAt.IsZero() {
@@ -166,25 +170,25 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 	fmt.Fprintln(w)
 	if !r.State.Terminal() {
 		if l, ok := leases[r.ID]; ok {
-			fmt.Fprintf(w, "Driven by %s (lease token %d, expires %s unless renewed)\n", l.Owner, l.Token, l.Expires.Local().Format(time.TimeOnly))
+			fmt.Fprintf(w, "Driven by %s (lease token %d, expires %s unless renewed)\n", safeText(l.Owner), l.Token, l.Expires.Local().Format(time.TimeOnly))
 		} else {
-			fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Resume it with: verdict run %s --resume %s\n", fileOr(r.SpecFile), r.ID)
+			fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Roll it back with: verdict abort %s (no file needed), or resume it with: verdict run %s --resume %s\n", safeText(r.ID), safeText(shellQuote(fileOr(r.SpecFile))), safeText(r.ID))
 		}
 	}
 	if len(r.Current) > 0 {
 		fmt.Fprintln(w, "\nWeights (now / before the experiment)")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, o := range sortedKeys(r.Current) {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", o, traffic.FormatWeight(r.Current[o]), traffic.FormatWeight(r.Original[o]))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", safeText(o), traffic.FormatWeight(r.Current[o]), traffic.FormatWeight(r.Original[o]))
 		}
 		tw.Flush()
 	}
 	if r.Intent != nil {
-		fmt.Fprintf(w, "\nA weight write for %s is in flight since %s: resume the run to reconcile it.\n", r.Intent.Purpose, r.Intent.At.Local().Format(time.TimeOnly))
+		fmt.Fprintf(w, "\nA weight write for %s is in flight since %s: resume the run to reconcile it.\n", safeText(r.Intent.Purpose), r.Intent.At.Local().Format(time.TimeOnly))
 	}
 	if len(ds) > 0 {
 		d := ds[len(ds)-1]
-		fmt.Fprintf(w, "\nLast decision (%s, step %d): %s — %s\n", d.At.Local().Format(time.TimeOnly), d.Step, d.Action, d.Reason)
+		fmt.Fprintf(w, "\nLast decision (%s, step %d): %s — %s\n", d.At.Local().Format(time.TimeOnly), d.Step, safeText(d.Action), safeText(d.Reason))
 		var det struct {
 			Decision struct {
 				KPIs []struct {
@@ -196,14 +200,14 @@ func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
 		}
 		if json.Unmarshal(d.Details, &det) == nil {
 			for _, k := range det.Decision.KPIs {
-				fmt.Fprintf(w, "  %-28s %-13s %s\n", k.Name, k.Status, k.Reason)
+				fmt.Fprintf(w, "  %-28s %-13s %s\n", safeText(k.Name), safeText(k.Status), safeText(k.Reason))
 			}
 		}
 	}
 	fmt.Fprintln(w, "\nEvents")
 	start := max(0, len(evs)-15)
 	for _, e := range evs[start:] {
-		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), e.Type, e.Message)
+		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), safeText(e.Type), safeText(e.Message))
 	}
 	return nil
 }
@@ -215,52 +219,221 @@ func newActionCmds(g *globals) []*cobra.Command {
 		engine.ActionPromote: "Promote a run now, skipping its remaining steps",
 		engine.ActionAbort:   "Abort a run: roll back now",
 	}
+	long := map[string]string{
+		engine.ActionPause: `. The action is recorded with who asked and why, and applied by the process driving the
+run at its next step (within seconds). A run nobody drives is paused when it is next driven.`,
+		engine.ActionResume: `. The action is recorded with who asked and why, and applied by the process driving the
+run at its next step. A run nobody drives needs one: 'verdict run FILE --resume RUN-ID'.`,
+		engine.ActionPromote: driverHelp,
+		engine.ActionAbort:   driverHelp,
+	}
 	var cmds []*cobra.Command
 	for _, action := range engine.Actions {
-		var who, reason, srv string
+		var a actionArgs
+		a.action = action
 		cmd := &cobra.Command{
 			Use:   action + " RUN-ID|EXPERIMENT",
 			Short: help[action],
-			Long: help[action] + `. The action is recorded with who asked and why, and applied by the
-process running the experiment at its next step (within seconds). If no process runs it,
-resume it with 'verdict run FILE --resume RUN-ID' and the action is applied first.`,
-			Args: cobra.ExactArgs(1),
+			Long:  help[action] + long[action],
+			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if srv != "" {
-					return remoteAction(cmd.Context(), g, srv, action, args[0], who, reason)
+				a.run = args[0]
+				if a.server != "" {
+					return remoteAction(cmd.Context(), g, a.server, action, a.run, a.who, a.reason)
 				}
-				st, err := openStore(cmd.Context(), g)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				r, err := st.Run(cmd.Context(), args[0])
-				if errors.Is(err, store.ErrNotFound) {
-					return usageErrorf("no run or experiment %q in the store", args[0])
-				}
-				if err != nil {
-					return withCode(exitError, err)
-				}
-				if r.State.Terminal() {
-					return usageErrorf("run %s has already ended (%s)", r.ID, r.State)
-				}
-				c := &store.Command{RunID: r.ID, Action: action, Who: actor(who), Reason: reason}
-				if err := st.PostCommand(cmd.Context(), c); err != nil {
-					return withCode(exitError, err)
-				}
-				if g.json() {
-					return writeJSON(g.stdout, map[string]any{"type": "action_queued", "version": jsonVersion, "run": r.ID, "action": action, "who": c.Who, "reason": reason, "id": c.ID})
-				}
-				fmt.Fprintf(g.stdout, "%s of run %s queued (by %s); the running process applies it at its next step.\n", action, r.ID, c.Who)
-				return nil
+				return runAction(cmd.Context(), g, a)
 			},
 		}
-		cmd.Flags().StringVar(&who, "who", "", "who asks (default: your login name)")
-		cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the run's history and report")
-		addServerFlag(cmd, &srv)
+		cmd.Flags().StringVar(&a.who, "who", "", "who asks (default: your login name)")
+		cmd.Flags().StringVar(&a.reason, "reason", "", "why, recorded in the run's history and report")
+		if action == engine.ActionAbort || action == engine.ActionPromote {
+			cmd.Flags().DurationVar(&a.wait, "wait", 0, "how long to wait for the run's live driver to apply the action before reporting it queued (default: two of the run's ticks)")
+			cmd.Flags().DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "the lease this command holds while it drives a run nobody else drives")
+		}
+		addServerFlag(cmd, &a.server)
 		cmds = append(cmds, cmd)
 	}
 	return cmds
+}
+
+const driverHelp = `. The action is recorded with who asked and why. When a live process drives
+the run (verdict run, or a serve replica: the holder of the run's lease), it applies it at its
+next step; this command waits up to --wait for that and reports the result. When nobody drives
+the run (the driver was killed, or left it with --on-interrupt leave), this command takes the
+run's lease and carries the action out itself: it resumes the run from the experiment stored
+with it (the original file is not needed: it may have been edited or deleted), drives it to its
+end, prints the ending and exits with the run's exit status (4 aborted, 0 promoted, 3 rolled
+back). If the driver holds the lease but seems gone, it waits up to the lease's remaining TTL.
+It needs the Cloudflare credentials (CLOUDFLARE_*) and reaches the run's Prometheus.`
+
+// actionArgs are the parsed arguments of verdict pause, resume, promote and abort.
+type actionArgs struct {
+	action, run, who, reason, server string
+	wait, leaseTTL                   time.Duration
+}
+
+// runAction queues the action; abort and promote of a run nobody drives are then carried
+// out by this process.
+func runAction(ctx context.Context, g *globals, a actionArgs) error {
+	// The store outlives an interrupt: a rollback this command drives goes on after one.
+	st, err := openStore(context.WithoutCancel(ctx), g)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	r, err := st.Run(ctx, a.run)
+	if errors.Is(err, store.ErrNotFound) {
+		return usageErrorf("no run or experiment %q in the store", safeText(a.run))
+	}
+	if err != nil {
+		return withCode(exitError, err)
+	}
+	if r.State.Terminal() {
+		return usageErrorf("run %s has already ended (%s)", safeText(r.ID), r.State)
+	}
+	c := &store.Command{RunID: r.ID, Action: a.action, Who: actor(a.who), Reason: a.reason}
+	if err := st.PostCommand(ctx, c); err != nil {
+		return withCode(exitError, err)
+	}
+	leaser, leases := st.(store.Leaser)
+	if g.json() {
+		writeJSON(g.stdout, map[string]any{"type": "action_queued", "version": jsonVersion, "run": r.ID, "action": a.action, "who": c.Who, "reason": a.reason, "id": c.ID})
+	}
+	say := func(format string, args ...any) {
+		if !g.json() {
+			fmt.Fprintf(g.stdout, format, args...)
+		}
+	}
+	say("%s of run %s queued (by %s).\n", a.action, safeText(r.ID), safeText(c.Who))
+	if a.action != engine.ActionAbort && a.action != engine.ActionPromote || !leases {
+		driver := "the running process applies it at its next step."
+		if l, ok := runLeases(ctx, st)[r.ID]; ok {
+			driver = safeText(l.Owner) + " drives the run and applies it at its next step."
+		} else if leases {
+			driver = "Nobody drives the run now: it is applied when the run is next driven."
+			if a.action == engine.ActionResume {
+				driver = fmt.Sprintf("Nobody drives the run now: drive it with: verdict%s run %s --resume %s", storeFlags(g), safeText(shellQuote(fileOr(r.SpecFile))), safeText(r.ID))
+			}
+		}
+		say("%s\n", driver)
+		return nil
+	}
+	exp := &experiments.Experiment{}
+	if err := json.Unmarshal(r.Spec, exp); err != nil {
+		return withCode(exitError, fmt.Errorf("run %s: stored experiment: %w", r.ID, err))
+	}
+	tick := defaultTick(exp)
+	if a.wait <= 0 {
+		a.wait = 2 * tick
+	}
+	owner := cliOwner(a.action)
+	free, err := awaitDriver(ctx, g, st, leaser, r, c, a.wait, say)
+	if err != nil || !free {
+		return err
+	}
+	// Nobody drives the run: carry the action out here, from the stored spec.
+	steer, err := steererFromEnv(g)
+	if err != nil {
+		return err
+	}
+	src, err := metricsSource(exp)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	say("No live process drives run %s: carrying out the %s here (%s), from the experiment stored with the run.\n", safeText(r.ID), a.action, owner)
+	return driveRun(ctx, g, runSetup{file: r.SpecFile, resume: r.ID, tick: tick, owner: owner, leaseTTL: a.leaseTTL,
+		onInterrupt: onInterruptRollback, aborting: a.action == engine.ActionAbort, compact: true,
+		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log}})
+}
+
+// awaitDriver waits for the run's live driver to apply command c: it returns free true when
+// nobody (alive) holds the run's lease, so the caller must carry the command out itself.
+// It waits up to wait for the driver to complete it; a driver that holds the lease without
+// renewing it is waited for up to the lease's remaining TTL. When the driver applied the
+// command, or is alive but has not yet, it says so and returns false (with the run's exit
+// status when it has ended meanwhile).
+func awaitDriver(ctx context.Context, g *globals, st store.Store, leaser store.Leaser, r *store.Run, c *store.Command, wait time.Duration, say func(string, ...any)) (free bool, err error) {
+	deadline := time.Now().Add(wait)
+	var first store.Lease
+	extended, applied := false, false
+	for {
+		if !applied {
+			pending, err := st.PendingCommands(ctx, r.ID)
+			if err != nil {
+				return false, withCode(exitError, err)
+			}
+			applied = !slices.ContainsFunc(pending, func(p store.Command) bool { return p.ID == c.ID })
+		}
+		rec, err := st.Run(ctx, r.ID)
+		if err != nil {
+			return false, withCode(exitError, err)
+		}
+		if rec.State.Terminal() {
+			say("Run %s ended: %s — %s\n", safeText(rec.ID), strings.ToUpper(strings.ReplaceAll(safeText(rec.Verdict), "_", " ")), safeText(rec.Reason))
+			return false, silentExitUnlessOK(exitCode(*rec))
+		}
+		l, held := leaseOf(ctx, leaser, r.ID)
+		switch {
+		case applied && !held:
+			// Applied, then left: the run goes on undriven (a pause, say); nothing to add.
+			say("The %s was applied; run %s is %s and nobody drives it now.\n", c.Action, safeText(rec.ID), rec.State)
+			return false, nil
+		case !held:
+			return true, nil
+		case !applied && deadLocalOwner(l.Owner):
+			// Its process is gone: take the run over without waiting out the lease.
+			return true, nil
+		}
+		if first.Owner == "" {
+			first = l
+		}
+		now := time.Now()
+		if now.After(deadline) {
+			renewed := l.Owner == first.Owner && l.Expires.After(first.Expires)
+			switch {
+			case applied:
+				say("%s applied the %s: run %s is %s (verdict status %s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID), rec.State, safeText(rec.ID))
+				return false, nil
+			case !extended && !renewed:
+				extended = true
+				left := min(max(time.Until(l.Expires), 0), l.TTL) + time.Second
+				say("%s holds the run's lease but has not applied the %s within %s; waiting up to %s, the lease's remaining TTL, for it to do so or for the lease to run out.\n", safeText(l.Owner), c.Action, wait, left.Round(time.Second))
+				deadline = now.Add(left)
+			default:
+				say("%s drives the run (it renews its lease) but has not applied the %s yet: it stays queued (verdict status %s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID))
+				return false, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			say("Interrupted; the %s stays queued.\n", c.Action)
+			return false, silentExit(exitError)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// leaseOf is run id's unexpired lease, if any.
+func leaseOf(ctx context.Context, leaser store.Leaser, id string) (store.Lease, bool) {
+	ls, err := leaser.Leases(ctx)
+	if err != nil {
+		return store.Lease{}, true // cannot tell: assume a driver rather than race one
+	}
+	for _, l := range ls {
+		if l.RunID == id {
+			return l, true
+		}
+	}
+	return store.Lease{}, false
+}
+
+// silentExitUnlessOK is nil for exit status 0, else a silent exit with code.
+func silentExitUnlessOK(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return silentExit(code)
 }
 
 func fileOr(f string) string {
