@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"math"
+	"sort"
 	"strings"
 	"time"
 )
@@ -50,25 +51,29 @@ type span struct {
 }
 
 type chart struct {
-	title   string
-	class   string
-	kpi     string
-	w, h    int
-	x0, x1  time.Time
-	lines   []line
-	bands   []band
-	vmarks  []vmark
-	hmarks  []hmark
-	spans   []span
-	yfmt    func(float64) string
-	forceY  []float64 // values the y axis must include (0, the tolerance)
+	title  string
+	class  string
+	kpi    string
+	w, h   int
+	x0, x1 time.Time
+	lines  []line
+	bands  []band
+	vmarks []vmark
+	hmarks []hmark
+	spans  []span
+	yfmt   func(float64) string
+	forceY []float64 // values the y axis must include (0, the tolerance)
+	// tickAt are values that must carry a labelled tick (zero, the tolerance): a reference
+	// line between two labels makes the reader guess its value.
+	tickAt  []float64
 	offNote string
 }
 
-// Colours: the canary stands out; baselines are calm and told apart by dash as well as
-// hue, so a black-and-white print still separates them.
+// Colours: the canary stands out in a colour of its own (red is kept for harm: the
+// tolerance and guardrail lines); baselines are calm and told apart by dash as well as hue,
+// so a black-and-white print still separates them.
 var (
-	colCanary    = "#d1495b"
+	colCanary    = "#e36414"
 	colBaselines = []string{"#00798c", "#6a4c93", "#edae49", "#30638e", "#66a182"}
 	dashes       = []string{"", "6 3", "2 3", "8 3 2 3", "1 2"}
 )
@@ -136,6 +141,7 @@ func (c chart) render() string {
 	}
 	ticks, tlo, thi := niceTicks(lo, hi, 5)
 	lo, hi = tlo, thi
+	ticks = withTicks(ticks, c.tickAt, lo, hi, ph)
 	X := func(t time.Time) float64 {
 		return padL + pw*float64(t.Sub(c.x0))/float64(c.x1.Sub(c.x0))
 	}
@@ -302,6 +308,43 @@ func niceTicks(lo, hi float64, n int) ([]float64, float64, float64) {
 		ticks = append(ticks, math.Round(v/step)*step)
 	}
 	return ticks, start, end
+}
+
+// withTicks adds the values in must to ticks, dropping any nice tick so close to one of
+// them (within 14 px on an axis ph px tall spanning lo..hi) that their labels would collide.
+func withTicks(ticks, must []float64, lo, hi, ph float64) []float64 {
+	if len(must) == 0 || hi <= lo {
+		return ticks
+	}
+	minGap := 14 * (hi - lo) / ph
+	var out []float64
+	for _, t := range ticks {
+		clash := false
+		for _, m := range must {
+			if math.Abs(t-m) < minGap && math.Abs(t-m) > 1e-12 {
+				clash = true
+			}
+		}
+		if !clash {
+			out = append(out, t)
+		}
+	}
+	for _, m := range must {
+		if m < lo || m > hi || !finite(m) {
+			continue
+		}
+		dup := false
+		for _, t := range out {
+			if math.Abs(t-m) <= 1e-12 {
+				dup = true
+			}
+		}
+		if !dup {
+			out = append(out, m)
+		}
+	}
+	sort.Float64s(out)
+	return out
 }
 
 func timeTicks(t0, t1 time.Time) []time.Time {
@@ -472,8 +515,20 @@ func effectChart(r *Report, k *KPI) chart {
 	}
 	est := line{name: "estimate", color: "#222", width: 1.8}
 	bd := band{name: fmt.Sprintf("confidence sequence (%s each side)", pct(k.Effect.Alpha)), color: "#30638e"}
-	for _, s := range k.Sequence {
+	gap := stepDuration(r) * 3 / 2
+	for i, s := range k.Sequence {
+		if i > 0 && gap > 0 && s.End.Sub(k.Sequence[i-1].End) > gap {
+			// A pause or an outage: no evidence in between, so no line across it.
+			est.pts = append(est.pts, xy{t: s.End})
+			bd.lo, bd.hi = append(bd.lo, xy{t: s.End}), append(bd.hi, xy{t: s.End})
+		}
 		est.pts = append(est.pts, xy{t: s.End, v: s.Estimate, ok: finite(s.Estimate)})
+		if !s.Ready {
+			// Before the sequence is ready its bounds mean nothing (a single interval's
+			// band is pinched to the estimate): draw no band rather than a false certainty.
+			bd.lo, bd.hi = append(bd.lo, xy{t: s.End}), append(bd.hi, xy{t: s.End})
+			continue
+		}
 		bd.lo = append(bd.lo, pv(s.End, s.Lower))
 		bd.hi = append(bd.hi, pv(s.End, s.Upper))
 	}
@@ -484,6 +539,7 @@ func effectChart(r *Report, k *KPI) chart {
 		tol = -tol
 	}
 	c.forceY = []float64{0, tol}
+	c.tickAt = []float64{0, tol}
 	c.hmarks = []hmark{{v: 0, label: "no change", color: "#777"}, {v: tol, label: "tolerance " + c.yfmt(tol), color: "#b00020"}}
 	c.vmarks = stepMarks(r)
 	// A band that is unbounded early would flatten the chart; clip it to a readable range.
@@ -529,6 +585,7 @@ func weightsChart(r *Report) chart {
 		c.lines = append(c.lines, l)
 	}
 	c.forceY = []float64{0}
+	c.tickAt = []float64{0}
 	c.vmarks = stepMarks(r)
 	return c
 }

@@ -411,9 +411,11 @@ func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
 		return id != ""
 	})
 	host, _ := os.Hostname()
-	eventually(t, "verdict run to hold the lease", func() bool { return ownerOf(mon, id) == "verdict-run@"+host })
+	// One owner name per process (verdict-run@HOST/PID), so a second driver is refused.
+	runOwner := fmt.Sprintf("verdict-run@%s/%d", host, run.cmd.Process.Pid)
+	eventually(t, "verdict run to hold the lease", func() bool { return ownerOf(mon, id) == runOwner })
 	out, err := exec.Command(bin, "status", id, "--store", dsn).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "Driven by verdict-run@"+host) {
+	if err != nil || !strings.Contains(string(out), "Driven by "+runOwner) {
 		t.Errorf("verdict status --store: %v\n%s", err, out)
 	}
 
@@ -421,7 +423,7 @@ func TestServeTakesOverAKilledVerdictRun(t *testing.T) {
 	rs := startReplicas(t, p, ttl, 1)
 	eventually(t, "the run to reach step 1", func() bool { return stepOf(t, mon, id) >= 1 })
 	time.Sleep(time.Second)
-	if o := ownerOf(mon, id); o != "verdict-run@"+host {
+	if o := ownerOf(mon, id); o != runOwner {
 		t.Fatalf("while verdict run lives, the lease is %q's", o)
 	}
 	run.cmd.Process.Kill()
