@@ -426,7 +426,6 @@ func checkPrecondition(ctx context.Context, src *Source, p Precondition, e Expec
 // interval and series that stopped being updated, and returns the clusters whose samples
 // are so sparse that the KPI cannot have data.
 func checkSamples(ctx context.Context, src *Source, k KPI, r Range, req CheckRequest, add func(sev, cluster, format string, args ...any)) (map[string]bool, error) {
-	window := min(max(10*req.Interval, 5*time.Minute), time.Hour)
 	want := map[string]bool{}
 	for _, c := range req.Clusters {
 		want[c] = true
@@ -434,7 +433,7 @@ func checkSamples(ctx context.Context, src *Source, k KPI, r Range, req CheckReq
 	sparse := map[string]bool{}
 	seen := map[string]bool{}
 	for _, rq := range k.roles() {
-		health, err := src.SampleHealth(ctx, rq.query, req.End, window)
+		health, err := src.SampleHealth(ctx, rq.query, r, req.End)
 		if err != nil {
 			if fatal(err) {
 				return nil, err
@@ -451,17 +450,18 @@ func checkSamples(ctx context.Context, src *Source, k KPI, r Range, req CheckReq
 				}
 				seen[key] = true
 				sp, iv := h.Spacing.Round(time.Second), model.Duration(req.Interval)
+				safe := model.Duration((2 * h.Spacing).Round(time.Second))
 				switch {
-				case h.Spacing >= req.Interval:
+				case h.Short == h.Intervals:
 					sparse[c] = true
-					add(SeverityError, c, "samples of %s are %s apart, as far as the %s interval: increase() and rate() over one interval need two samples in it, so they return nothing; make analysis.interval at least %s or scrape (federate) more often",
-						sel, sp, iv, model.Duration((2 * h.Spacing).Round(time.Second)))
-				case 2*h.Spacing > req.Interval:
-					add(SeverityWarning, c, "samples of %s are %s apart, more than half the %s interval: some intervals will hold one sample and be dropped; an interval of %s or more is safer",
-						sel, sp, iv, model.Duration((2 * h.Spacing).Round(time.Second)))
+					add(SeverityError, c, "samples of %s are about %s apart, as far as the %s interval: every interval holds one sample, and increase() and rate() need two, so they return nothing; make analysis.interval at least %s or scrape (federate) more often",
+						sel, sp, iv, safe)
+				case h.Short > 0:
+					add(SeverityWarning, c, "samples of %s are about %s apart: %d of %d intervals hold one sample and will be dropped; an interval of %s or more is safer",
+						sel, sp, h.Short, h.Intervals, safe)
 				}
-				if h.Spacing > 0 && h.Age > max(3*h.Spacing, 30*time.Second) {
-					add(SeverityError, c, "the newest sample of %s is %s old while samples arrive every %s: the series is stale (its target, or a federation leaf, stopped reporting) and the run would be blind",
+				if h.Age > max(3*h.Spacing, 30*time.Second) {
+					add(SeverityError, c, "the newest sample of %s is %s old while samples arrive about every %s: the series is stale (its target, or a federation leaf, stopped reporting) and the run would be blind",
 						sel, h.Age.Round(time.Second), sp)
 				}
 			}

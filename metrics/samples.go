@@ -38,73 +38,81 @@ const LookbackDelta = 5 * time.Minute
 
 // SeriesHealth is how one cluster's samples of one selector arrive.
 type SeriesHealth struct {
-	// Spacing is the time between samples of the cluster's best-sampled series over the
-	// window: the scrape (or federation) interval as Prometheus stored it. Zero when fewer
-	// than two samples were found.
+	// Intervals counts the intervals of the range in which the cluster had samples, and
+	// Short those with fewer than two: increase() and rate() return nothing for them.
+	Intervals, Short int
+	// Spacing is the time between samples of the cluster's best-sampled series: the
+	// scrape (or federation) interval as Prometheus stored it, estimated from the samples
+	// per interval. Zero without samples.
 	Spacing time.Duration
 	// Age is how old the cluster's newest sample was at the time asked about; LookbackDelta
 	// when it is at least that old.
 	Age time.Duration
 }
 
-// SampleHealth reports, per selector and cluster, how far apart samples are and how old the
-// newest is at t, looking back over window. Two things it catches that an empty KPI query
-// cannot tell apart from a wrong label: samples further apart than the analysis interval
-// (increase() over a window holding fewer than two samples returns nothing), and series
-// whose source died but which a federation server keeps serving without staleness markers.
-func (s *Source) SampleHealth(ctx context.Context, query string, t time.Time, window time.Duration) (map[string]map[string]SeriesHealth, error) {
+// SampleHealth reports, per selector and cluster, how many samples each interval of r
+// holds and how old the newest is at t. Two things it catches that an empty KPI query
+// cannot tell apart from a wrong label: samples as far apart as the interval (increase()
+// over a window holding one sample returns nothing), and series whose source died but
+// which a federation server keeps serving without staleness markers.
+func (s *Source) SampleHealth(ctx context.Context, query string, r Range, t time.Time) (map[string]map[string]SeriesHealth, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
 	sels, err := Selectors(query)
 	if err != nil {
 		return nil, err
 	}
 	lbl := model.LabelName(s.opts.ClusterLabel)
-	w := model.Duration(window).String()
+	iv := model.Duration(r.Interval).String()
 	out := map[string]map[string]SeriesHealth{}
 	for _, sel := range sels {
-		counts, _, err := s.Instant(ctx, fmt.Sprintf("max by (%s) (count_over_time(%s[%s]))", lbl, sel, w), t)
+		counts, _, err := s.Range(ctx, fmt.Sprintf("max by (%s) (count_over_time(%s[%s]))", lbl, sel, iv), r)
 		if err != nil {
 			return nil, err
 		}
 		// timestamp() of a plain selector is the sample's own time, looked up within
-		// Prometheus's lookback delta (5m by default).
+		// Prometheus's lookback delta.
 		newest, _, err := s.Instant(ctx, fmt.Sprintf("max by (%s) (timestamp(%s))", lbl, sel), t)
 		if err != nil {
 			return nil, err
 		}
 		h := map[string]SeriesHealth{}
-		if vec, ok := counts.(model.Vector); ok {
-			for _, smp := range vec {
-				c := string(smp.Metric[lbl])
-				if n := float64(smp.Value); c != "" && n >= 2 && !math.IsNaN(n) {
-					x := h[c]
-					x.Spacing = time.Duration(float64(window) / n)
-					x.Age = -1 // until the newest sample is found below
-					h[c] = x
+		for _, ss := range counts {
+			c := string(ss.Metric[lbl])
+			if c == "" {
+				continue
+			}
+			x := SeriesHealth{Age: LookbackDelta}
+			total := 0.0
+			for _, p := range ss.Values {
+				n := float64(p.Value)
+				if math.IsNaN(n) || n <= 0 {
+					continue
+				}
+				x.Intervals++
+				total += n
+				if n < 2 {
+					x.Short++
 				}
 			}
+			if x.Intervals == 0 {
+				continue
+			}
+			x.Spacing = time.Duration(float64(r.Interval) * float64(x.Intervals) / total)
+			h[c] = x
 		}
 		if vec, ok := newest.(model.Vector); ok {
 			for _, smp := range vec {
 				c := string(smp.Metric[lbl])
 				ts := float64(smp.Value)
-				if c == "" || math.IsNaN(ts) {
+				x, seen := h[c]
+				if c == "" || math.IsNaN(ts) || !seen {
 					continue
 				}
-				x := h[c]
 				x.Age = max(0, t.Sub(time.UnixMilli(int64(ts*1000))))
 				h[c] = x
 			}
-		}
-		for c, x := range h {
-			if x.Age < 0 {
-				// Samples in the window but none within the lookback: older than it.
-				x.Age = LookbackDelta
-			}
-			// The samples of a series that stopped fill only the window before its last one.
-			if n := float64(window) / float64(x.Spacing); x.Spacing > 0 && x.Age < window {
-				x.Spacing = time.Duration(float64(window-x.Age) / n)
-			}
-			h[c] = x
 		}
 		if len(h) > 0 {
 			out[sel] = h

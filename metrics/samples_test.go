@@ -44,7 +44,7 @@ func samplesServer(t *testing.T, end time.Time) *embedded.Server {
 func TestSampleHealth(t *testing.T) {
 	end := time.Now().Truncate(time.Minute)
 	src := source(t, metrics.Options{Address: samplesServer(t, end).URL()})
-	h, err := src.SampleHealth(context.Background(), `sum by (cluster) (increase(reqs_total[1m]))`, end, 10*time.Minute)
+	h, err := src.SampleHealth(context.Background(), `sum by (cluster) (increase(reqs_total[1m]))`, metrics.AlignedRange(end, time.Minute, 10), end)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestCheckNamesSpacingAndStaleness(t *testing.T) {
 			fast = append(fast, p.Severity+": "+p.Message)
 		}
 	}
-	if len(slow) == 0 || !strings.Contains(slow[0], "1m0s apart, as far as the 1m interval") || strings.Contains(strings.Join(slow, "\n"), "is cluster=") {
+	if len(slow) == 0 || !strings.Contains(slow[0], "about 1m0s apart, as far as the 1m interval") || strings.Contains(strings.Join(slow, "\n"), "is cluster=") {
 		t.Errorf("slow cluster problems:\n%s", strings.Join(slow, "\n"))
 	}
 	if !strings.Contains(strings.Join(dead, "\n"), "stale") {
