@@ -144,9 +144,7 @@ func (e *Engine) Resume(ctx context.Context, runID string, exp *experiments.Expe
 	return r, nil
 }
 
-func poolRef(exp *experiments.Experiment) traffic.PoolRef {
-	return traffic.PoolRef{Account: exp.Spec.Traffic.Cloudflare.AccountID, Pool: exp.Spec.Traffic.Cloudflare.PoolID}
-}
+func poolRef(exp *experiments.Experiment) traffic.PoolRef { return exp.Spec.Traffic.PoolRef() }
 
 func variantString(v map[string]string) string {
 	if len(v) == 0 {

@@ -252,7 +252,9 @@ type Position struct {
 // bench decide through it.
 func (e *Evidence) Decide(p Position) analysis.Decision {
 	a := &e.exp.Spec.Analysis
-	steps := e.exp.Spec.Traffic.Steps
+	// A migration's cut-over (a final step of 100%) is not judged: the step before it is
+	// the final one, and its promotion writes the cut-over.
+	steps := e.exp.Spec.Traffic.Steps[:max(1, e.exp.Spec.Traffic.JudgedSteps())]
 	st := steps[min(max(p.Step, 1), len(steps))-1]
 	share := e.Share(a.Alpha)
 	minHold := st.MinHold.Std()

@@ -81,7 +81,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 	if iv <= 0 || history < 1 {
 		return nil, fmt.Errorf("forecast: need a positive interval and at least one interval of history")
 	}
-	steps := exp.Spec.Traffic.Steps
+	steps := exp.Spec.Traffic.Steps[:exp.Spec.Traffic.JudgedSteps()] // a migration's cut-over is not judged
 	if len(steps) == 0 {
 		return nil, fmt.Errorf("forecast: the experiment has no steps")
 	}
@@ -215,7 +215,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 func proofForecasts(exp *experiments.Experiment, ev *Evidence, canaryShare float64) []*ProofForecast {
 	iv := exp.Spec.Analysis.Interval.Std()
 	var steps []analysis.ProofStep
-	for _, st := range exp.Spec.Traffic.Steps {
+	for _, st := range exp.Spec.Traffic.Steps[:exp.Spec.Traffic.JudgedSteps()] {
 		steps = append(steps, analysis.ProofStep{Share: float64(st.Weight), Intervals: max(1, int(st.Hold.Std()/iv))})
 	}
 	judged := ev.Judged()

@@ -72,7 +72,13 @@ type book struct {
 	Unconfirmed bool `json:"unconfirmed,omitempty"`
 	// Claimed: the pool carries this run's claim (the Steerer is a traffic.Claimer).
 	Claimed bool `json:"claimed,omitempty"`
-	Warned  bool `json:"warned,omitempty"` // the preflight warnings were given
+	// TTL is how long clients may cache the pool's answers (a DNS steerer's record TTL),
+	// read once in preflight: after a weight change, intervals count only from one TTL
+	// (plus the settle time) on, when the change has reached every client. TTLRead says
+	// it was read (a TTL of 0 is a valid answer).
+	TTL     time.Duration `json:"ttl,omitempty"`
+	TTLRead bool          `json:"ttlRead,omitempty"`
+	Warned  bool          `json:"warned,omitempty"` // the preflight warnings were given
 }
 
 // Run is one live run of an experiment.
@@ -137,7 +143,7 @@ func (e *Engine) newRun(exp *experiments.Experiment, rec *store.Run) (*Run, erro
 	if err != nil {
 		return nil, err
 	}
-	r := &Run{e: e, exp: exp, rec: rec, ref: poolRef(exp), origin: exp.Spec.Traffic.Cloudflare.Origins, ev: ev}
+	r := &Run{e: e, exp: exp, rec: rec, ref: poolRef(exp), origin: exp.Spec.Traffic.Origins(), ev: ev}
 	if len(rec.Data) > 0 {
 		if err := json.Unmarshal(rec.Data, &r.book); err != nil {
 			return nil, fmt.Errorf("run %s: stored bookkeeping: %w", rec.ID, err)
@@ -299,6 +305,9 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 	if claimed, err := r.claim(ctx, now, pool); err != nil || !claimed {
 		return err
 	}
+	if read, err := r.readTTL(ctx, now); err != nil || !read {
+		return err
+	}
 	var origins []experiments.PoolOrigin
 	for _, o := range pool.Origins {
 		origins = append(origins, experiments.PoolOrigin{Name: o.Name, Weight: o.Weight, Enabled: o.Enabled})
@@ -367,6 +376,34 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 		return r.fault(ctx, now, "read the history", err)
 	}
 	return nil
+}
+
+// ttler is a Steerer whose pool is reached through DNS answers that clients cache
+// (route53.Steerer): TTL is how long a weight change takes to reach all of them.
+type ttler interface {
+	TTL(ctx context.Context, ref traffic.PoolRef) (time.Duration, error)
+}
+
+// readTTL reads the pool's DNS TTL once, when the Steerer has one. It returns false when
+// the run cannot go on now: a fault was recorded to retry, or the run failed.
+func (r *Run) readTTL(ctx context.Context, now time.Time) (bool, error) {
+	t, ok := r.e.opts.Steerer.(ttler)
+	if !ok || r.book.TTLRead {
+		return true, nil
+	}
+	ttl, err := t.TTL(ctx, r.ref)
+	if err != nil {
+		if timeout := r.exp.Spec.Analysis.NoDataTimeout.Std(); now.Sub(r.rec.StartedAt) > timeout {
+			return false, r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("the DNS TTL of %s could not be read for %s: %v", r.ref, timeout, err), r.e.opts.Who)
+		}
+		return false, r.fault(ctx, now, "read the DNS TTL of "+r.ref.String(), err)
+	}
+	r.book.TTL, r.book.TTLRead = ttl, true
+	msg := fmt.Sprintf("DNS TTL of %s is %s: after each weight change, intervals count from one TTL on, once the change has reached every client", r.ref, ttl)
+	if iv := r.interval(); ttl > iv {
+		msg += fmt.Sprintf("; the TTL is longer than the analysis interval (%s), so every change costs about %d intervals of evidence", experiments.Duration(iv), int((ttl+iv-1)/iv)+1)
+	}
+	return true, r.save(ctx, r.event(EventWarning, now, msg, PoolWarning{Kind: WarnDNSTTL, Message: msg, TTL: ttl.String()}))
 }
 
 // owned keeps the weights of the experiment's origins.
@@ -695,8 +732,9 @@ func (r *Run) confirm(ctx context.Context, now time.Time) error {
 		r.rec.StepElapsed = 0
 		r.book.StepStart = now
 		// The interval in progress saw both the old and the new weights: skip it, and the
-		// next one too if the change lands within the scrape lag of its start.
-		r.book.LastEnd = ceilTime(now.Add(r.settle()), r.interval())
+		// next one too if the change lands within the scrape lag of its start. Behind DNS,
+		// clients keep the old answers for a TTL, so the change is only complete then.
+		r.book.LastEnd = ceilTime(now.Add(r.settle()+r.book.TTL), r.interval())
 		// Those skipped intervals are the engine's choice, not a gap in Prometheus: the
 		// no-data clock counts from the first interval wanted, unless an outage is already
 		// under way.
@@ -848,7 +886,7 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 	maxed := now.Sub(r.book.RampStart) >= a.MaxDuration.Std()
 	switch d.Action {
 	case analysis.Advance:
-		if r.rec.Step >= len(r.exp.Spec.Traffic.Steps) {
+		if r.rec.Step >= r.exp.Spec.Traffic.JudgedSteps() {
 			return nil
 		}
 		if ok, failed, err := r.checkPreconditions(ctx, now); err != nil {
@@ -1050,6 +1088,9 @@ func (r *Run) promoteTarget() store.Weights {
 func (r *Run) promote(ctx context.Context, now time.Time, reason, by string) error {
 	if r.book.EndState != "" && r.book.EndState != store.StatePromoted {
 		return r.save(ctx, r.event(EventAction, now, "not promoting, the run is already ending: "+r.book.EndReason, nil))
+	}
+	if note := r.exp.Spec.MigrationNote(); note != "" {
+		reason = strings.TrimSuffix(reason, ".") + " — " + note
 	}
 	r.book.EndState, r.book.EndVerdict, r.book.EndReason, r.book.EndBy = store.StatePromoted, VerdictPromoted, reason, by
 	if err := r.transition(ctx, now, store.StatePromoting, reason); err != nil {
@@ -1253,6 +1294,9 @@ type Snapshot struct {
 	PauseNote   string        `json:"pauseNote,omitempty"`
 	RampStart   time.Time     `json:"rampStart,omitzero"`
 	MaxDuration time.Duration `json:"maxDuration"`
+	// TTL is the pool's DNS TTL (Route 53), the minimum wait after a weight change before
+	// an interval counts; 0 for a load balancer pool.
+	TTL time.Duration `json:"ttl,omitempty"`
 }
 
 // Snapshot returns the run's state for display, as published after the last save or
@@ -1264,7 +1308,7 @@ func (r *Run) Snapshot() Snapshot { return *r.snap.Load() }
 // stepping goroutine only.
 func (r *Run) publish() {
 	s := &Snapshot{Run: cloneRun(r.rec), Steps: len(r.exp.Spec.Traffic.Steps), Values: r.latestValues(),
-		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std()}
+		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std(), TTL: r.book.TTL}
 	if r.last != nil {
 		d := *r.last
 		d.KPIs = slices.Clone(d.KPIs)
@@ -1280,7 +1324,7 @@ func (r *Run) publish() {
 // cheap enough for every save.
 func (r *Run) publishRecord() {
 	s := *r.snap.Load()
-	s.Run, s.Phase, s.PauseNote, s.RampStart = cloneRun(r.rec), r.phase(), r.book.PauseNote, r.book.RampStart
+	s.Run, s.Phase, s.PauseNote, s.RampStart, s.TTL = cloneRun(r.rec), r.phase(), r.book.PauseNote, r.book.RampStart, r.book.TTL
 	s.Hold = 0
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
 		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()
@@ -1353,6 +1397,9 @@ func (r *Run) unauthorized(ctx context.Context, now time.Time, what string, err 
 		status = fmt.Sprintf("HTTP %d", ae.Status)
 	}
 	head := fmt.Sprintf("Cloudflare refused the API token (%s) to %s: %v", status, what, err)
+	if r.exp.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+		head = fmt.Sprintf("Route 53 refused the AWS credentials (%s) to %s: %v", status, what, err)
+	}
 	ev := r.event(EventFault, now, head, map[string]any{"error": err.Error(), "unauthorized": true})
 	in := r.rec.Intent
 	if in == nil && r.rec.Step == 0 && (r.rec.Current == nil || sameWeights(r.rec.Current, r.book.Plan[0])) && r.book.EndState == "" {
@@ -1440,7 +1487,7 @@ func (r *Run) warnings(pool traffic.Pool, now time.Time) []store.Event {
 // PoolWarning is something a person should know before an experiment's first weight moves
 // on a pool. It never blocks the run.
 type PoolWarning struct {
-	Kind    string `json:"kind"` // WarnRecentPromotion or WarnStepOneLowersCanary
+	Kind    string `json:"kind"` // WarnRecentPromotion, WarnStepOneLowersCanary or WarnDNSTTL
 	Message string `json:"message"`
 	// LastRun, Verdict and Ended describe the pool's last run, for a recent promotion.
 	LastRun string    `json:"lastRun,omitempty"`
@@ -1451,12 +1498,16 @@ type PoolWarning struct {
 	Canary  string  `json:"canary,omitempty"`
 	Current float64 `json:"current,omitempty"`
 	Step1   float64 `json:"step1,omitempty"`
+	// TTL is the DNS TTL ("1m0s") of a pool behind DNS, for WarnDNSTTL.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // Kinds of PoolWarning.
 const (
 	WarnRecentPromotion     = "recent_promotion"
 	WarnStepOneLowersCanary = "step1_lowers_canary"
+	// WarnDNSTTL states the pool's DNS TTL, which delays the evidence after every change.
+	WarnDNSTTL = "dns_ttl"
 )
 
 // PoolWarnings are the warnings a run of exp on pool would give now, as the engine gives
@@ -1499,7 +1550,7 @@ func poolWarnings(exp *experiments.Experiment, pool traffic.Pool, plan []store.W
 	// Every canary starts above step 1 with an even split, so only a canary above its even
 	// share (a previous promotion, a manual shift) is worth a warning when step 1 lowers it.
 	cluster := exp.Spec.Canary.Cluster
-	canary := exp.Spec.Traffic.Cloudflare.Origins[cluster]
+	canary := exp.Spec.Traffic.Origins()[cluster]
 	share := func(w store.Weights) float64 {
 		total := 0.0
 		for _, v := range w {

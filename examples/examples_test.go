@@ -3,9 +3,11 @@
 package examples
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/verdict-dev/verdict/experiments"
@@ -23,6 +25,7 @@ var pools = map[string]string{
 	"cilium-on-squirtle":          "pools/use1.json",
 	"cilium-on-bulbasaur":         "pools/euw1.json",
 	"jigglypuff-federated-probes": "pools/apse1.json",
+	"api-legacy-to-eks":           "pools/route53-api.json", // aws route53 list-resource-record-sets output
 }
 
 // phases says how each example brings its variant in: every shape of spec.canary.apply is
@@ -37,6 +40,7 @@ var phases = map[string][]string{
 	"cilium-on-bulbasaur":         {"baseline (before appliedAt 2026-11-25T09:00:00Z)", "ramp"},
 	"fast-readiness-on-eevee":     {"baseline (variant arrival not declared)", "ramp"},
 	"jigglypuff-federated-probes": {"baseline (before appliedAt 2026-12-04T22:00:00Z)", "ramp"},
+	"api-legacy-to-eks":           {"baseline (before appliedAt 2026-12-04T10:00:00Z)", "ramp"},
 }
 
 func TestExamples(t *testing.T) {
@@ -63,12 +67,19 @@ func TestExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pool, err := traffic.DecodePool(data)
-			if err != nil {
+			var pool traffic.Pool
+			if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+				pool = recordSetPool(t, data, e)
+			} else if pool, err = traffic.DecodePool(data); err != nil {
 				t.Fatalf("%s: %v", poolFile, err)
 			}
-			if pool.ID != e.Spec.Traffic.Cloudflare.PoolID {
-				t.Errorf("%s: pool file %s is pool %s, the experiment names %s", name, poolFile, pool.ID, e.Spec.Traffic.Cloudflare.PoolID)
+			if id := e.Spec.Traffic.PoolRef().Pool; pool.ID != id {
+				t.Errorf("%s: pool file %s is pool %s, the experiment names %s", name, poolFile, pool.ID, id)
+			}
+			if e.Spec.Traffic.Migration() {
+				if note := e.Spec.MigrationNote(); !strings.HasPrefix(note, "migration: after promotion the legacy clusters carry no traffic and can be removed") {
+					t.Errorf("%s: migration note %q", name, note)
+				}
 			}
 			var origins []experiments.PoolOrigin
 			total := 0
@@ -92,7 +103,7 @@ func TestExamples(t *testing.T) {
 				sum := 0
 				for i, o := range st.Origins {
 					sum += int(o.Weight*100 + 0.5)
-					if o.Cluster == "" && o.Weight != pool.Origins[i].Weight {
+					if o.Cluster == "" && !traffic.SameWeight(o.Weight, pool.Origins[i].Weight) {
 						t.Errorf("%s step %d: origin %s outside the experiment changed", name, st.Step, o.Name)
 					}
 				}
@@ -107,4 +118,35 @@ func TestExamples(t *testing.T) {
 			t.Errorf("table names %s, which no example defines", name)
 		}
 	}
+}
+
+// recordSetPool reads a Route 53 example's pool file, record sets as `aws route53
+// list-resource-record-sets` prints them (what `verdict plan --pool-file` reads), into the
+// pool the steerer would report: the experiment's weighted set, weights as units/255.
+func recordSetPool(t *testing.T, data []byte, e *experiments.Experiment) traffic.Pool {
+	t.Helper()
+	var doc struct {
+		ResourceRecordSets []struct {
+			Name, Type, SetIdentifier string
+			Weight                    *int64
+		}
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ref := e.Spec.Traffic.PoolRef()
+	pool := traffic.Pool{ID: ref.Pool, Enabled: true}
+	for _, r := range doc.ResourceRecordSets {
+		if strings.ToLower(r.Name)+"/"+r.Type != ref.Pool {
+			continue
+		}
+		if r.SetIdentifier == "" || r.Weight == nil || *r.Weight < 0 || *r.Weight > 255 {
+			t.Fatalf("%s: record %+v is not a weighted record", ref.Pool, r)
+		}
+		pool.Origins = append(pool.Origins, traffic.Origin{Name: r.SetIdentifier, Enabled: true, Weight: float64(*r.Weight) / 255})
+	}
+	if len(pool.Origins) == 0 {
+		t.Fatalf("no records of %s in the pool file", ref.Pool)
+	}
+	return pool
 }

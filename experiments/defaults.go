@@ -41,6 +41,9 @@ func (e *Experiment) SetDefaults() {
 	if s.Traffic.OnRollback == "" {
 		s.Traffic.OnRollback = OnRollbackRestore
 	}
+	if r := s.Traffic.Route53; r != nil && r.Type == "" {
+		r.Type = DefaultRecordType
+	}
 	if s.Prometheus.ClusterLabel == "" {
 		s.Prometheus.ClusterLabel = DefaultClusterLabel
 	}
@@ -144,10 +147,11 @@ func (e *Experiment) history() Duration {
 	return Duration(DefaultHistory)
 }
 
-// TotalHold is the sum of every step's hold: the shortest possible run after preflight.
+// TotalHold is the sum of every judged step's hold (a migration's cut-over is not held):
+// the shortest possible run after preflight.
 func (s *Spec) TotalHold() time.Duration {
 	var d time.Duration
-	for _, st := range s.Traffic.Steps {
+	for _, st := range s.Traffic.Steps[:s.Traffic.JudgedSteps()] {
 		d += st.Hold.Std()
 	}
 	return d

@@ -132,9 +132,14 @@ func (s *Spec) Clusters() []string {
 }
 
 // Traffic says which pool carries the experiment and how the canary's share grows.
+// Exactly one of Cloudflare and Route53 is set; callers use Provider, Origins and PoolRef
+// rather than either field, so that engine, reports and commands work with both.
 type Traffic struct {
-	Cloudflare Cloudflare `yaml:"cloudflare" json:"cloudflare"`
-	Steps      []Step     `yaml:"steps" json:"steps"`
+	// Cloudflare and Route53 are pointers so that a stored spec (which always had
+	// "cloudflare") reads back unchanged and a Route 53 spec writes no empty "cloudflare".
+	Cloudflare *Cloudflare `yaml:"cloudflare" json:"cloudflare,omitempty"`
+	Route53    *Route53    `yaml:"route53" json:"route53,omitempty"`
+	Steps      []Step      `yaml:"steps" json:"steps"`
 	// OnPromote is keep (leave the final weights) or restore (put the original weights back).
 	OnPromote string `yaml:"onPromote" json:"onPromote"`
 	// OnRollback is restore (original weights) or drain (canary to 0, baselines take its share).
@@ -154,6 +159,17 @@ type Cloudflare struct {
 	AccountID string            `yaml:"accountID" json:"accountID,omitempty"`
 	PoolID    string            `yaml:"poolID" json:"poolID"`
 	Origins   map[string]string `yaml:"origins" json:"origins"` // cluster -> origin name
+}
+
+// Route53 locates the weighted record set (one name and type in a hosted zone) and maps
+// clusters to its records, each named by its SetIdentifier.
+type Route53 struct {
+	HostedZoneID string `yaml:"hostedZoneID" json:"hostedZoneID"`
+	// Record is the record set's DNS name, e.g. api.example.com (the final dot optional).
+	Record string `yaml:"record" json:"record"`
+	// Type is the record type, default A.
+	Type           string            `yaml:"type" json:"type"`
+	SetIdentifiers map[string]string `yaml:"setIdentifiers" json:"setIdentifiers"` // cluster -> SetIdentifier
 }
 
 // Step is one stage of the ramp: the canary's share of the experiment's traffic, held for

@@ -132,44 +132,15 @@ func (v *validator) clusters() {
 func (v *validator) traffic() {
 	s := &v.e.Spec
 	t := &s.Traffic
-	cf := &t.Cloudflare
 	switch {
-	case cf.PoolID == "":
-		v.errorf("spec.traffic.cloudflare.poolID", "required: the Cloudflare load balancer pool that carries the clusters")
-	case !poolIDChar.MatchString(cf.PoolID):
-		v.errorf("spec.traffic.cloudflare.poolID", "%q is not a pool ID", cf.PoolID)
-	}
-	if cf.AccountID != "" && !poolIDChar.MatchString(cf.AccountID) {
-		v.errorf("spec.traffic.cloudflare.accountID", "%q is not an account ID", cf.AccountID)
-	}
-	if len(cf.Origins) == 0 {
-		v.errorf("spec.traffic.cloudflare.origins", "required: the pool origin of every cluster")
-	} else {
-		clusters := s.Clusters()
-		for _, c := range clusters {
-			if c != "" && cf.Origins[c] == "" {
-				v.errorf("spec.traffic.cloudflare.origins", "no origin for cluster %q", c)
-			}
-		}
-		known := s.Canary.Cluster != "" && len(s.Baselines) > 0 && !slices.Contains(s.Baselines, "")
-		byOrigin := map[string]string{}
-		for _, c := range sortedKeys(cf.Origins) {
-			o := cf.Origins[c]
-			p := "spec.traffic.cloudflare.origins." + c
-			// With the canary or a baseline missing, an unmatched origin is most likely that
-			// cluster's: saying it is neither would only repeat the first error, wrongly.
-			if known && !slices.Contains(clusters, c) {
-				msg := fmt.Sprintf("cluster %q is neither the canary nor a baseline", c)
-				if hint := didYouMean(c, clusters); hint != "" {
-					msg += fmt.Sprintf("; did you mean %q?", hint)
-				}
-				v.errorf(p, "%s", msg)
-			}
-			if prev, dup := byOrigin[o]; dup && o != "" {
-				v.errorf(p, "origin %q is already the origin of cluster %q", o, prev)
-			}
-			byOrigin[o] = c
-		}
+	case t.Cloudflare != nil && t.Route53 != nil:
+		v.errorf("spec.traffic.route53", "set either spec.traffic.cloudflare (a Cloudflare load balancer pool) or spec.traffic.route53 (a Route 53 weighted record set), not both")
+	case t.Cloudflare != nil:
+		v.cloudflare(t.Cloudflare)
+	case t.Route53 != nil:
+		v.route53(t.Route53)
+	default:
+		v.errorf("spec.traffic", "required: spec.traffic.cloudflare (a Cloudflare load balancer pool) or spec.traffic.route53 (a Route 53 weighted record set) that carries the clusters")
 	}
 
 	if len(t.Steps) == 0 {
@@ -186,6 +157,10 @@ func (v *validator) traffic() {
 			v.errorf(p+".weight", "steps must increase strictly: %s does not exceed the previous step's %s", st.Weight, prev)
 		}
 		prev = max(prev, st.Weight)
+		if i == len(t.Steps)-1 && st.Weight >= 1 {
+			v.cutOver(p, i)
+			continue
+		}
 		switch {
 		case !v.written(p + ".hold"):
 			v.errorf(p, "hold is required, e.g. hold: 10m")
@@ -210,6 +185,104 @@ func (v *validator) traffic() {
 	}
 	if t.OnRollback != OnRollbackRestore && t.OnRollback != OnRollbackDrain {
 		v.errorf("spec.traffic.onRollback", "must be restore or drain, not %q", t.OnRollback)
+	}
+}
+
+// cutOver checks a migration's final 100% step (steps[i]): the baselines would carry no
+// traffic to compare against, so it is written as the promotion rather than held.
+func (v *validator) cutOver(p string, i int) {
+	const why = "a final step of 100%% is the migration's cut-over: the baselines would carry no traffic to compare against, so it is not held or judged but written when the run promotes"
+	if i == 0 {
+		v.errorf(p+".weight", why+"; add a step before it (e.g. {weight: 50%%, hold: 30m}) where the canary is judged against the baselines")
+	}
+	for _, f := range []string{"hold", "minHold"} {
+		if v.written(p + "." + f) {
+			v.errorf(p+"."+f, why+"; remove %s", f)
+		}
+	}
+	if v.e.Spec.Traffic.OnPromote == OnPromoteRestore {
+		v.errorf("spec.traffic.onPromote", "restore would put the legacy clusters' weights back instead of cutting over to the canary; a migration (final step 100%%) needs onPromote: keep")
+	}
+}
+
+func (v *validator) cloudflare(cf *Cloudflare) {
+	switch {
+	case cf.PoolID == "":
+		v.errorf("spec.traffic.cloudflare.poolID", "required: the Cloudflare load balancer pool that carries the clusters")
+	case !poolIDChar.MatchString(cf.PoolID):
+		v.errorf("spec.traffic.cloudflare.poolID", "%q is not a pool ID", cf.PoolID)
+	}
+	if cf.AccountID != "" && !poolIDChar.MatchString(cf.AccountID) {
+		v.errorf("spec.traffic.cloudflare.accountID", "%q is not an account ID", cf.AccountID)
+	}
+	v.originMap("spec.traffic.cloudflare.origins", cf.Origins, "origin", "the pool origin of every cluster")
+}
+
+// route53RecordTypes are the record types Route 53 can route by weight.
+var route53RecordTypes = []string{"A", "AAAA", "CAA", "CNAME", "DS", "HTTPS", "MX", "NAPTR", "PTR", "SPF", "SRV", "SSHFP", "SVCB", "TLSA", "TXT"}
+
+var (
+	hostedZoneID = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
+	dnsName      = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?\.?$`)
+)
+
+func (v *validator) route53(r *Route53) {
+	zone := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(r.HostedZoneID), "/hostedzone/"), "hostedzone/")
+	switch {
+	case zone == "":
+		v.errorf("spec.traffic.route53.hostedZoneID", "required: the ID of the hosted zone that holds the record set, e.g. Z0123456789ABCDEFGHIJ")
+	case !hostedZoneID.MatchString(zone):
+		v.errorf("spec.traffic.route53.hostedZoneID", "%q is not a hosted zone ID (letters and digits, e.g. Z0123456789ABCDEFGHIJ)", r.HostedZoneID)
+	}
+	name := strings.TrimSpace(r.Record)
+	switch {
+	case name == "":
+		v.errorf("spec.traffic.route53.record", "required: the weighted record set's name, e.g. api.example.com")
+	case len(strings.TrimSuffix(name, ".")) > 253 || !dnsName.MatchString(name):
+		v.errorf("spec.traffic.route53.record", "%q is not a DNS name like api.example.com", r.Record)
+	}
+	if typ := strings.ToUpper(strings.TrimSpace(r.Type)); !slices.Contains(route53RecordTypes, typ) {
+		msg := fmt.Sprintf("%q is not a record type Route 53 routes by weight (%s)", r.Type, strings.Join(route53RecordTypes, ", "))
+		if hint := didYouMean(typ, route53RecordTypes); hint != "" {
+			msg += fmt.Sprintf("; did you mean %q?", hint)
+		}
+		v.errorf("spec.traffic.route53.type", "%s", msg)
+	}
+	v.originMap("spec.traffic.route53.setIdentifiers", r.SetIdentifiers, "SetIdentifier", "the SetIdentifier of every cluster's weighted record")
+}
+
+// originMap checks a cluster → origin map: every cluster mapped, no cluster that is not in
+// the experiment, no origin shared by two clusters. what names an origin in messages.
+func (v *validator) originMap(path string, origins map[string]string, what, required string) {
+	s := &v.e.Spec
+	if len(origins) == 0 {
+		v.errorf(path, "required: %s", required)
+		return
+	}
+	clusters := s.Clusters()
+	for _, c := range clusters {
+		if c != "" && origins[c] == "" {
+			v.errorf(path, "no %s for cluster %q", what, c)
+		}
+	}
+	known := s.Canary.Cluster != "" && len(s.Baselines) > 0 && !slices.Contains(s.Baselines, "")
+	byOrigin := map[string]string{}
+	for _, c := range sortedKeys(origins) {
+		o := origins[c]
+		p := path + "." + c
+		// With the canary or a baseline missing, an unmatched origin is most likely that
+		// cluster's: saying it is neither would only repeat the first error, wrongly.
+		if known && !slices.Contains(clusters, c) {
+			msg := fmt.Sprintf("cluster %q is neither the canary nor a baseline", c)
+			if hint := didYouMean(c, clusters); hint != "" {
+				msg += fmt.Sprintf("; did you mean %q?", hint)
+			}
+			v.errorf(p, "%s", msg)
+		}
+		if prev, dup := byOrigin[o]; dup && o != "" {
+			v.errorf(p, "%s %q is already the %s of cluster %q", what, o, what, prev)
+		}
+		byOrigin[o] = c
 	}
 }
 

@@ -7,7 +7,8 @@ import (
 	"sort"
 )
 
-// Cloudflare weights are 0–1 in steps of 0.01. Planning works in whole hundredths so that
+// Verdict weights are 0–1 in steps of 0.01 (Cloudflare's grid; Route 53's 0–255 integers
+// are mapped onto it by the route53 steerer). Planning works in whole hundredths so that
 // rounding can never change a total.
 const weightScale = 100
 
@@ -91,44 +92,56 @@ func WeightPlan(e *Experiment, pool []PoolOrigin) (*Plan, error) {
 	for _, o := range pool {
 		byName[o.Name] = o
 	}
+	origins, originsPath := s.Traffic.Origins(), s.Traffic.originsPath()
 	clusterOf := map[string]string{}
 	for _, c := range s.Clusters() {
-		name := s.Traffic.Cloudflare.Origins[c]
+		name := origins[c]
 		o, ok := byName[name]
 		if !ok {
-			return nil, &PlanError{Path: "spec.traffic.cloudflare.origins." + c, Msg: fmt.Sprintf("origin %q is not in the pool (origins: %s)", name, originNames(pool))}
+			return nil, &PlanError{Path: originsPath + "." + c, Msg: fmt.Sprintf("origin %q is not in the pool (origins: %s)", name, originNames(pool))}
 		}
 		if !o.Enabled {
-			return nil, &PlanError{Path: "spec.traffic.cloudflare.origins." + c, Msg: fmt.Sprintf("origin %q is disabled in the pool, so it would get no traffic whatever its weight", name)}
+			return nil, &PlanError{Path: originsPath + "." + c, Msg: fmt.Sprintf("origin %q is disabled in the pool, so it would get no traffic whatever its weight", name)}
 		}
 		clusterOf[name] = c
 	}
 
 	cents := func(w float64) int { return int(math.Round(w * weightScale)) }
-	canaryOrigin := s.Traffic.Cloudflare.Origins[s.Canary.Cluster]
+	canaryOrigin := origins[s.Canary.Cluster]
 	total := 0
 	var baseTotal int
 	for _, c := range s.Clusters() {
-		w := cents(byName[s.Traffic.Cloudflare.Origins[c]].Weight)
+		w := cents(byName[origins[c]].Weight)
 		total += w
 		if c != s.Canary.Cluster {
 			baseTotal += w
 		}
 	}
 	if total == 0 {
-		return nil, &PlanError{Path: "spec.traffic.cloudflare.origins", Msg: "the experiment's origins all have weight 0 in the pool: there is no traffic to share"}
+		return nil, &PlanError{Path: originsPath, Msg: "the experiment's origins all have weight 0 in the pool: there is no traffic to share"}
 	}
 
 	current := map[string]int{}
+	others := 0
 	for _, o := range pool {
 		current[o.Name] = cents(o.Weight)
+		if _, mine := clusterOf[o.Name]; !mine && o.Enabled {
+			others += cents(o.Weight)
+		}
+	}
+	// With no other origin carrying traffic, shares depend only on the experiment's
+	// origins, so a total the largest step cannot fit under the maximum weight of 1 (a
+	// migration to 100% of two origins at Cloudflare's default weight 1) is scaled to 1.
+	stepTotal := total
+	if n := len(s.Traffic.Steps); n > 0 && others == 0 && int(math.Round(float64(s.Traffic.Steps[n-1].Weight)*float64(total))) > weightScale {
+		stepTotal = weightScale
 	}
 	plan := &Plan{Experiment: e.Metadata.Name}
 	canaryNow := float64(current[canaryOrigin]) / float64(total)
 	plan.Steps = append(plan.Steps, e.planStep(0, canaryNow, 0, pool, current, clusterOf))
 
 	for i, st := range s.Traffic.Steps {
-		w, err := shareWeights(e, byName, total, baseTotal, float64(st.Weight))
+		w, err := shareWeights(e, byName, stepTotal, baseTotal, float64(st.Weight))
 		if err != nil {
 			return nil, &PlanError{Path: fmt.Sprintf("spec.traffic.steps[%d].weight", i), Msg: fmt.Sprintf("%s: %v", st.Weight, err)}
 		}
@@ -142,7 +155,7 @@ func WeightPlan(e *Experiment, pool []PoolOrigin) (*Plan, error) {
 	}
 	plan.Rollback = plan.Steps[0]
 	drainedAt := func(path string) (PlanStep, error) {
-		w, err := shareWeights(e, byName, total, baseTotal, 0)
+		w, err := shareWeights(e, byName, stepTotal, baseTotal, 0)
 		if err != nil {
 			return PlanStep{}, &PlanError{Path: path, Msg: fmt.Sprintf("cannot drain the canary: %v", err)}
 		}
@@ -172,13 +185,18 @@ func WeightPlan(e *Experiment, pool []PoolOrigin) (*Plan, error) {
 // shareWeights returns the experiment origins' weights (in hundredths) at canary share s.
 func shareWeights(e *Experiment, byName map[string]PoolOrigin, total, baseTotal int, s float64) (map[string]int, error) {
 	sp := &e.Spec
-	orig := sp.Traffic.Cloudflare.Origins
+	orig := sp.Traffic.Origins()
+	// Whose grid: Cloudflare's own, or Verdict's for Route 53 (mapped to 0–255 integers).
+	whose := "Cloudflare's"
+	if sp.Traffic.Provider() == ProviderRoute53 {
+		whose = "Verdict's"
+	}
 	canary := int(math.Round(s * float64(total)))
 	if s > 0 && canary == 0 {
-		return nil, fmt.Errorf("%.4g%% of the experiment's total weight %.2f is below Cloudflare's smallest weight step of 0.01", s*100, float64(total)/weightScale)
+		return nil, fmt.Errorf("%.4g%% of the experiment's total weight %.2f is below %s smallest weight step of 0.01", s*100, float64(total)/weightScale, whose)
 	}
 	if canary > weightScale {
-		return nil, fmt.Errorf("the canary would need weight %.2f, above Cloudflare's maximum of 1; lower the other origins' weights first", float64(canary)/weightScale)
+		return nil, fmt.Errorf("the canary would need weight %.2f, above %s maximum of 1; lower the other origins' weights first", float64(canary)/weightScale, whose)
 	}
 	rest := total - canary
 	if rest > 0 && baseTotal == 0 {
@@ -217,7 +235,7 @@ func shareWeights(e *Experiment, byName map[string]PoolOrigin, total, baseTotal 
 	}
 	for _, b := range sp.Baselines {
 		if w := out[orig[b]]; w > weightScale {
-			return nil, fmt.Errorf("baseline %q would need weight %.2f, above Cloudflare's maximum of 1", b, float64(w)/weightScale)
+			return nil, fmt.Errorf("baseline %q would need weight %.2f, above %s maximum of 1", b, float64(w)/weightScale, whose)
 		}
 	}
 	return out, nil

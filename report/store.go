@@ -111,18 +111,19 @@ func fromRun(run *store.Run, exp *experiments.Experiment, obs []store.Observatio
 // timeline reads the events into the timeline, steps, weights and preconditions.
 func timeline(r *Report, run *store.Run, exp *experiments.Experiment, evs []store.Event) {
 	clusterOf := map[string]string{}
-	for c, o := range exp.Spec.Traffic.Cloudflare.Origins {
+	for c, o := range exp.Spec.Traffic.Origins() {
 		clusterOf[o] = c
 	}
+	origins := exp.Spec.Traffic.Origins()
 	shares := func(w store.Weights) map[string]float64 {
 		out := map[string]float64{}
 		total := 0.0
 		for _, c := range exp.Spec.Clusters() {
-			total += w[exp.Spec.Traffic.Cloudflare.Origins[c]]
+			total += w[origins[c]]
 		}
 		for _, c := range exp.Spec.Clusters() {
 			if total > 0 {
-				out[c] = round(w[exp.Spec.Traffic.Cloudflare.Origins[c]]/total, 1e-9)
+				out[c] = round(w[origins[c]]/total, 1e-9)
 			}
 		}
 		return out

@@ -261,9 +261,12 @@ func (s *Server) summarize(rec *store.Run) RunSummary {
 			Baselines []string `json:"baselines"`
 			Traffic   struct {
 				Steps      []json.RawMessage `json:"steps"`
-				Cloudflare struct {
+				Cloudflare *struct {
 					Origins map[string]string `json:"origins"`
 				} `json:"cloudflare"`
+				Route53 *struct {
+					SetIdentifiers map[string]string `json:"setIdentifiers"`
+				} `json:"route53"`
 			} `json:"traffic"`
 		} `json:"spec"`
 	}
@@ -274,11 +277,18 @@ func (s *Server) summarize(rec *store.Run) RunSummary {
 			w = sum.Original
 		}
 		total := 0.0
+		// The same choice as experiments.Traffic.Origins, on this partial decoding.
+		var origins map[string]string
+		if t := spec.Spec.Traffic; t.Cloudflare != nil {
+			origins = t.Cloudflare.Origins
+		} else if t.Route53 != nil {
+			origins = t.Route53.SetIdentifiers
+		}
 		for _, c := range append([]string{sum.Canary}, sum.Baselines...) {
-			total += w[spec.Spec.Traffic.Cloudflare.Origins[c]]
+			total += w[origins[c]]
 		}
 		if total > 0 {
-			v := w[spec.Spec.Traffic.Cloudflare.Origins[sum.Canary]] / total
+			v := w[origins[sum.Canary]] / total
 			sum.CanaryShare = &v
 		}
 	}

@@ -259,7 +259,7 @@ func (c *runCollector) attach(sv *supervisor, on bool) {
 // canaryShare is the canary origin's weight over the experiment's origins' total.
 func canaryShare(r *runner, rec store.Run) (float64, bool) {
 	spec := r.exp.Spec
-	origins := spec.Traffic.Cloudflare.Origins
+	origins := spec.Traffic.Origins()
 	w := rec.Current
 	if len(w) == 0 {
 		w = rec.Original

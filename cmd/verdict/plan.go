@@ -14,6 +14,7 @@ import (
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/traffic"
+	"github.com/verdict-dev/verdict/traffic/route53"
 )
 
 // planArgs are the parsed arguments of verdict plan.
@@ -34,7 +35,17 @@ their weights; the experiment's origins keep their total; baselines keep their p
 
 The pool comes from --pool-file (Cloudflare's JSON, as GET .../pools/{id} returns it,
 with or without the API envelope), or, without it, is read live from Cloudflare with the
-CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL variables.`,
+CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL variables.
+
+For a Route 53 experiment (spec.traffic.route53) --pool-file holds the record sets as
+"aws route53 list-resource-record-sets --hosted-zone-id ZONE" prints them; without it the
+set is read live with the standard AWS credential chain (AWS_ENDPOINT_URL_ROUTE_53 points
+it at moto_server or LocalStack). Weights are shown as fractions and as the 0-255 integers
+Route 53 stores (round(w×255)), with the set's DNS TTL: an interval counts only from one
+TTL after each change, so intervals shorter than the TTL delay the evidence.
+
+A final step of 100% is a migration's cut-over: written when the run promotes, after
+which the legacy clusters carry no traffic and can be removed.`,
 		Example: "  verdict plan examples/karpenter.yaml --pool-file examples/pools/use1.json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -42,7 +53,7 @@ CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL variables.`,
 			return runPlan(cmd.Context(), g, a)
 		},
 	}
-	cmd.Flags().StringVar(&a.poolFile, "pool-file", "", "pool as Cloudflare JSON (offline plan)")
+	cmd.Flags().StringVar(&a.poolFile, "pool-file", "", "pool as Cloudflare JSON, or Route 53 record sets as the AWS CLI prints them (offline plan)")
 	cmd.Flags().StringVar(&a.experiment, "experiment", "", "plan only this experiment of a multi-document file")
 	return cmd
 }
@@ -64,41 +75,43 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		}
 		exps = picked
 	}
-	var pool traffic.Pool
+	var poolData []byte
 	if a.poolFile != "" {
-		data, err := os.ReadFile(a.poolFile)
-		if err != nil {
+		if poolData, err = os.ReadFile(a.poolFile); err != nil {
 			return usageErrorf("read pool file: %v", err)
-		}
-		if pool, err = traffic.DecodePool(data); err != nil {
-			return usageErrorf("%s: %v", a.poolFile, err)
 		}
 	}
 	for _, e := range exps {
-		if a.poolFile == "" {
+		var pool traffic.Pool
+		var ttl time.Duration
+		if poolData != nil {
+			if pool, ttl, err = decodePoolFile(e, a.poolFile, poolData); err != nil {
+				return err
+			}
+		} else {
 			// Live: read the pool through the Steerer, exactly as run will.
-			steer, err := steererFromEnv(g)
+			steer, err := steererFor(ctx, g, e)
 			if err != nil {
+				if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+					return usageErrorf("plan needs the record set: pass --pool-file SETS.json (aws route53 list-resource-record-sets output), or give AWS credentials to read it live: %v", err)
+				}
 				return usageErrorf("plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
 			}
-			if pool, err = steer.Pool(ctx, traffic.PoolRef{Account: e.Spec.Traffic.Cloudflare.AccountID, Pool: e.Spec.Traffic.Cloudflare.PoolID}); err != nil {
-				return withCode(exitError, fmt.Errorf("read pool %s: %w", e.Spec.Traffic.Cloudflare.PoolID, err))
+			if pool, ttl, err = readPoolAndTTL(ctx, steer, e); err != nil {
+				return withCode(exitError, fmt.Errorf("read pool %s: %w", e.Spec.Traffic.PoolRef(), err))
 			}
-		}
-		if id := e.Spec.Traffic.Cloudflare.PoolID; pool.ID != "" && id != pool.ID {
-			return usageErrorf("%s: pool %s is not the experiment's pool %s (spec.traffic.cloudflare.poolID)", a.poolFile, pool.ID, id)
 		}
 		plan, err := experiments.WeightPlan(e, poolOrigins(pool))
 		if err != nil {
 			return withCode(exitInvalid, e.FieldError(err))
 		}
 		if g.json() {
-			if err := writeJSON(g.stdout, newPlanJSON(e, plan)); err != nil {
+			if err := writeJSON(g.stdout, newPlanJSON(e, plan, ttl)); err != nil {
 				return withCode(exitError, err)
 			}
 			continue
 		}
-		printPlan(g.stdout, e, pool, plan)
+		printPlan(g.stdout, e, pool, plan, ttl)
 	}
 	return nil
 }
@@ -112,14 +125,54 @@ type planJSON struct {
 	ApplyDuring    string               `json:"applyDuring,omitempty"`
 	History        experiments.Duration `json:"history"`
 	ShareTolerance experiments.Fraction `json:"shareTolerance"`
+	// Migration is set when the final step gives the canary all the traffic: what the
+	// promotion leaves (experiments.Spec.MigrationNote).
+	Migration string `json:"migration,omitempty"`
+	// Route53 is set for a Route 53 experiment: the record set, its TTL and every weight
+	// in Route 53's units.
+	Route53 *planRoute53 `json:"route53,omitempty"`
 	*experiments.Plan
 }
 
-func newPlanJSON(e *experiments.Experiment, plan *experiments.Plan) planJSON {
+// planRoute53 is what a Route 53 plan adds: weights are written as round(w×255).
+type planRoute53 struct {
+	HostedZoneID string `json:"hostedZoneID"`
+	Record       string `json:"record"`
+	Type         string `json:"type"`
+	// TTLSeconds is the set's DNS TTL, the minimum wait after a change before an interval
+	// counts.
+	TTLSeconds float64 `json:"ttlSeconds"`
+	// Units are the records' Route 53 weights (0–255) at every step (steps[0] is now),
+	// after a promotion and after a rollback, by SetIdentifier.
+	Units    []map[string]int64 `json:"units"`
+	Promote  map[string]int64   `json:"promoteUnits"`
+	Rollback map[string]int64   `json:"rollbackUnits"`
+}
+
+func stepUnits(st experiments.PlanStep) map[string]int64 {
+	m := make(map[string]int64, len(st.Origins))
+	for _, o := range st.Origins {
+		m[o.Name] = route53.Units(o.Weight)
+	}
+	return m
+}
+
+func newPlanJSON(e *experiments.Experiment, plan *experiments.Plan, ttl time.Duration) planJSON {
 	a := &e.Spec.Analysis
-	out := planJSON{Experiment: plan.Experiment, Phases: e.Spec.Phases(), History: a.History, ShareTolerance: a.ShareTolerance, Plan: plan}
+	out := planJSON{Experiment: plan.Experiment, Phases: e.Spec.Phases(), History: a.History, ShareTolerance: a.ShareTolerance, Plan: plan,
+		Migration: e.Spec.MigrationNote()}
 	if ap := e.Spec.Canary.Apply; ap != nil && (ap.Hook != nil || ap.Readiness != nil) {
 		out.ApplyDuring = ap.During
+	}
+	if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+		ref := e.Spec.Traffic.PoolRef()
+		_, name, typ, _ := route53.ParseRef(ref)
+		r := &planRoute53{HostedZoneID: ref.Account, Record: name, Type: typ, TTLSeconds: ttl.Seconds(),
+			Promote: stepUnits(plan.Promote), Rollback: stepUnits(plan.Rollback)}
+		for _, st := range plan.Steps {
+			r.Units = append(r.Units, stepUnits(st))
+		}
+		out.Route53 = r
 	}
 	return out
 }
@@ -134,10 +187,21 @@ func poolOrigins(p traffic.Pool) []experiments.PoolOrigin {
 
 // printPlan shows the plan as a table with one column per step; a weight that changes from
 // the column before is marked with ~, the way terraform plan marks updates.
-func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *experiments.Plan) {
+//
+// For Route 53 every weight is shown with the integer Route 53 stores beside it
+// ("0.10=26": round(w×255)) and shares are of the set's integer total, what resolvers
+// answer by; the DNS TTL and what it costs each step follow the table.
+func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *experiments.Plan, ttl time.Duration) {
 	s := &e.Spec
+	dns := s.Traffic.Provider() == experiments.ProviderRoute53
 	fmt.Fprintf(w, "Experiment %s: canary %s, baselines %s\n", e.Metadata.Name, s.Canary.Cluster, strings.Join(s.Baselines, ", "))
-	fmt.Fprintf(w, "Pool %s (%s, origin steering %s, %d origins)\n\n", pool.ID, pool.Name, pool.SteeringPolicy, len(pool.Origins))
+	if dns {
+		ref := s.Traffic.PoolRef()
+		_, name, typ, _ := route53.ParseRef(ref)
+		fmt.Fprintf(w, "Route 53 weighted record set %s %s in hosted zone %s (%d records, TTL %s; weights are fractions=Route 53 units of 255)\n\n", name, typ, ref.Account, len(pool.Origins), experiments.Duration(ttl))
+	} else {
+		fmt.Fprintf(w, "Pool %s (%s, origin steering %s, %d origins)\n\n", pool.ID, pool.Name, pool.SteeringPolicy, len(pool.Origins))
+	}
 	printPhases(w, e)
 
 	// The run's columns in order: now, [drained while the variant is applied], the steps;
@@ -151,7 +215,9 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	}
 	for _, st := range plan.Steps[1:] {
 		h := fmt.Sprintf("STEP %d (%s, %s)", st.Step, pct(st.CanaryShare), st.Hold)
-		if st.MinHold > 0 {
+		if s.Traffic.Migration() && st.Step == len(s.Traffic.Steps) {
+			h = fmt.Sprintf("STEP %d (%s, cut-over on promotion)", st.Step, pct(st.CanaryShare))
+		} else if st.MinHold > 0 {
 			h = fmt.Sprintf("STEP %d (%s, %s, min %s)", st.Step, pct(st.CanaryShare), st.Hold, st.MinHold)
 		}
 		header = append(header, h)
@@ -176,15 +242,35 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 			if j > 0 && prev.Origins[i].Weight != ow.Weight {
 				mark = "~ "
 			}
+			if dns && j == 0 {
+				// Now is the set as read, not its 0.01-grid plan weight: 127 stays 127.
+				now := poolUnits(pool)
+				row = append(row, fmt.Sprintf("%s%.2f=%d (%s)", mark, ow.Weight, now[i], pct(shareOf(now, i))))
+				continue
+			}
+			if dns {
+				row = append(row, fmt.Sprintf("%s%.2f=%d (%s)", mark, ow.Weight, route53.Units(ow.Weight), pct(unitShare(st, i))))
+				continue
+			}
 			row = append(row, fmt.Sprintf("%s%.2f (%s)", mark, ow.Weight, pct(ow.Share)))
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	totals := []string{"total", ""}
-	for _, st := range cols {
+	for j, st := range cols {
 		t := 0
-		for _, o := range st.Origins {
+		var u int64
+		for i, o := range st.Origins {
 			t += int(o.Weight*100 + 0.5)
+			if j == 0 {
+				u += poolUnits(pool)[i]
+			} else {
+				u += route53.Units(o.Weight)
+			}
+		}
+		if dns {
+			totals = append(totals, fmt.Sprintf("  %.2f=%d", float64(t)/100, u))
+			continue
 		}
 		totals = append(totals, fmt.Sprintf("  %.2f", float64(t)/100))
 	}
@@ -205,7 +291,20 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 		}
 		tw.Flush()
 	}
-	if pool.SteeringPolicy != "random" {
+	if dns {
+		now := poolUnits(pool)
+		if s.Traffic.OnRollback == experiments.OnRollbackRestore {
+			for i, o := range plan.Rollback.Origins {
+				if u := route53.Units(o.Weight); o.Cluster != "" && u != now[i] {
+					fmt.Fprintf(w, "\nNote: a rollback writes %s back as %d, not its %d now: Verdict restores weights on its 0.01 grid, which Route 53 stores as round(w×255).\n", safeText(o.Name), u, now[i])
+				}
+			}
+		}
+		fmt.Fprintf(w, "\n%s.\n", ttlAdvice(ttl, s.Analysis.Interval.Std()))
+		if ttl > s.Analysis.Interval.Std() {
+			fmt.Fprintf(w, "\nWarning: the TTL (%s) is longer than the analysis interval (%s): shorten the TTL on the record set (30-60s) or lengthen the interval.\n", experiments.Duration(ttl), s.Analysis.Interval)
+		}
+	} else if pool.SteeringPolicy != "random" {
 		fmt.Fprintf(w, "\nWarning: origin steering %q does not split traffic exactly by weight; the traffic-share check will tell how far the real split is.\n", pool.SteeringPolicy)
 	}
 	if c, ok := pool.Claim(); ok {
@@ -214,7 +313,40 @@ func printPlan(w io.Writer, e *experiments.Experiment, pool traffic.Pool, plan *
 	for _, wn := range engine.PoolWarnings(e, pool, time.Now()) {
 		fmt.Fprintf(w, "\nWarning: %s.\n", safeText(wn.Message))
 	}
+	if note := s.MigrationNote(); note != "" {
+		fmt.Fprintf(w, "\n%s%s.\n", strings.ToUpper(note[:1]), note[1:])
+	}
 	fmt.Fprintf(w, "\nNothing has been changed. %d weight change(s) over %d step(s); total hold %s.\n\n", countChanges(run), len(plan.Steps)-1, experiments.Duration(s.TotalHold()))
+}
+
+// poolUnits is every origin's Route 53 weight as read, in the pool's order (the plan's).
+func poolUnits(p traffic.Pool) []int64 {
+	out := make([]int64, len(p.Origins))
+	for i, o := range p.Origins {
+		out[i] = route53.Units(o.Weight)
+	}
+	return out
+}
+
+func shareOf(units []int64, i int) float64 {
+	var total int64
+	for _, u := range units {
+		total += u
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(units[i]) / float64(total)
+}
+
+// unitShare is origin i's share of the answers at st by Route 53's integer weights, which
+// is what resolvers split by (the plan's Share is of the 0.01-grid weights).
+func unitShare(st experiments.PlanStep, i int) float64 {
+	units := make([]int64, len(st.Origins))
+	for k, o := range st.Origins {
+		units[k] = route53.Units(o.Weight)
+	}
+	return shareOf(units, i)
 }
 
 // printPhases says what the run does before and around the weight table: its phases, how

@@ -12,13 +12,16 @@ import (
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/traffic"
+	"github.com/verdict-dev/verdict/traffic/route53"
 )
 
 // poolCheck is what `verdict check` finds about the experiment's pool: that the run would
 // find it, every mapped origin in it, who else is steering it, and what to know before the
 // first weight moves.
 type poolCheck struct {
-	// Checked is false when no Cloudflare credentials are configured (Note says so).
+	// Provider is "route53" for a Route 53 weighted record set; empty for Cloudflare.
+	Provider string `json:"provider,omitempty"`
+	// Checked is false when no credentials are configured (Note says so).
 	Checked bool   `json:"checked"`
 	Note    string `json:"note,omitempty"`
 	ID      string `json:"id,omitempty"`
@@ -32,6 +35,10 @@ type poolCheck struct {
 	Warnings []engine.PoolWarning `json:"warnings,omitempty"`
 	// Problems fail the check: the run would not start.
 	Problems []string `json:"problems,omitempty"`
+	// TTLSeconds is a Route 53 set's DNS TTL, the minimum wait after a weight change
+	// before an interval counts; Interval is the analysis interval, for the advice.
+	TTLSeconds *float64      `json:"ttlSeconds,omitempty"`
+	interval   time.Duration // the analysis interval, for the TTL advice
 }
 
 type poolCheckOrigin struct {
@@ -40,6 +47,8 @@ type poolCheckOrigin struct {
 	Present bool    `json:"present"`
 	Enabled bool    `json:"enabled"`
 	Weight  float64 `json:"weight"`
+	// Units is the record's Route 53 weight (0–255); Weight is Units/255.
+	Units *int64 `json:"units,omitempty"`
 }
 
 type poolCheckClaim struct {
@@ -51,18 +60,21 @@ type poolCheckClaim struct {
 // checkPool reads the experiment's pool the way run will. An unreachable or refusing
 // Cloudflare is an error (exit 1); a pool the run could not use is a problem in the result.
 func checkPool(ctx context.Context, g *globals, exp *experiments.Experiment, now time.Time) (*poolCheck, error) {
+	if exp.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+		return checkRecordSet(ctx, g, exp, now)
+	}
 	cf := exp.Spec.Traffic.Cloudflare
 	out := &poolCheck{ID: cf.PoolID}
 	if _, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv); errors.Is(err, traffic.ErrNoCredentials) {
 		out.Note = "not checked: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) to check the pool too"
 		return out, nil
 	}
-	steer, err := steererFromEnv(g)
+	steer, err := steererFor(ctx, g, exp)
 	if err != nil {
 		return nil, err
 	}
 	out.Checked = true
-	pool, err := steer.Pool(ctx, traffic.PoolRef{Account: cf.AccountID, Pool: cf.PoolID})
+	pool, err := steer.Pool(ctx, exp.Spec.Traffic.PoolRef())
 	switch {
 	case errors.Is(err, traffic.ErrNotFound):
 		out.Problems = append(out.Problems, fmt.Sprintf("pool %s does not exist, or the token cannot see it (spec.traffic.cloudflare.poolID)", cf.PoolID))
@@ -82,6 +94,55 @@ func checkPool(ctx context.Context, g *globals, exp *experiments.Experiment, now
 			out.Problems = append(out.Problems, fmt.Sprintf("origin %q of cluster %s is disabled in pool %s, so it would get no traffic whatever its weight", name, c, cf.PoolID))
 		}
 	}
+	out.finish(exp, pool, now, cf.PoolID)
+	return out, nil
+}
+
+// checkRecordSet is checkPool for a Route 53 weighted record set: every cluster's
+// SetIdentifier in the set, the weights in Route 53's units, and the DNS TTL.
+func checkRecordSet(ctx context.Context, g *globals, exp *experiments.Experiment, now time.Time) (*poolCheck, error) {
+	ref := exp.Spec.Traffic.PoolRef()
+	out := &poolCheck{Provider: experiments.ProviderRoute53, ID: ref.String(), interval: exp.Spec.Analysis.Interval.Std()}
+	if err := awsCredentials(ctx); err != nil {
+		out.Note = fmt.Sprintf("not checked: %s (%v)", noAWSCredentials, err)
+		return out, nil
+	}
+	steer, err := steererFor(ctx, g, exp)
+	if err != nil {
+		return nil, err
+	}
+	out.Checked = true
+	pool, ttl, err := readPoolAndTTL(ctx, steer, exp)
+	switch {
+	case errors.Is(err, traffic.ErrNotFound):
+		out.Problems = append(out.Problems, fmt.Sprintf("record set %s does not exist in hosted zone %s, or the credentials cannot see it (spec.traffic.route53): %v", ref.Pool, ref.Account, err))
+		return out, nil
+	case errors.Is(err, route53.ErrNotWeighted):
+		out.Problems = append(out.Problems, fmt.Sprintf("%v: Verdict steers weighted records only (spec.traffic.route53)", err))
+		return out, nil
+	case err != nil:
+		return nil, withCode(exitError, fmt.Errorf("read record set %s: %w", ref, err))
+	}
+	out.Name = pool.Name
+	secs := ttl.Seconds()
+	out.TTLSeconds = &secs
+	ids := exp.Spec.Traffic.Origins()
+	for _, c := range exp.Spec.Clusters() {
+		id := ids[c]
+		o, ok := pool.Origin(id)
+		u := route53.Units(o.Weight)
+		out.Origins = append(out.Origins, poolCheckOrigin{Cluster: c, Origin: id, Present: ok, Enabled: ok, Weight: o.Weight, Units: &u})
+		if !ok {
+			out.Problems = append(out.Problems, fmt.Sprintf("no record with SetIdentifier %q (cluster %s) in record set %s (spec.traffic.route53.setIdentifiers.%s)", id, c, ref, c))
+		}
+	}
+	out.finish(exp, pool, now, ref.String())
+	return out, nil
+}
+
+// finish adds what every provider's check says: whether the plan fits, the claim, the
+// last run and the warnings.
+func (out *poolCheck) finish(exp *experiments.Experiment, pool traffic.Pool, now time.Time, id string) {
 	if len(out.Problems) == 0 {
 		if _, err := experiments.WeightPlan(exp, poolOrigins(pool)); err != nil {
 			out.Problems = append(out.Problems, "the pool cannot carry this experiment: "+exp.FieldError(err).Error())
@@ -89,20 +150,23 @@ func checkPool(ctx context.Context, g *globals, exp *experiments.Experiment, now
 	}
 	if c, ok := pool.Claim(); ok {
 		out.Claim = &poolCheckClaim{Run: c.Run, Owner: c.Owner, Since: c.Since}
-		out.Problems = append(out.Problems, fmt.Sprintf("pool %s is claimed by run %s (driven by %s since %s): a run would be refused until it ends; abort it, or take the pool over if it is dead", cf.PoolID, c.Run, c.Owner, c.Since.UTC().Format(time.RFC3339)))
+		out.Problems = append(out.Problems, fmt.Sprintf("pool %s is claimed by run %s (driven by %s since %s): a run would be refused until it ends; abort it, or take the pool over if it is dead", id, c.Run, c.Owner, c.Since.UTC().Format(time.RFC3339)))
 	}
 	if lr, ok := pool.LastRun(); ok {
 		out.LastRun = &lr
 	}
 	out.Warnings = engine.PoolWarnings(exp, pool, now)
-	return out, nil
 }
 
 func printPoolCheck(w io.Writer, pc *poolCheck) {
 	if pc == nil {
 		return
 	}
-	fmt.Fprintf(w, "\nPool %s", pc.ID)
+	kind := "Pool"
+	if pc.Provider == experiments.ProviderRoute53 {
+		kind = "Route 53 record set"
+	}
+	fmt.Fprintf(w, "\n%s %s", kind, pc.ID)
 	if pc.Name != "" {
 		fmt.Fprintf(w, " (%s)", pc.Name)
 	}
@@ -113,8 +177,20 @@ func printPoolCheck(w io.Writer, pc *poolCheck) {
 	}
 	if len(pc.Origins) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  CLUSTER\tORIGIN\tWEIGHT NOW")
+		if pc.Provider == experiments.ProviderRoute53 {
+			fmt.Fprintln(tw, "  CLUSTER\tSETIDENTIFIER\tWEIGHT NOW\tROUTE 53 (of 255)")
+		} else {
+			fmt.Fprintln(tw, "  CLUSTER\tORIGIN\tWEIGHT NOW")
+		}
 		for _, o := range pc.Origins {
+			if o.Units != nil {
+				wt, u := fmt.Sprintf("%.4g", o.Weight), fmt.Sprint(*o.Units)
+				if !o.Present {
+					wt, u = "missing", "-"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", safeText(o.Cluster), safeText(o.Origin), wt, u)
+				continue
+			}
 			wt := traffic.FormatWeight(o.Weight)
 			switch {
 			case !o.Present:
@@ -125,6 +201,9 @@ func printPoolCheck(w io.Writer, pc *poolCheck) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", safeText(o.Cluster), safeText(o.Origin), wt)
 		}
 		tw.Flush()
+	}
+	if pc.TTLSeconds != nil {
+		fmt.Fprintf(w, "  %s.\n", ttlAdvice(time.Duration(*pc.TTLSeconds*float64(time.Second)), pc.interval))
 	}
 	if pc.LastRun != nil {
 		fmt.Fprintf(w, "  last run on this pool: %s, %s at %s\n", safeText(pc.LastRun.Run), safeText(pc.LastRun.Verdict), pc.LastRun.Ended.Local().Format(time.DateTime))

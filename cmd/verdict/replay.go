@@ -213,13 +213,13 @@ func bindRecords(exp *experiments.Experiment, f *recorded.File) (*recorded.Sourc
 			"no instant record for the readiness query: it must not hold at start (when the baseline is taken) and must hold once the variant is live; add lines such as {\"instant\": %q, \"at\": %q, \"value\": 0} and {\"instant\": %q, \"at\": %q, \"value\": 1}",
 			replayReadiness, f.Header.Start.Add(-time.Hour).Format(time.RFC3339), replayReadiness, f.Header.Start.Add(5*time.Minute).Format(time.RFC3339))})
 	}
-	pool := traffic.Pool{ID: exp.Spec.Traffic.Cloudflare.PoolID, Name: "replay of " + exp.Metadata.Name, Enabled: true, MinimumOrigins: 1, SteeringPolicy: "random"}
+	pool := traffic.Pool{ID: exp.Spec.Traffic.PoolRef().Pool, Name: "replay of " + exp.Metadata.Name, Enabled: true, MinimumOrigins: 1, SteeringPolicy: "random"}
 	for _, c := range exp.Spec.Clusters() {
 		w := f.Header.Weights[c]
 		if err := traffic.ValidWeight(w); err != nil {
-			errs = append(errs, &recorded.LineError{File: f.Name, Line: f.HeaderLine, Field: "weights." + c, Msg: err.Error() + " (a Cloudflare origin weight)"})
+			errs = append(errs, &recorded.LineError{File: f.Name, Line: f.HeaderLine, Field: "weights." + c, Msg: err.Error() + " (a pool weight: 0 to 1 in steps of 0.01)"})
 		}
-		pool.Origins = append(pool.Origins, traffic.Origin{Name: exp.Spec.Traffic.Cloudflare.Origins[c], Address: c, Enabled: true, Weight: w})
+		pool.Origins = append(pool.Origins, traffic.Origin{Name: exp.Spec.Traffic.Origins()[c], Address: c, Enabled: true, Weight: w})
 	}
 	if len(errs) > 0 {
 		return nil, traffic.Pool{}, errors.Join(errs...)
