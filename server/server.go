@@ -41,9 +41,10 @@ const DefaultListen = "127.0.0.1:8080"
 type Options struct {
 	Store   store.Store
 	Steerer traffic.Steerer
-	// SteererFor, when set, builds each run's own steerer with a logger that names the run
-	// (so every log line of an experiment carries its run ID); Steerer may then be nil.
-	SteererFor func(log *slog.Logger) (traffic.Steerer, error)
+	// SteererFor, when set, builds each experiment's own steerer (of its provider) with a
+	// logger that names the run (so every log line of an experiment carries its run ID);
+	// Steerer may then be nil.
+	SteererFor func(exp *experiments.Experiment, log *slog.Logger) (traffic.Steerer, error)
 
 	// Dir is the directory of experiment files to watch (a GitOps checkout). The server
 	// drives the runs started from files in it, and resumes them after a restart. Empty

@@ -127,7 +127,7 @@ func (sv *supervisor) engineFor(exp *experiments.Experiment) (eng *engine.Engine
 	log, setRun := newRunLogger(o.Logger.With("experiment", exp.Metadata.Name))
 	steer := o.Steerer
 	if o.SteererFor != nil {
-		if steer, err = o.SteererFor(log); err != nil {
+		if steer, err = o.SteererFor(exp, log); err != nil {
 			return nil, nil, nil, fmt.Errorf("steerer of %s: %w", exp.Metadata.Name, err)
 		}
 	}

@@ -63,7 +63,7 @@ func renderSnapshot(w io.Writer, banner string, exp *experiments.Experiment, s e
 	fmt.Fprintln(w, "\nWeights")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range exp.Spec.Clusters() {
-		o := exp.Spec.Traffic.Cloudflare.Origins[c]
+		o := exp.Spec.Traffic.Origins()[c]
 		cur, orig := rec.Current[o], rec.Original[o]
 		role := "baseline"
 		if c == exp.Spec.Canary.Cluster {

@@ -104,7 +104,7 @@ func runRun(ctx context.Context, g *globals, a runArgs) error {
 	if err != nil {
 		return err
 	}
-	steer, err := steererFromEnv(g)
+	steer, err := steererFor(ctx, g, exp)
 	if err != nil {
 		return err
 	}

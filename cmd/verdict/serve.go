@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
@@ -186,27 +187,41 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	}
 	log := serveLogger(g, cmd)
 	tel := server.NewTelemetry()
-	cfo, err := traffic.CloudflareOptionsFromEnv(os.LookupEnv)
-	if errors.Is(err, traffic.ErrNoCredentials) {
-		return usageErrorf("no Cloudflare credentials: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE), and CLOUDFLARE_BASE_URL for the emulator")
-	}
-	if err != nil {
-		return withCode(exitInvalid, err)
-	}
-	cfo.HTTPClient = &http.Client{Transport: tel.CloudflareTransport(nil)}
 	if a.poolMaxAge < 0 {
 		return usageErrorf("--pool-max-age must not be negative")
 	}
-	lo := cfo
-	lo.Logger = log
-	lister, err := traffic.NewCloudflare(lo)
-	if err != nil {
-		return withCode(exitInvalid, err)
+	// Cloudflare credentials are needed only by Cloudflare experiments (Route 53 ones use
+	// the AWS credential chain); without them such an experiment fails to start, saying so.
+	cfo, cfErr := traffic.CloudflareOptionsFromEnv(os.LookupEnv)
+	if cfErr != nil && !errors.Is(cfErr, traffic.ErrNoCredentials) {
+		return withCode(exitInvalid, cfErr)
 	}
-	cache := traffic.NewPoolCache(lister, traffic.PoolCacheOptions{MaxAge: a.poolMaxAge})
-	// Each run gets its own client, whose log lines name the run; their pool reads are
-	// shared through the cache (one listing per account per --pool-max-age).
-	steererFor := func(l *slog.Logger) (traffic.Steerer, error) {
+	var cache *traffic.PoolCache
+	if cfErr == nil {
+		cfo.HTTPClient = &http.Client{Transport: tel.CloudflareTransport(nil)}
+		lo := cfo
+		lo.Logger = log
+		lister, err := traffic.NewCloudflare(lo)
+		if err != nil {
+			return withCode(exitInvalid, err)
+		}
+		cache = traffic.NewPoolCache(lister, traffic.PoolCacheOptions{MaxAge: a.poolMaxAge})
+	} else {
+		log.Warn("no Cloudflare credentials (CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE): Cloudflare experiments will not start")
+	}
+	// Each run gets its own client, whose log lines name the run; Cloudflare pool reads
+	// are shared through the cache (one listing per account per --pool-max-age).
+	steererFor := func(exp *experiments.Experiment, l *slog.Logger) (traffic.Steerer, error) {
+		if exp.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+			r, err := route53FromEnv(ctx, g, exp)
+			if r == nil || err != nil {
+				return nil, err
+			}
+			return r, nil
+		}
+		if cache == nil {
+			return nil, errors.New("no Cloudflare credentials: set CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) for serve, and CLOUDFLARE_BASE_URL for the emulator")
+		}
 		o := cfo
 		o.Logger = l
 		cf, err := traffic.NewCloudflare(o)
@@ -214,9 +229,6 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 			return cf, err
 		}
 		return cache.Steerer(cf), nil
-	}
-	if _, err := steererFor(log); err != nil {
-		return withCode(exitInvalid, err)
 	}
 	if a.leaseTTL <= 0 {
 		return usageErrorf("--lease-ttl must be positive")

@@ -332,7 +332,7 @@ func runAction(ctx context.Context, g *globals, a actionArgs) error {
 		return err
 	}
 	// Nobody drives the run: carry the action out here, from the stored spec.
-	steer, err := steererFromEnv(g)
+	steer, err := steererFor(ctx, g, exp)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,9 @@ func (e *APIError) Is(target error) bool {
 		return e.Code == "NoSuchHostedZone"
 	case ErrThrottled:
 		return throttleCode(e.Code)
-	case ErrAccessDenied:
+	case ErrAccessDenied, traffic.ErrUnauthorized:
+		// traffic.ErrUnauthorized too, so the engine fails or pauses at once, as for a
+		// refused Cloudflare token, instead of retrying until noDataTimeout.
 		return accessCode(e.Code) || e.Status == 401 || e.Status == 403
 	}
 	return false
