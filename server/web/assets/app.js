@@ -153,11 +153,24 @@
   // ---- charts -------------------------------------------------------------------------
   // lineChart draws series of [time, value] points, an optional band of [time, lo, hi],
   // and horizontal reference lines, in a responsive SVG.
+  // niceTicks returns round tick values (steps of 1, 2, 2.5 or 5 × 10^k) covering [lo, hi],
+  // and the axis range they span.
+  function niceTicks(lo, hi, n) {
+    const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((x) => x >= raw) || mag * 10;
+    const start = Math.floor(lo / step) * step, end = Math.ceil(hi / step) * step;
+    const ticks = [];
+    for (let v = start; v <= end + step / 2; v += step) ticks.push(Math.round(v / step) * step);
+    return { ticks, lo: start, hi: end };
+  }
+
+  // lineChart draws series of [t, y] points (a null y breaks the line: no data in between),
+  // a band of [t, lo, hi] points (null bounds leave a gap), and labelled reference lines.
   function lineChart({ series = [], band = null, hlines = [], yfmt = null, step = false, ymin, ymax }) {
     const W = 600, H = 210, L = 56, R = 10, T = 10, B = 26;
-    const pts = series.flatMap((x) => x.points);
+    const pts = series.flatMap((x) => x.points).filter((p) => p[1] !== null);
     const all = pts.map((p) => p[1]).concat(hlines.map((l) => l.y));
-    if (band) band.points.forEach((p) => { all.push(p[1], p[2]); });
+    if (band) band.points.forEach((p) => { if (p[1] !== null) all.push(p[1], p[2]); });
     const ts = pts.map((p) => p[0]).concat(band ? band.points.map((p) => p[0]) : [], series.filter((x) => x.until).map((x) => x.until));
     const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img' });
     if (!ts.length) {
@@ -171,7 +184,17 @@
     // A flat series (or one varying in its last digits) gets a readable range around it.
     const mag = Math.max(Math.abs(y0), Math.abs(y1));
     if (y1 - y0 < mag * 1e-3 || y1 === y0) { const c = (y0 + y1) / 2, d = mag * 0.01 || 1; y0 = c - d; y1 = c + d; }
-    const pad = (y1 - y0) * 0.08; if (ymin === undefined) y0 -= pad; if (ymax === undefined) y1 += pad;
+    // Round ticks, and a labelled tick at every reference line (zero, the tolerance): a line
+    // between two labels makes the reader guess its value. Nice ticks too close to one are
+    // dropped so the labels never collide.
+    const nt = niceTicks(y0, y1, 4);
+    if (ymin === undefined || nt.lo >= ymin) y0 = nt.lo;
+    if (ymax === undefined || nt.hi <= ymax) y1 = nt.hi;
+    const refs = hlines.map((l) => l.y).filter((v) => v >= y0 && v <= y1);
+    const minGap = 14 * (y1 - y0) / (H - T - B);
+    const ticks = nt.ticks.filter((v) => v >= y0 - 1e-12 && v <= y1 + 1e-12 && !refs.some((r) => Math.abs(r - v) > 1e-12 && Math.abs(r - v) < minGap));
+    for (const r of refs) if (!ticks.some((v) => Math.abs(v - r) <= 1e-12)) ticks.push(r);
+    ticks.sort((a, b) => a - b);
     if (!yfmt) {
       // Enough decimals to tell the ticks apart.
       const digits = Math.max(0, Math.min(8, Math.ceil(-Math.log10((y1 - y0) / 4)) + 1));
@@ -180,31 +203,56 @@
     const X = (t) => L + (W - L - R) * (t - t0) / (t1 - t0);
     const Y = (v) => T + (H - T - B) * (1 - (Math.max(y0, Math.min(y1, v)) - y0) / (y1 - y0));
     svg.append(s('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B }));
-    for (let i = 0; i <= 4; i++) {
-      const v = y0 + (y1 - y0) * i / 4;
+    for (const v of ticks) {
       svg.append(s('line', { class: 'axis', x1: L, x2: W - R, y1: Y(v), y2: Y(v), 'stroke-opacity': 0.5 }));
-      svg.append(s('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end', text: yfmt(v) }));
+      svg.append(s('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end', text: yfmt(Math.abs(v) < 1e-12 ? 0 : v) }));
     }
     svg.append(s('text', { x: L, y: H - 8, text: time(t0) }));
     svg.append(s('text', { x: W - R, y: H - 8, 'text-anchor': 'end', text: time(t1) }));
     if (band && band.points.length) {
-      const up = band.points.map((p) => `${X(p[0])},${Y(p[2])}`);
-      const down = band.points.slice().reverse().map((p) => `${X(p[0])},${Y(p[1])}`);
-      svg.append(s('polygon', { class: 'band', points: up.concat(down).join(' ') }));
+      // One polygon per run of points with bounds: a gap (a pause, bounds not yet
+      // meaningful) is drawn as a gap, not pinched to the estimate.
+      let run = [];
+      const flush = () => {
+        if (run.length > 1) {
+          const up = run.map((p) => `${X(p[0])},${Y(p[2])}`);
+          const down = run.slice().reverse().map((p) => `${X(p[0])},${Y(p[1])}`);
+          svg.append(s('polygon', { class: 'band', points: up.concat(down).join(' ') }));
+        }
+        run = [];
+      };
+      for (const p of band.points) { if (p[1] === null || p[2] === null) flush(); else run.push(p); }
+      flush();
     }
     for (const l of hlines) if (l.y >= y0 && l.y <= y1) svg.append(s('line', { class: l.cls, x1: L, x2: W - R, y1: Y(l.y), y2: Y(l.y) }));
     for (const x of series) {
       if (!x.points.length) continue;
-      let d = '';
-      x.points.forEach((p, i) => {
-        if (i === 0) d += `M${X(p[0])},${Y(p[1])}`;
+      let d = '', pen = false;
+      for (const p of x.points) {
+        if (p[1] === null) { pen = false; continue; }
+        if (!pen) d += `M${X(p[0])},${Y(p[1])}`;
         else if (step) d += `H${X(p[0])}V${Y(p[1])}`;
         else d += `L${X(p[0])},${Y(p[1])}`;
-      });
-      if (step && x.until) d += `H${X(x.until)}`;
-      svg.append(s('path', { class: x.cls, d }));
+        pen = true;
+      }
+      if (step && x.until && pen) d += `H${X(x.until)}`;
+      if (d) svg.append(s('path', { class: x.cls, d }));
     }
     return svg;
+  }
+
+  // withGaps inserts a break (a null point) where consecutive points are further apart
+  // than 1.5 times the usual spacing: a pause or an outage has no data to draw through.
+  function withGaps(points) {
+    if (points.length < 3) return points;
+    const d = points.slice(1).map((p, i) => p[0] - points[i][0]).sort((a, b) => a - b);
+    const usual = d[Math.floor(d.length / 2)];
+    const out = [points[0]];
+    for (let i = 1; i < points.length; i++) {
+      if (usual > 0 && points[i][0] - points[i - 1][0] > 1.5 * usual) out.push([points[i][0], null, null]);
+      out.push(points[i]);
+    }
+    return out;
   }
   const legend = (...items) => h('div', { class: 'legend' }, items.map(([cls, text]) => h('span', {}, h('i', { class: cls }), text)));
 
@@ -452,13 +500,15 @@
         if (!k || !k.interval || !k.interval.intervals) continue;
         const t = Date.parse(d.at), iv = k.interval;
         est.push([t, iv.estimate]);
-        bandPts.push([t, iv.lower_bounded ? iv.lower : -Infinity, iv.upper_bounded ? iv.upper : Infinity]);
+        // Before the sequence is ready its bounds mean nothing: no band rather than one
+        // pinched to the estimate.
+        bandPts.push(iv.ready === false ? [t, null, null] : [t, iv.lower_bounded ? iv.lower : -Infinity, iv.upper_bounded ? iv.upper : Infinity]);
         tol = (k.harm === 'decrease' ? -1 : 1) * k.tolerance;
       }
       const lo = Math.min(...est.map((p) => p[1]), tol || 0, 0), hi = Math.max(...est.map((p) => p[1]), tol || 0, 0);
       const span = Math.max(hi - lo, 0.05);
       out.push(h('div', { class: 'card chart', 'data-kpi': name }, h('h3', { text: name + ': effect with its confidence sequence' }),
-        lineChart({ series: [{ cls: 'canary', points: est }], band: { points: bandPts }, hlines: [{ y: 0, cls: 'zero' }].concat(tol !== null ? [{ y: tol, cls: 'tol' }] : []),
+        lineChart({ series: [{ cls: 'canary', points: withGaps(est) }], band: { points: withGaps(bandPts) }, hlines: [{ y: 0, cls: 'zero' }].concat(tol !== null ? [{ y: tol, cls: 'tol' }] : []),
           yfmt: signedPct, ymin: lo - span * 0.6, ymax: hi + span * 0.6 }),
         legend(['l-canary', 'effect (canary vs baselines)'], ['l-band', 'anytime-valid bounds'], ['l-tol', 'tolerance'])));
     }
@@ -474,7 +524,7 @@
         canary.push([t, v.canary]); base.push([t, v.baseline]);
       }
       out.push(h('div', { class: 'card chart', 'data-values': name }, h('h3', { text: name + ': canary vs baselines' }),
-        lineChart({ series: [{ cls: 'base', points: base }, { cls: 'canary', points: canary }], yfmt: null }),
+        lineChart({ series: [{ cls: 'base', points: withGaps(base) }, { cls: 'canary', points: withGaps(canary) }], yfmt: null }),
         legend(['l-canary', 'canary'], ['l-base', 'baselines (pooled)'])));
     }
     out.push(h('div', { class: 'card chart', id: 'weights-chart' }, h('h3', { text: 'Weights over time' }), weightsChart(st)));
