@@ -53,6 +53,12 @@ type Options struct {
 	// TakeOverPool takes over a pool another run claims (traffic.Claimer): the claim is
 	// replaced and an event says whose it was. Only for a claim whose run is known dead.
 	TakeOverPool bool
+	// SyncTimeout bounds the write-back of the weights into the declared source of truth
+	// at the end of a run; default DefaultSyncTimeout.
+	SyncTimeout time.Duration
+	// ReportLink names the run's report in write-back commits and pull requests; default
+	// "verdict report RUN-ID". serve passes its URL.
+	ReportLink func(runID string) string
 }
 
 // Engine starts and resumes runs.

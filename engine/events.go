@@ -203,6 +203,8 @@ var payloads = map[string]func() any{
 	EventAction:           func() any { return new(ActionData) },
 	EventNotification:     func() any { return new(NotificationData) },
 	EventRunEnded:         func() any { return new(RunEndedData) },
+	EventSourceChecked:    func() any { return new(SourceCheckData) },
+	EventSourceSynced:     func() any { return new(SourceSyncData) },
 }
 
 // DecodeData decodes the data of an event of type typ into its payload type, returned as

@@ -79,6 +79,10 @@ type book struct {
 	TTL     time.Duration `json:"ttl,omitempty"`
 	TTLRead bool          `json:"ttlRead,omitempty"`
 	Warned  bool          `json:"warned,omitempty"` // the preflight warnings were given
+	// SourceChecked: preflight compared the declared source of truth with the pool.
+	SourceChecked bool `json:"sourceChecked,omitempty"`
+	// Sync is what the write-back into the source of truth did at the end of the run.
+	Sync *SourceSyncData `json:"sync,omitempty"`
 }
 
 // Run is one live run of an experiment.
@@ -306,6 +310,9 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 		return err
 	}
 	if read, err := r.readTTL(ctx, now); err != nil || !read {
+		return err
+	}
+	if ok, err := r.checkSource(ctx, now, pool); err != nil || !ok {
 		return err
 	}
 	var origins []experiments.PoolOrigin
@@ -1141,6 +1148,9 @@ func (r *Run) end(ctx context.Context, now time.Time, state store.State, verdict
 		return err
 	}
 	if err := r.release(ctx, now); err != nil {
+		return err
+	}
+	if err := r.syncSource(ctx, now); err != nil {
 		return err
 	}
 	r.notify(ctx, "verdict", fmt.Sprintf("%s %s: %s", r.exp.Metadata.Name, strings.ReplaceAll(verdict, "_", " "), reason))

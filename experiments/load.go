@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -117,6 +118,9 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 			d.decode(n, reflect.ValueOf(e).Elem(), "")
 		}
 		e.positions, e.nulls = d.positions, d.nulls
+		if sot := e.Spec.Traffic.SourceOfTruth; sot != nil {
+			sot.Dir = absDir(name)
+		}
 		errs = append(errs, d.errs...)
 		if n.Kind == yaml.MappingNode {
 			// Validate even after decoding errors, so one run shows every problem; a field
@@ -152,6 +156,16 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		return exps, err
 	}
 	return exps, nil
+}
+
+// absDir is the absolute directory of the experiment file name, against which a source of
+// truth's relative paths resolve.
+func absDir(name string) string {
+	d, err := filepath.Abs(filepath.Dir(name))
+	if err != nil {
+		return filepath.Dir(name)
+	}
+	return d
 }
 
 // truncated reports a file that ends with a key and no value (`prePeriod:` and nothing

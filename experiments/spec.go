@@ -144,6 +144,10 @@ type Traffic struct {
 	OnPromote string `yaml:"onPromote" json:"onPromote"`
 	// OnRollback is restore (original weights) or drain (canary to 0, baselines take its share).
 	OnRollback string `yaml:"onRollback" json:"onRollback"`
+	// SourceOfTruth, when set, is where the pool's weights are declared in Git (a
+	// Terraform or values file): compared before the run, written back after an ending
+	// that changes the intended weights.
+	SourceOfTruth *SourceOfTruth `yaml:"sourceOfTruth" json:"sourceOfTruth,omitempty"`
 }
 
 // On* values.

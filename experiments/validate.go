@@ -72,6 +72,7 @@ func (e *Experiment) Validate() ErrorList {
 	v.clusters()
 	v.apply()
 	v.traffic()
+	v.sourceOfTruth()
 	v.prometheus()
 	v.kpis()
 	v.analysis()

@@ -148,6 +148,14 @@ func (h *htmlWriter) write() {
 		}
 		h.p("</tbody></table>\n")
 	}
+	if s := r.SourceOfTruth; s != nil {
+		h.p("<h2>Source of truth</h2>\n")
+		if s.PullRequest != "" && strings.HasPrefix(s.PullRequest, "https://") {
+			h.p("<p>%s <a href=\"%s\">%s</a></p>\n", esc(sourceSyncText(r.Experiment.RunID, s)), esc(s.PullRequest), esc(s.PullRequest))
+		} else {
+			h.p("<p>%s</p>\n", esc(sourceSyncText(r.Experiment.RunID, s)))
+		}
+	}
 	if len(r.Notes) > 0 {
 		h.p("<h2>Notes</h2><ul>")
 		for _, n := range r.Notes {

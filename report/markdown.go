@@ -161,6 +161,10 @@ func (m *mdWriter) write() {
 		}
 		m.p("")
 	}
+	if s := r.SourceOfTruth; s != nil {
+		m.p("## Source of truth\n")
+		m.p("%s\n", cell(sourceSyncText(r.Experiment.RunID, s)))
+	}
 	if len(r.Notes) > 0 {
 		m.p("## Notes\n")
 		for _, n := range r.Notes {

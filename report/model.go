@@ -11,6 +11,7 @@
 package report
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -73,6 +74,31 @@ type Report struct {
 	PrePeriod *PrePeriod `json:"prePeriod,omitempty"`
 	// Notes are caveats a reader should know (missing data, skipped intervals).
 	Notes []string `json:"notes"`
+	// SourceOfTruth is what the run's write-back into the declared source of truth did
+	// (spec.traffic.sourceOfTruth): the file, branch, commit and pull request, or the
+	// error. Absent when nothing was to be written back.
+	SourceOfTruth *SourceSync `json:"sourceOfTruth,omitempty"`
+}
+
+// SourceSync is the write-back of a run's final weights into a Terraform or values file.
+type SourceSync struct {
+	// Source is the file and the expression or key path.
+	Source string `json:"source"`
+	// Ending is what changed the intended weights, e.g. "promote (keep)".
+	Ending string `json:"ending"`
+	// Changes is how many weights the write-back changed in the file.
+	Changes     int    `json:"changes"`
+	Written     bool   `json:"written,omitempty"`
+	Branch      string `json:"branch,omitempty"`
+	Commit      string `json:"commit,omitempty"`
+	Base        string `json:"base,omitempty"`
+	PullRequest string `json:"pullRequest,omitempty"`
+	// UpToDate: the file already held the weights; nothing was committed.
+	UpToDate bool `json:"upToDate,omitempty"`
+	// Error is why the write-back failed; the verdict stands.
+	Error string `json:"error,omitempty"`
+	// Summary is the sentence the Markdown and HTML reports show.
+	Summary string `json:"summary"`
 }
 
 // Experiment says what was tried and, for a run, how it went.
@@ -452,4 +478,12 @@ type PrePeriod struct {
 	To time.Time `json:"to"`
 	// Intervals counts the pre-period intervals.
 	Intervals int `json:"intervals"`
+}
+
+// sourceSyncText is the write-back as one sentence, for the Markdown and HTML reports.
+func sourceSyncText(runID string, s *SourceSync) string {
+	if s.Error != "" {
+		return fmt.Sprintf("The run ended with %s, but writing its weights back into %s failed: %s. The verdict stands; run `verdict sync %s` to retry.", s.Ending, s.Source, s.Error, runID)
+	}
+	return "After " + s.Ending + ": " + s.Summary + "."
 }

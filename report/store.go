@@ -160,6 +160,13 @@ func timeline(r *Report, run *store.Run, exp *experiments.Experiment, evs []stor
 				}
 				r.Steps = append(r.Steps, s)
 			}
+		case engine.EventSourceSynced:
+			d, err := engine.DecodeEventData[engine.SourceSyncData](ev.Data)
+			if err != nil {
+				continue
+			}
+			r.SourceOfTruth = &SourceSync{Source: d.Source, Ending: d.Ending, Changes: d.Changes, Written: d.Written, Branch: d.Branch, Commit: d.Commit,
+				Base: d.Base, PullRequest: d.PullRequest, UpToDate: d.UpToDate, Error: d.Error, Summary: d.Summary()}
 		case engine.EventPrecondition:
 			var d struct {
 				Name   string   `json:"name"`

@@ -22,6 +22,8 @@ type checkArgs struct {
 	file       string
 	experiment string
 	history    *time.Duration // nil: the experiment's analysis.history
+	// acceptDrift accepts a source of truth that disagrees with the pool.
+	acceptDrift bool
 }
 
 func newCheckCmd(g *globals) *cobra.Command {
@@ -37,7 +39,9 @@ apart for the interval, stale series, counter resets, too little traffic, a fail
 precondition. With Cloudflare credentials it reads the pool as the run will: it must exist
 with every mapped origin enabled and no other run's claim on it; it shows the current
 weights, the pool's last run, and warns when step 1 would undo a recent promotion or lower a
-canary that carries more than an even share. Nothing is changed.
+canary that carries more than an even share. With spec.traffic.sourceOfTruth it compares the
+declared weights (Terraform or a values file) with the pool and shows a mismatch the way
+terraform plan would: a problem unless --accept-drift. Nothing is changed.
 
 It then learns each KPI's noise model from the recent history (--history, by default the
 experiment's analysis.history, as the run will) and prints it: how noisy an interval is beyond
@@ -63,6 +67,7 @@ input, 6 a check failed.`,
 		},
 	}
 	cmd.Flags().StringVar(&a.experiment, "experiment", "", "check this experiment of a multi-document file")
+	cmd.Flags().BoolVar(&a.acceptDrift, "accept-drift", false, "do not fail when spec.traffic.sourceOfTruth disagrees with the live pool (it is still shown)")
 	cmd.Flags().DurationVar(&history, "history", 0, "how much recent history to learn the noise from and replay in the forecast (default: the experiment's analysis.history; 0 skips both)")
 	return cmd
 }
@@ -104,6 +109,7 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 	if err != nil {
 		return err
 	}
+	pc.checkSource(exp, a.acceptDrift)
 	ok := rep.OK && len(pc.Problems) == 0
 	history := exp.Spec.Analysis.History.Std()
 	if a.history != nil {

@@ -105,13 +105,18 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		if err != nil {
 			return withCode(exitInvalid, e.FieldError(err))
 		}
+		drift := compareSource(e, pool.Weights())
 		if g.json() {
-			if err := writeJSON(g.stdout, newPlanJSON(e, plan, ttl)); err != nil {
+			pj := newPlanJSON(e, plan, ttl)
+			pj.SourceOfTruth = drift
+			if err := writeJSON(g.stdout, pj); err != nil {
 				return withCode(exitError, err)
 			}
 			continue
 		}
 		printPlan(g.stdout, e, pool, plan, ttl)
+		accepted := drift != nil && e.Spec.Traffic.SourceOfTruth.OnMismatch == experiments.OnMismatchWarn
+		printSourceDrift(g.stdout, drift, accepted)
 	}
 	return nil
 }
@@ -131,6 +136,8 @@ type planJSON struct {
 	// Route53 is set for a Route 53 experiment: the record set, its TTL and every weight
 	// in Route 53's units.
 	Route53 *planRoute53 `json:"route53,omitempty"`
+	// SourceOfTruth compares spec.traffic.sourceOfTruth with the pool.
+	SourceOfTruth *sourceDrift `json:"sourceOfTruth,omitempty"`
 	*experiments.Plan
 }
 

@@ -39,6 +39,11 @@ type poolCheck struct {
 	// before an interval counts; Interval is the analysis interval, for the advice.
 	TTLSeconds *float64      `json:"ttlSeconds,omitempty"`
 	interval   time.Duration // the analysis interval, for the TTL advice
+	// SourceOfTruth compares the declared weights (spec.traffic.sourceOfTruth) with the
+	// pool; a mismatch is a problem unless accepted.
+	SourceOfTruth *sourceDrift `json:"sourceOfTruth,omitempty"`
+	live          traffic.Weights
+	acceptDrift   bool
 }
 
 type poolCheckOrigin struct {
@@ -143,6 +148,7 @@ func checkRecordSet(ctx context.Context, g *globals, exp *experiments.Experiment
 // finish adds what every provider's check says: whether the plan fits, the claim, the
 // last run and the warnings.
 func (out *poolCheck) finish(exp *experiments.Experiment, pool traffic.Pool, now time.Time, id string) {
+	out.live = pool.Weights()
 	if len(out.Problems) == 0 {
 		if _, err := experiments.WeightPlan(exp, poolOrigins(pool)); err != nil {
 			out.Problems = append(out.Problems, "the pool cannot carry this experiment: "+exp.FieldError(err).Error())
@@ -213,5 +219,30 @@ func printPoolCheck(w io.Writer, pc *poolCheck) {
 	}
 	for _, p := range pc.Problems {
 		fmt.Fprintf(w, "  ERROR: %s\n", safeText(p))
+	}
+	printSourceDrift(w, pc.SourceOfTruth, pc.acceptDrift)
+}
+
+// checkSource compares the declared source of truth with the pool read: a mismatch (or a
+// file that cannot be read) is a problem unless accept (--accept-drift) or the spec's
+// onMismatch: warn accepts it.
+func (pc *poolCheck) checkSource(exp *experiments.Experiment, accept bool) {
+	if pc == nil || !pc.Checked || pc.live == nil {
+		return
+	}
+	d := compareSource(exp, pc.live)
+	if d == nil {
+		return
+	}
+	pc.SourceOfTruth = d
+	if sot := exp.Spec.Traffic.SourceOfTruth; sot.OnMismatch == experiments.OnMismatchWarn {
+		accept = true
+	}
+	pc.acceptDrift = accept
+	switch {
+	case d.Error != "":
+		pc.Problems = append(pc.Problems, "source of truth: "+d.Error)
+	case !d.InSync && !accept:
+		pc.Problems = append(pc.Problems, fmt.Sprintf("source of truth %s disagrees with the live pool (%d origins): the next apply would move traffic; a run ends check_failed (--accept-drift to accept here)", d.Source, len(d.Plan.Changes)))
 	}
 }
