@@ -65,7 +65,8 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	c := &client{t: t, base: s.URL()}
 	id := c.waitRun("good")
 	phase := func(p string) bool {
-		return len(w.promQuery(`verdict_experiment_phase{experiment="good",run="`+id+`",phase="`+p+`"} == 1`)) == 1
+		return len(w.promQuery(`verdict_experiment_phase{experiment="good",phase="`+p+`"} == 1`)) == 1 &&
+			len(w.promQuery(`verdict_experiment_info{experiment="good",run="`+id+`"}`)) == 1
 	}
 	eventually(t, "Ramping scraped", func() bool { return phase("Ramping") })
 	eventually(t, "run promoted", func() bool { return c.run(id).State == store.StatePromoted })
@@ -82,6 +83,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	if len(w.promQuery(`verdict_cloudflare_requests_total{code="200"} > 0`)) == 0 {
 		t.Errorf("cloudflare requests not scraped")
 	}
+
 	if len(w.promQuery(`verdict_prometheus_query_duration_seconds_count{experiment="good"} > 0`)) == 0 {
 		t.Errorf("query latency not scraped")
 	}
@@ -122,6 +124,21 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 		if !strings.Contains(buf.String(), name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+
+	// Running the experiment again replaces its series instead of adding a set per run.
+	w.write("good.yaml", strings.Replace(w.experiment("good", "a", "3m"), "test experiment good", "test experiment good, again", 1)+"  notify:\n    - webhook: {url: \"${HOOK_URL}\"}\n")
+	s.Rescan()
+	var id2 string
+	eventually(t, "the second run", func() bool { id2 = c.waitRun("good"); return id2 != id })
+	eventually(t, "the second run scraped", func() bool {
+		return len(w.promQuery(`verdict_experiment_info{experiment="good",run="`+id2+`"}`)) == 1
+	})
+	if n := len(w.promQuery(`verdict_experiment_info{experiment="good"}`)); n != 1 {
+		t.Errorf("%d info series for experiment good after a second run, want 1", n)
+	}
+	if n := len(w.promQuery(`verdict_experiment_phase{experiment="good"}`)); n != len(states) {
+		t.Errorf("%d phase series for experiment good after a second run, want %d", n, len(states))
 	}
 }
 

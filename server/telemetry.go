@@ -168,7 +168,9 @@ func (s *timedSource) record(kind string, start time.Time, err error) {
 }
 
 // runCollector turns the supervised runs' snapshots into gauges at scrape time, so a
-// finished or forgotten run leaves no stale series behind.
+// finished or forgotten run leaves no stale series behind. Series are per experiment, from
+// its latest run: a label per run would grow without bound as experiments are re-run, so
+// only verdict_experiment_info names the run (join on experiment for it).
 type runCollector struct {
 	mu                                    sync.Mutex
 	sups                                  map[*supervisor]bool
@@ -180,9 +182,9 @@ var states = []store.State{store.StatePending, store.StatePreflight, store.State
 	store.StateRollingBack, store.StateRolledBack, store.StatePaused, store.StateAborted, store.StateFailed}
 
 func newRunCollector() *runCollector {
-	l := []string{"experiment", "run"}
+	l := []string{"experiment"}
 	return &runCollector{sups: map[*supervisor]bool{},
-		info:     prometheus.NewDesc("verdict_experiment_info", "An experiment run supervised by this server (value 1).", []string{"experiment", "run", "pool", "canary", "file"}, nil),
+		info:     prometheus.NewDesc("verdict_experiment_info", "The latest run of each experiment supervised by this server (value 1).", []string{"experiment", "run", "pool", "canary", "file"}, nil),
 		phase:    prometheus.NewDesc("verdict_experiment_phase", "1 for the run's current phase (state), 0 for the others.", append(l, "phase"), nil),
 		weight:   prometheus.NewDesc("verdict_experiment_canary_weight", "The canary's share of the experiment's traffic (0–1), from the last weights confirmed by read-back.", l, nil),
 		step:     prometheus.NewDesc("verdict_experiment_step", "The run's current traffic step (0 before the first change).", l, nil),
@@ -208,7 +210,14 @@ func (c *runCollector) Collect(ch chan<- prometheus.Metric) {
 		runs = append(runs, sv.list()...)
 	}
 	c.mu.Unlock()
+	// The latest run of each experiment (run IDs sort by start time).
+	latest := map[string]*runner{}
 	for _, r := range runs {
+		if cur, ok := latest[r.experiment]; !ok || r.id > cur.id {
+			latest[r.experiment] = r
+		}
+	}
+	for _, r := range latest {
 		s := r.snapshot()
 		exp, id := r.experiment, r.id
 		canary := r.exp.Spec.Canary.Cluster
@@ -218,29 +227,29 @@ func (c *runCollector) Collect(ch chan<- prometheus.Metric) {
 			if s.Run.State == st {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, v, exp, id, string(st))
+			ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, v, exp, string(st))
 		}
 		if share, ok := canaryShare(r, s.Run); ok {
-			ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, share, exp, id)
+			ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, share, exp)
 		}
-		ch <- prometheus.MustNewConstMetric(c.step, prometheus.GaugeValue, float64(s.Run.Step), exp, id)
+		ch <- prometheus.MustNewConstMetric(c.step, prometheus.GaugeValue, float64(s.Run.Step), exp)
 		if s.Decision == nil {
 			continue
 		}
 		for _, k := range s.Decision.KPIs {
-			ch <- prometheus.MustNewConstMetric(c.effect, prometheus.GaugeValue, k.Interval.Estimate, exp, id, k.Name)
+			ch <- prometheus.MustNewConstMetric(c.effect, prometheus.GaugeValue, k.Interval.Estimate, exp, k.Name)
 			if k.Interval.LowerBounded {
-				ch <- prometheus.MustNewConstMetric(c.lower, prometheus.GaugeValue, k.Interval.Lower, exp, id, k.Name)
+				ch <- prometheus.MustNewConstMetric(c.lower, prometheus.GaugeValue, k.Interval.Lower, exp, k.Name)
 			}
 			if k.Interval.UpperBounded {
-				ch <- prometheus.MustNewConstMetric(c.upper, prometheus.GaugeValue, k.Interval.Upper, exp, id, k.Name)
+				ch <- prometheus.MustNewConstMetric(c.upper, prometheus.GaugeValue, k.Interval.Upper, exp, k.Name)
 			}
 			for _, st := range []string{"harm", "non-inferior", "inconclusive", "no data"} {
 				v := 0.0
 				if string(k.Status) == st {
 					v = 1
 				}
-				ch <- prometheus.MustNewConstMetric(c.kpiState, prometheus.GaugeValue, v, exp, id, k.Name, st)
+				ch <- prometheus.MustNewConstMetric(c.kpiState, prometheus.GaugeValue, v, exp, k.Name, st)
 			}
 		}
 	}
