@@ -90,8 +90,17 @@ func runScenario(t *testing.T, name string) (store.Run, traffic.Weights, traffic
 	}
 	defer f.Close()
 	ctx := context.Background()
-	if err := f.Scrape(ctx); err != nil {
-		t.Fatal(err)
+	// The first scrape only warms the TSDB; on a loaded machine a 1s scrape can time out,
+	// which is not what these scenarios test, so it is retried.
+	for attempt := 1; ; attempt++ {
+		err := f.Scrape(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 5 {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
 	}
 	exps, err := experiments.LoadFile(f.ExperimentFile(), experiments.LoadOptions{})
 	if err != nil {
