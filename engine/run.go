@@ -83,6 +83,16 @@ type book struct {
 	SourceChecked bool `json:"sourceChecked,omitempty"`
 	// Sync is what the write-back into the source of truth did at the end of the run.
 	Sync *SourceSyncData `json:"sync,omitempty"`
+	// Health marks when the set of unhealthy experiment origins changed (the last one at
+	// or before LastEnd, and those after), for the share check's expectations; HealthHold
+	// names the origins a step or promotion is being held for (see health.go).
+	Health     []healthMark `json:"health,omitempty"`
+	HealthHold string       `json:"healthHold,omitempty"`
+	// FreshChecked: the preflight found every cluster's KPI series fresh (stale.go).
+	FreshChecked bool `json:"freshChecked,omitempty"`
+	// Pending is the newest interval read but not judged yet, waiting for its counts to
+	// settle (settle.go).
+	Pending *pendingInterval `json:"pending,omitempty"`
 }
 
 // Run is one live run of an experiment.
@@ -101,6 +111,14 @@ type Run struct {
 	undecided bool
 	// renew: the run was resumed by this process, whose claim on the pool is to be renewed.
 	renew bool
+	// Origin health as read this tick while ramping: healthRead is false when the Steerer
+	// cannot read it; healthErr is a failed read; unhealthy names the experiment origins
+	// found unhealthy and healthMsg says so.
+	healthRead bool
+	healthAt   time.Time
+	healthErr  error
+	unhealthy  []string
+	healthMsg  string
 	// snap is what Snapshot and Record return: published by the stepping goroutine, read by
 	// views from any goroutine.
 	snap atomic.Pointer[Snapshot]
@@ -288,6 +306,9 @@ func (r *Run) preflight(ctx context.Context, now time.Time) error {
 	if done, err := r.applyVariant(ctx, now); err != nil || !done || r.Done() || r.rec.Intent != nil {
 		return err
 	}
+	if ok, err := r.healthBeforeChange(ctx, now); err != nil || !ok {
+		return err
+	}
 	r.book.RampStart = now
 	r.book.LastDataAt = now // and again when step 1 lands: a slow write is not a data gap
 	r.book.Faults = 0
@@ -345,6 +366,12 @@ func (r *Run) prepare(ctx context.Context, now time.Time) error {
 		}
 	}
 
+	if ok, err := r.healthBeforeChange(ctx, now); err != nil || !ok {
+		return err
+	}
+	if ok, err := r.checkFresh(ctx, now); err != nil || !ok {
+		return err
+	}
 	if ok, failed, err := r.checkPreconditions(ctx, now); err != nil {
 		if now.Sub(r.rec.StartedAt) > timeout {
 			return r.end(ctx, now, store.StateFailed, VerdictFailed, fmt.Sprintf("preconditions could not be evaluated for %s: %v", timeout, err), r.e.opts.Who)
@@ -885,6 +912,7 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 	if stop, err := r.checkDrift(ctx, now); err != nil || stop {
 		return err
 	}
+	r.observeHealth(ctx, now, false)
 	d, stop, err := r.assess(ctx, now)
 	if err != nil || stop {
 		return err
@@ -896,6 +924,9 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 		if r.rec.Step >= r.exp.Spec.Traffic.JudgedSteps() {
 			return nil
 		}
+		if hold, err := r.holdForHealth(ctx, now, fmt.Sprintf("step %d", r.rec.Step+1)); err != nil || hold {
+			return err
+		}
 		if ok, failed, err := r.checkPreconditions(ctx, now); err != nil {
 			return r.fault(ctx, now, "evaluate preconditions before advancing", err)
 		} else if !ok {
@@ -904,6 +935,9 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 		next := r.rec.Step + 1
 		return r.setWeights(ctx, now, fmt.Sprintf("step:%d", next), r.book.Plan[next])
 	case analysis.Promote:
+		if hold, err := r.holdForHealth(ctx, now, "the promotion"); err != nil || hold {
+			return err
+		}
 		return r.promote(ctx, now, d.Reason, r.e.opts.Who)
 	}
 	if maxed && a.OnInconclusive == experiments.OnInconclusivePause {
@@ -988,19 +1022,43 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 		return 0, nil
 	}
 	clusters := r.exp.Spec.Clusters()
+	ends := rng.Ends()
+	var evs []store.Event
+	// The newest interval may still be filling in (late samples): judged once settled.
+	last := ends[len(ends)-1]
+	lastObs, _ := r.ev.Observe(data, last)
+	if ok, note := r.settled(now, last, lastObs); !ok {
+		ends = ends[:len(ends)-1]
+		rng.End = last.Add(-iv)
+		if len(ends) == 0 {
+			return 0, nil
+		}
+	} else if note != "" {
+		evs = append(evs, r.event(EventNoData, now, note, nil))
+	}
 	var obs []store.Observation
 	complete := 0
 	var missing []string
-	for _, end := range rng.Ends() {
+	for _, end := range ends {
 		got, miss := r.ev.Observe(data, end)
 		for _, m := range miss {
 			if !slices.Contains(missing, m) {
 				missing = append(missing, m)
 			}
 		}
+		// The share check expects what the load balancer does: nothing for an origin
+		// unhealthy throughout the interval; an interval in which health changed has no
+		// single expectation and is left out of it (no weights).
 		weights := map[string]float64{}
+		down, mixed := r.healthDuring(end.Add(-iv), end)
 		for _, c := range clusters {
 			weights[c] = r.rec.Current[r.origin[c]]
+			if down[c] {
+				weights[c] = 0
+			}
+		}
+		if mixed {
+			weights = nil
 		}
 		for name, o := range got {
 			o.Weights = weights
@@ -1016,7 +1074,6 @@ func (r *Run) collect(ctx context.Context, now time.Time) (int, error) {
 		}
 	}
 	r.book.LastEnd = rng.End
-	var evs []store.Event
 	if complete > 0 {
 		r.book.LastDataAt = now
 		if r.book.Outage {

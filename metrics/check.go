@@ -460,7 +460,7 @@ func checkSamples(ctx context.Context, src *Source, k KPI, r Range, req CheckReq
 					add(SeverityWarning, c, "samples of %s are about %s apart: %d of %d intervals hold one sample and will be dropped; an interval of %s or more is safer",
 						sel, sp, h.Short, h.Intervals, safe)
 				}
-				if h.Age > max(3*h.Spacing, 30*time.Second) {
+				if h.Age > StaleAge(h.Spacing) {
 					add(SeverityError, c, "the newest sample of %s is %s old while samples arrive about every %s: the series is stale (its target, or a federation leaf, stopped reporting) and the run would be blind",
 						sel, h.Age.Round(time.Second), sp)
 				}

@@ -120,3 +120,49 @@ func (s *Source) SampleHealth(ctx context.Context, query string, r Range, t time
 	}
 	return out, nil
 }
+
+// StaleAge is how old a cluster's newest sample may be before its series counts as stale:
+// three times the spacing its samples arrive at, and at least 30 s.
+func StaleAge(spacing time.Duration) time.Duration { return max(3*spacing, 30*time.Second) }
+
+// Stale is one cluster's series that stopped receiving samples while Prometheus (often a
+// federation server, which keeps serving a dead leaf's last values without staleness
+// markers) still has them.
+type Stale struct {
+	KPI, Role, Selector, Cluster string
+	// Age is how old the newest sample is; Spacing how far apart samples used to arrive.
+	Age, Spacing time.Duration
+}
+
+func (s Stale) String() string {
+	return fmt.Sprintf("cluster %s: the newest sample of %s (KPI %s, %s query) is %s old while samples arrived about every %s; its target or federation leaf stopped reporting",
+		s.Cluster, s.Selector, s.KPI, s.Role, s.Age.Round(time.Second), s.Spacing.Round(time.Second))
+}
+
+// StaleSeries finds, for every query of k, the clusters (of clusters; every cluster when
+// empty) whose newest sample at t is older than StaleAge of their spacing over r. It is
+// the cheap check a run makes before moving any weight.
+func (s *Source) StaleSeries(ctx context.Context, k KPI, r Range, t time.Time, clusters []string) ([]Stale, error) {
+	var out []Stale
+	seen := map[string]bool{}
+	for _, rq := range k.roles() {
+		health, err := s.SampleHealth(ctx, rq.query, r, t)
+		if err != nil {
+			return nil, fmt.Errorf("KPI %s, %s query: %w", k.Name, rq.role, err)
+		}
+		for _, sel := range sortedKeys(health) {
+			for _, c := range sortedKeys(health[sel]) {
+				h := health[sel][c]
+				key := sel + "\x00" + c
+				if seen[key] || (len(clusters) > 0 && !slices.Contains(clusters, c)) {
+					continue
+				}
+				seen[key] = true
+				if h.Age > StaleAge(h.Spacing) {
+					out = append(out, Stale{KPI: k.Name, Role: rq.role, Selector: sel, Cluster: c, Age: h.Age, Spacing: h.Spacing})
+				}
+			}
+		}
+	}
+	return out, nil
+}

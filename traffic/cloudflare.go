@@ -111,6 +111,7 @@ type Cloudflare struct {
 	// tokenFrom says where the token came from, for the message of a refused token.
 	tokenFrom string
 	pools     *load_balancers.PoolService
+	health    *load_balancers.PoolHealthService
 	log       *slog.Logger
 }
 
@@ -170,12 +171,14 @@ func NewCloudflare(o CloudflareOptions) (*Cloudflare, error) {
 	}
 	o.Token = ""
 	c := &Cloudflare{opts: o, token: token, tokenFrom: tokenFrom, log: o.Logger}
-	c.pools = load_balancers.NewPoolService(
+	sdkOpts := []option.RequestOption{
 		option.WithHTTPClient(o.HTTPClient),
 		option.WithBaseURL(o.BaseURL),
 		option.WithAPIToken(token),
 		option.WithMaxRetries(o.SDKRetries),
-	)
+	}
+	c.pools = load_balancers.NewPoolService(sdkOpts...)
+	c.health = load_balancers.NewPoolHealthService(sdkOpts...)
 	return c, nil
 }
 
@@ -210,6 +213,42 @@ func (c *Cloudflare) Pool(ctx context.Context, ref PoolRef) (Pool, error) {
 		return Pool{}, fmt.Errorf("read pool %s: %w", ref, err)
 	}
 	return p, nil
+}
+
+// Health reads what the pool's monitors say about its origins with GET
+// /accounts/{account}/load_balancers/pools/{pool}/health, after reading the pool to map
+// the report's origin addresses back to origin names. A pool without a monitor reports no
+// regions: PoolHealth.Monitored is false.
+func (c *Cloudflare) Health(ctx context.Context, ref PoolRef) (PoolHealth, error) {
+	ref, err := c.resolve(ref)
+	if err != nil {
+		return PoolHealth{}, err
+	}
+	p, err := c.get(ctx, ref)
+	if err != nil {
+		return PoolHealth{}, fmt.Errorf("read pool %s for its health: %w", ref, err)
+	}
+	var h PoolHealth
+	err = c.do(ctx, "GET pool health "+ref.String(), func(ctx context.Context) error {
+		var params load_balancers.PoolHealthGetParams
+		params.AccountID.Value, params.AccountID.Present = ref.Account, true
+		var raw []byte
+		var resp *http.Response
+		_, err := c.health.Get(ctx, ref.Pool, params, option.WithResponseBodyInto(&raw), option.WithResponseInto(&resp))
+		if err := c.apiError(http.MethodGet, resp, err); err != nil {
+			return err
+		}
+		h, err = DecodePoolHealth(raw, p)
+		if err != nil {
+			return final(fmt.Errorf("decode Cloudflare response: %w", err))
+		}
+		return nil
+	})
+	if err != nil {
+		return PoolHealth{}, fmt.Errorf("read health of pool %s: %w", ref, err)
+	}
+	h.Pool = ref
+	return h, nil
 }
 
 func (c *Cloudflare) get(ctx context.Context, ref PoolRef) (Pool, error) {

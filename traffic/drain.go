@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -24,6 +26,11 @@ type Change struct {
 	After       float64
 	ShareBefore float64
 	ShareAfter  float64
+	// Health is the provider's verdict on the origin ("healthy", "UNHEALTHY (...)",
+	// "unknown"); empty when health was not read. Unhealthy is true when a monitor found
+	// the origin unhealthy: the shares then already count it as carrying nothing.
+	Health    string
+	Unhealthy bool
 }
 
 // Changed reports whether the origin's weight changes.
@@ -36,6 +43,61 @@ type ChangePlan struct {
 	Want    Weights
 	Expect  Weights
 	Changes []Change // every origin, in pool order
+	// Health is the pool's health the shares account for (WithHealth); nil when it was
+	// not read and every enabled origin is assumed healthy.
+	Health *PoolHealth
+}
+
+// WithHealth returns the plan with every origin's health and the true traffic shares: an
+// origin the monitors find unhealthy carries nothing and its weight goes to the healthy
+// origins in proportion (HealthyShares). It refuses (ErrRefused) a weight change that
+// would leave no healthy origin carrying traffic, or fewer than minimum_origins, because
+// the pool would then carry nothing at all.
+func (c ChangePlan) WithHealth(h PoolHealth) (ChangePlan, error) {
+	c.Health = &h
+	before, after := HealthyShares(c.Pool, nil, h), HealthyShares(c.Pool, c.Want, h)
+	out := make([]Change, len(c.Changes))
+	for i, ch := range c.Changes {
+		ch.ShareBefore, ch.ShareAfter = before[ch.Name], after[ch.Name]
+		ch.Health = h.Describe(ch.Name)
+		ch.Unhealthy = !h.OriginHealthy(ch.Name)
+		if !ch.Enabled {
+			// Disabled carries nothing anyway; monitors skip (or report) it as down.
+			ch.Health, ch.Unhealthy = "-", false
+		}
+		out[i] = ch
+	}
+	c.Changes = out
+	if c.NoOp() {
+		return c, nil
+	}
+	var left []string
+	for _, name := range carrying(c.Pool, c.Want) {
+		if h.OriginHealthy(name) {
+			left = append(left, name)
+		}
+	}
+	need := max(c.Pool.MinimumOrigins, 1)
+	if len(left) < need {
+		return c, fmt.Errorf("%w: after this change %d healthy origin(s) of pool %q would carry traffic (%v), below %d: unhealthy origins %v carry nothing, so the pool would serve no traffic",
+			ErrRefused, len(left), c.Pool.ID, left, need, h.Unhealthy())
+	}
+	return c, nil
+}
+
+// UnhealthyNote says, for a person reading a preview, which origins carry nothing because
+// their monitors find them unhealthy; empty when none.
+func (c ChangePlan) UnhealthyNote() string {
+	var bad []string
+	for _, ch := range c.Changes {
+		if ch.Unhealthy {
+			bad = append(bad, strconv.Quote(ch.Name)+" "+ch.Health)
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return "Unhealthy at the load balancer: " + strings.Join(bad, ", ") + ". An unhealthy origin gets no traffic whatever its weight; its share goes to the healthy origins in proportion to their weights, and the shares above count that."
 }
 
 // NoOp reports whether the plan changes nothing.

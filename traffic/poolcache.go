@@ -117,6 +117,17 @@ func (v *cachedSteerer) Pool(ctx context.Context, ref PoolRef) (Pool, error) {
 	return v.next.Pool(ctx, ref)
 }
 
+// Health goes to the wrapped Steerer when it reads health (HealthReader), uncached: it
+// is read at most once a tick per run, and must be current; otherwise it returns
+// ErrHealthUnsupported, which ReadHealth treats as "cannot read health".
+func (v *cachedSteerer) Health(ctx context.Context, ref PoolRef) (PoolHealth, error) {
+	hr, ok := v.next.(HealthReader)
+	if !ok {
+		return PoolHealth{}, ErrHealthUnsupported
+	}
+	return hr.Health(ctx, ref)
+}
+
 func (v *cachedSteerer) SetWeights(ctx context.Context, ref PoolRef, want, expect Weights) error {
 	// Marked before and after: a listing sent while the write is in flight may or may not
 	// see it, so it must not answer for this pool.

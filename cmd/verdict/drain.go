@@ -163,6 +163,9 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 		return withCode(exitInvalid, err)
 	}
 	v := &changeView{g: g, kind: "drain", origin: a.origin, plan: plan}
+	if err := v.addHealth(ctx, cf, ref); err != nil {
+		return err
+	}
 	if plan.NoOp() {
 		return v.render(false, fmt.Sprintf("Origin %q already has weight 0; nothing to do.", a.origin))
 	}
@@ -238,6 +241,9 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 		return withCode(exitInvalid, err)
 	}
 	v := &changeView{g: g, kind: "restore", origin: a.origin, plan: plan}
+	if err := v.addHealth(ctx, cf, ref); err != nil {
+		return err
+	}
 	if err := traffic.CheckDrift(p, ref, "before write", plan.Expect); err != nil {
 		_ = v.render(false, "")
 		return withCode(exitError, fmt.Errorf("%w\nThe pool changed since the drain; check it, then edit or delete %s", err, path))
@@ -261,6 +267,41 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 		return withCode(exitError, fmt.Errorf("weights restored, but updating %s failed: %w", path, err))
 	}
 	return v.render(true, v.forcedNote()+"Restored the saved weights.")
+}
+
+// addHealth reads the pool's origin health so the preview shows the shares the load
+// balancer really gives (an unhealthy origin carries nothing). A change that would leave
+// no healthy origin carrying traffic is refused after showing the table. A failed health
+// read is logged and the preview falls back to weights alone, saying so.
+func (v *changeView) addHealth(ctx context.Context, s traffic.Steerer, ref traffic.PoolRef) error {
+	h, ok, err := traffic.ReadHealth(ctx, s, ref)
+	if err != nil {
+		v.g.log.Warn("could not read the pool's origin health; shares assume every enabled origin is healthy", "pool", ref.String(), "err", err)
+		v.healthNote = "Origin health could not be read (" + err.Error() + "); the shares assume every enabled origin is healthy."
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	plan, err := v.plan.WithHealth(h)
+	v.plan = plan
+	if err != nil {
+		_ = v.render(false, "")
+		return withCode(exitInvalid, err)
+	}
+	v.healthNote = plan.UnhealthyNote()
+	return nil
+}
+
+// note joins the health note with a command's message.
+func (v *changeView) note(message string) string {
+	switch {
+	case v.healthNote == "":
+		return message
+	case message == "":
+		return v.healthNote
+	}
+	return v.healthNote + "\n" + message
 }
 
 // checkClaim refuses a change to a pool a run has claimed, after showing the table with
@@ -306,6 +347,8 @@ type changeView struct {
 	origin string
 	plan   traffic.ChangePlan
 	forced bool // --force overrode a run's claim
+	// healthNote says which origins are unhealthy, or that health could not be read.
+	healthNote string
 }
 
 type changeOriginJSON struct {
@@ -315,6 +358,10 @@ type changeOriginJSON struct {
 	WeightAfter  float64 `json:"weight_after"`
 	ShareBefore  float64 `json:"share_before"`
 	ShareAfter   float64 `json:"share_after"`
+	// Healthy is the load balancer's health verdict, absent when health was not read or
+	// no monitor reports on the origin; Health says it in words.
+	Healthy *bool  `json:"healthy,omitempty"`
+	Health  string `json:"health,omitempty"`
 }
 
 type changeJSON struct {
@@ -340,6 +387,7 @@ type claimJSON struct {
 
 func (v *changeView) render(applied bool, message string) error {
 	claim, claimed := v.plan.Pool.Claim()
+	message = v.note(message)
 	if v.g.json() {
 		msg := changeJSON{Type: v.kind, Version: jsonVersion, Pool: v.plan.Pool.ID, PoolName: v.plan.Pool.Name,
 			Origin: v.origin, Applied: applied, Message: message, ClaimOverridden: v.forced}
@@ -347,8 +395,13 @@ func (v *changeView) render(applied bool, message string) error {
 			msg.Claim = &claimJSON{Run: claim.Run, Owner: claim.Owner, Since: claim.Since.UTC()}
 		}
 		for _, c := range v.plan.Changes {
-			msg.Origins = append(msg.Origins, changeOriginJSON{Name: c.Name, Enabled: c.Enabled,
-				WeightBefore: c.Before, WeightAfter: c.After, ShareBefore: round4(c.ShareBefore), ShareAfter: round4(c.ShareAfter)})
+			o := changeOriginJSON{Name: c.Name, Enabled: c.Enabled,
+				WeightBefore: c.Before, WeightAfter: c.After, ShareBefore: round4(c.ShareBefore), ShareAfter: round4(c.ShareAfter), Health: c.Health}
+			if c.Health != "" && c.Health != "unknown" {
+				healthy := !c.Unhealthy
+				o.Healthy = &healthy
+			}
+			msg.Origins = append(msg.Origins, o)
 		}
 		if err := writeJSON(v.g.stdout, msg); err != nil {
 			return withCode(exitError, err)
@@ -372,7 +425,13 @@ func round4(f float64) float64 { return float64(int64(f*10000+0.5)) / 10000 }
 func printChangeTable(w io.Writer, kind string, plan traffic.ChangePlan) {
 	fmt.Fprintf(w, "%s pool %s (%s)\n\n", strings.ToUpper(kind[:1])+kind[1:], plan.Pool.ID, plan.Pool.Name)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  ORIGIN\tENABLED\tWEIGHT BEFORE\tWEIGHT AFTER\tSHARE BEFORE\tSHARE AFTER")
+	// The HEALTH column appears when a monitor reports on the pool.
+	health := plan.Health != nil && plan.Health.Monitored
+	head := "  ORIGIN\tENABLED\tWEIGHT BEFORE\tWEIGHT AFTER\tSHARE BEFORE\tSHARE AFTER"
+	if health {
+		head += "\tHEALTH"
+	}
+	fmt.Fprintln(tw, head)
 	for _, c := range plan.Changes {
 		mark := "  "
 		if c.Changed() {
@@ -382,7 +441,11 @@ func printChangeTable(w io.Writer, kind string, plan traffic.ChangePlan) {
 		if !c.Enabled {
 			enabled = "no"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%.2f\t%.2f\t%s\t%s\n", mark, c.Name, enabled, c.Before, c.After, sharePct(c.ShareBefore), sharePct(c.ShareAfter))
+		line := fmt.Sprintf("%s%s\t%s\t%.2f\t%.2f\t%s\t%s", mark, c.Name, enabled, c.Before, c.After, sharePct(c.ShareBefore), sharePct(c.ShareAfter))
+		if health {
+			line += "\t" + c.Health
+		}
+		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
 }

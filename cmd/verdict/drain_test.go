@@ -335,3 +335,51 @@ func TestDrainRefusesClaimedPool(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainPreviewCountsUnhealthyOrigins is issue 20's case: with eu-central unhealthy at
+// the load balancer, draining eu-west leaves canary carrying everything, and the preview
+// must say so instead of 60/40 by weight.
+func TestDrainPreviewCountsUnhealthyOrigins(t *testing.T) {
+	emu, state := drainEnv(t, drainPoolJSON)
+	if err := emu.SetOriginHealth(drainPool, "eu-central", false); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runVerdict(t, "drain", "eu-west", "--pool", drainPool, "--state", state)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden(t, "drain-dry-run-unhealthy.txt", out)
+
+	code, out, errOut = runVerdict(t, "drain", "eu-west", "--pool", drainPool, "--state", state, "--output", "json")
+	if code != 0 {
+		t.Fatalf("json: exit %d: %s", code, errOut)
+	}
+	var msg changeJSON
+	if err := json.Unmarshal([]byte(out), &msg); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	want := map[string][2]float64{"eu-west": {0.5 / 0.7, 0}, "eu-central": {0, 0}, "canary": {0.2 / 0.7, 1}, "standby": {0, 0}}
+	for _, o := range msg.Origins {
+		w := want[o.Name]
+		if !nearShare(o.ShareBefore, w[0]) || !nearShare(o.ShareAfter, w[1]) {
+			t.Errorf("%s shares %v → %v, want %v → %v", o.Name, o.ShareBefore, o.ShareAfter, w[0], w[1])
+		}
+		if o.Name == "eu-central" && (o.Healthy == nil || *o.Healthy) {
+			t.Errorf("eu-central healthy = %v, want false", o.Healthy)
+		}
+	}
+
+	// Draining canary too would leave no healthy origin with traffic: refused, nothing written.
+	if err := emu.SetWeight(drainPool, "eu-west", 0); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runVerdict(t, "drain", "canary", "--pool", drainPool, "--state", state, "--yes")
+	if code != exitInvalid || !strings.Contains(out, "UNHEALTHY") {
+		t.Errorf("drain of the last healthy origin: exit %d, want %d; output:\n%s", code, exitInvalid, out)
+	}
+	if writes(emu) != 0 {
+		t.Errorf("refused drain wrote to the pool")
+	}
+}
+
+func nearShare(a, b float64) bool { return a-b < 1e-3 && b-a < 1e-3 }

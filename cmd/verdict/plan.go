@@ -84,6 +84,7 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 	for _, e := range exps {
 		var pool traffic.Pool
 		var ttl time.Duration
+		var health *traffic.PoolHealth
 		if poolData != nil {
 			if pool, ttl, err = decodePoolFile(e, a.poolFile, poolData); err != nil {
 				return err
@@ -100,6 +101,11 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 			if pool, ttl, err = readPoolAndTTL(ctx, steer, e); err != nil {
 				return withCode(exitError, fmt.Errorf("read pool %s: %w", e.Spec.Traffic.PoolRef(), err))
 			}
+			if h, ok, err := traffic.ReadHealth(ctx, steer, e.Spec.Traffic.PoolRef()); err != nil {
+				g.log.Warn("could not read the pool's origin health", "pool", e.Spec.Traffic.PoolRef().String(), "err", err)
+			} else if ok && h.Monitored {
+				health = &h
+			}
 		}
 		plan, err := experiments.WeightPlan(e, poolOrigins(pool))
 		if err != nil {
@@ -109,12 +115,14 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		if g.json() {
 			pj := newPlanJSON(e, plan, ttl)
 			pj.SourceOfTruth = drift
+			pj.Health, pj.Unhealthy = planHealth(e, health)
 			if err := writeJSON(g.stdout, pj); err != nil {
 				return withCode(exitError, err)
 			}
 			continue
 		}
 		printPlan(g.stdout, e, pool, plan, ttl)
+		printPlanHealth(g.stdout, e, health)
 		accepted := drift != nil && e.Spec.Traffic.SourceOfTruth.OnMismatch == experiments.OnMismatchWarn
 		printSourceDrift(g.stdout, drift, accepted)
 	}
@@ -138,7 +146,47 @@ type planJSON struct {
 	Route53 *planRoute53 `json:"route53,omitempty"`
 	// SourceOfTruth compares spec.traffic.sourceOfTruth with the pool.
 	SourceOfTruth *sourceDrift `json:"sourceOfTruth,omitempty"`
+	// Health is the load balancer's verdict on each cluster's origin, when a monitor
+	// reports on the pool; Unhealthy lists the clusters whose origin is unhealthy (a run
+	// would not move weights).
+	Health    map[string]string `json:"health,omitempty"`
+	Unhealthy []string          `json:"unhealthy,omitempty"`
 	*experiments.Plan
+}
+
+// planHealth maps each cluster to its origin's health and lists the unhealthy clusters.
+func planHealth(e *experiments.Experiment, h *traffic.PoolHealth) (map[string]string, []string) {
+	if h == nil {
+		return nil, nil
+	}
+	out := map[string]string{}
+	var bad []string
+	origins := e.Spec.Traffic.Origins()
+	for _, c := range e.Spec.Clusters() {
+		out[c] = h.Describe(origins[c])
+		if !h.OriginHealthy(origins[c]) {
+			bad = append(bad, c)
+		}
+	}
+	return out, bad
+}
+
+// printPlanHealth shows each cluster's origin health and warns about an unhealthy one:
+// it carries none of its weight's share (the healthy origins take it), so the plan's
+// shares are not what the load balancer does, and a run refuses to start.
+func printPlanHealth(w io.Writer, e *experiments.Experiment, h *traffic.PoolHealth) {
+	health, bad := planHealth(e, h)
+	if health == nil {
+		return
+	}
+	origins := e.Spec.Traffic.Origins()
+	fmt.Fprintln(w, "\nOrigin health at the load balancer:")
+	for _, c := range e.Spec.Clusters() {
+		fmt.Fprintf(w, "  %s (%s): %s\n", safeText(c), safeText(origins[c]), safeText(health[c]))
+	}
+	for _, c := range bad {
+		fmt.Fprintf(w, "WARNING: cluster %s's origin %q is unhealthy: the load balancer sends it nothing and gives its share to the healthy origins, so the shares above do not hold; a run refuses to move weights until it is healthy.\n", safeText(c), safeText(origins[c]))
+	}
 }
 
 // planRoute53 is what a Route 53 plan adds: weights are written as round(w×255).

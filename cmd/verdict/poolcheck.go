@@ -42,8 +42,11 @@ type poolCheck struct {
 	// SourceOfTruth compares the declared weights (spec.traffic.sourceOfTruth) with the
 	// pool; a mismatch is a problem unless accepted.
 	SourceOfTruth *sourceDrift `json:"sourceOfTruth,omitempty"`
-	live          traffic.Weights
-	acceptDrift   bool
+	// HealthNote says why origin health is not shown (not readable, no monitor).
+	HealthNote  string `json:"healthNote,omitempty"`
+	health      bool   // a monitor reports on the pool: show the HEALTH column
+	live        traffic.Weights
+	acceptDrift bool
 }
 
 type poolCheckOrigin struct {
@@ -54,6 +57,10 @@ type poolCheckOrigin struct {
 	Weight  float64 `json:"weight"`
 	// Units is the record's Route 53 weight (0–255); Weight is Units/255.
 	Units *int64 `json:"units,omitempty"`
+	// Healthy is the load balancer's health verdict on the origin; absent when health
+	// was not read or no monitor reports on it. Health says it in words.
+	Healthy *bool  `json:"healthy,omitempty"`
+	Health  string `json:"health,omitempty"`
 }
 
 type poolCheckClaim struct {
@@ -99,8 +106,41 @@ func checkPool(ctx context.Context, g *globals, exp *experiments.Experiment, now
 			out.Problems = append(out.Problems, fmt.Sprintf("origin %q of cluster %s is disabled in pool %s, so it would get no traffic whatever its weight", name, c, cf.PoolID))
 		}
 	}
+	out.addHealth(ctx, steer, exp)
 	out.finish(exp, pool, now, cf.PoolID)
 	return out, nil
+}
+
+// addHealth reads what the load balancer's monitors say about the experiment's origins.
+// An unhealthy one is a problem: the run refuses to move weights while it is (it would
+// carry none of its share, which the healthy origins would take), and ends check_failed.
+func (out *poolCheck) addHealth(ctx context.Context, steer traffic.Steerer, exp *experiments.Experiment) {
+	h, ok, err := traffic.ReadHealth(ctx, steer, exp.Spec.Traffic.PoolRef())
+	switch {
+	case err != nil:
+		out.HealthNote = "origin health could not be read: " + err.Error()
+		return
+	case !ok:
+		return
+	case !h.Monitored:
+		out.HealthNote = "no health monitor reports on this pool: Verdict cannot see an origin the load balancer stops sending traffic to"
+		return
+	}
+	out.health = true
+	for i, o := range out.Origins {
+		if !o.Present || !o.Enabled {
+			continue
+		}
+		o.Health = h.Describe(o.Origin)
+		if _, known := h.Origins[o.Origin]; known {
+			healthy := h.OriginHealthy(o.Origin)
+			o.Healthy = &healthy
+			if !healthy {
+				out.Problems = append(out.Problems, fmt.Sprintf("origin %q of cluster %s is %s at the load balancer: it gets no traffic and its share goes to the healthy origins; a run refuses to move weights until it is healthy", o.Origin, o.Cluster, o.Health))
+			}
+		}
+		out.Origins[i] = o
+	}
 }
 
 // checkRecordSet is checkPool for a Route 53 weighted record set: every cluster's
@@ -185,6 +225,8 @@ func printPoolCheck(w io.Writer, pc *poolCheck) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		if pc.Provider == experiments.ProviderRoute53 {
 			fmt.Fprintln(tw, "  CLUSTER\tSETIDENTIFIER\tWEIGHT NOW\tROUTE 53 (of 255)")
+		} else if pc.health {
+			fmt.Fprintln(tw, "  CLUSTER\tORIGIN\tWEIGHT NOW\tHEALTH")
 		} else {
 			fmt.Fprintln(tw, "  CLUSTER\tORIGIN\tWEIGHT NOW")
 		}
@@ -204,9 +246,20 @@ func printPoolCheck(w io.Writer, pc *poolCheck) {
 			case !o.Enabled:
 				wt += " (disabled)"
 			}
+			if pc.health {
+				hl := o.Health
+				if hl == "" {
+					hl = "-"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", safeText(o.Cluster), safeText(o.Origin), wt, safeText(hl))
+				continue
+			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", safeText(o.Cluster), safeText(o.Origin), wt)
 		}
 		tw.Flush()
+	}
+	if pc.HealthNote != "" {
+		fmt.Fprintf(w, "  note: %s\n", safeText(pc.HealthNote))
 	}
 	if pc.TTLSeconds != nil {
 		fmt.Fprintf(w, "  %s.\n", ttlAdvice(time.Duration(*pc.TTLSeconds*float64(time.Second)), pc.interval))

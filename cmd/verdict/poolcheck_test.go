@@ -77,6 +77,22 @@ func TestCheckReadsThePool(t *testing.T) {
 		}
 	})
 
+	t.Run("unhealthy origin", func(t *testing.T) {
+		emu, _ := drainEnv(t, checkPoolJSON(""))
+		if err := emu.SetOriginHealth("p1", "o2", false); err != nil {
+			t.Fatal(err)
+		}
+		code, out, _ := runVerdict(t, "check", "--history", "0", exp)
+		for _, want := range []string{"HEALTH", "o1      0.5         healthy", `ERROR: origin "o2" of cluster c2 is UNHEALTHY (marked unhealthy; in 1/1 regions) at the load balancer`, "FAILED"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if code != exitCheckFailed {
+			t.Errorf("exit %d, want %d", code, exitCheckFailed)
+		}
+	})
+
 	t.Run("no credentials", func(t *testing.T) {
 		t.Setenv(traffic.EnvCloudflareToken, "")
 		t.Setenv(traffic.EnvCloudflareTokenFile, "")
@@ -85,4 +101,35 @@ func TestCheckReadsThePool(t *testing.T) {
 			t.Errorf("without credentials: exit %d\n%s", code, out)
 		}
 	})
+}
+
+// TestPlanShowsOriginHealth: plan reading the pool live shows each cluster's origin
+// health and warns that an unhealthy one carries none of its share.
+func TestPlanShowsOriginHealth(t *testing.T) {
+	prom := checkProm(t)
+	exp := writeCheckExperiment(t, prom.URL(), "c3")
+	emu, _ := drainEnv(t, checkPoolJSON(""))
+	if err := emu.SetOriginHealth("p1", "o3", false); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runVerdict(t, "plan", exp)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"Origin health at the load balancer:", "c1 (o1): healthy", "c3 (o3): UNHEALTHY", `WARNING: cluster c3's origin "o3" is unhealthy`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = runVerdict(t, "plan", "-o", "json", exp)
+	var pj struct {
+		Health    map[string]string `json:"health"`
+		Unhealthy []string          `json:"unhealthy"`
+	}
+	if err := json.Unmarshal([]byte(out), &pj); err != nil || code != exitOK {
+		t.Fatalf("exit %d, %v\n%s", code, err, out)
+	}
+	if len(pj.Unhealthy) != 1 || pj.Unhealthy[0] != "c3" || pj.Health["c1"] != "healthy" {
+		t.Errorf("JSON health: %+v", pj)
+	}
 }

@@ -30,6 +30,7 @@ type runArgs struct {
 	experiment string
 	resume     string
 	tick       time.Duration
+	settle     time.Duration
 	noUI       bool
 	leaseTTL   time.Duration
 	// onInterrupt is what SIGINT or SIGTERM does: rollback, leave or ask.
@@ -86,6 +87,7 @@ Exit status: 0 promoted, 3 rolled back, 4 aborted (by hand, or interrupted and r
 	cmd.Flags().BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
 	cmd.Flags().StringVar(&a.onInterrupt, "on-interrupt", onInterruptRollback, "what SIGINT (Ctrl-C) or SIGTERM does: rollback (abort and roll the pool back before exiting), leave (exit at once, leaving the run for 'verdict abort' or --resume) or ask (on a terminal; rollback without one)")
 	cmd.Flags().BoolVar(&a.takeOverPool, "take-over-pool", false, "run even though another run claims the pool (its mark in the pool's description): only when that run is known to be dead, e.g. its state directory is gone; the claim is replaced and an event names whose it was")
+	cmd.Flags().DurationVar(&a.settle, "settle", 0, "how long after an interval ends its data counts as complete (scrape and federation lag), the least the engine waits before reading it; it then re-reads the interval until its counts stop changing (default: a quarter of the analysis interval, at most 15s; with federation, about one federation scrape interval)")
 	cmd.Flags().DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long the run's lease lasts without renewal: if this process dies, a serve replica on the same store takes the run over after about that long")
 	return cmd
 }
@@ -124,9 +126,12 @@ func runRun(ctx context.Context, g *globals, a runArgs) error {
 	if a.leaseTTL <= 0 {
 		return usageErrorf("--lease-ttl must be positive")
 	}
+	if a.settle < 0 {
+		return usageErrorf("--settle must not be negative")
+	}
 	return driveRun(ctx, g, runSetup{exp: exp, file: a.file, resume: a.resume, tick: a.tick, noUI: a.noUI,
 		owner: runOwner(), leaseTTL: a.leaseTTL, onInterrupt: a.onInterrupt,
-		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log, TakeOverPool: a.takeOverPool}})
+		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log, TakeOverPool: a.takeOverPool, Settle: a.settle}})
 }
 
 // runOwner is verdict run's name in run leases: verdict-run@HOST/PID. It is unique to the

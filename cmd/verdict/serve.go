@@ -25,6 +25,7 @@ type serveArgs struct {
 	tokenFile  string
 	poll       time.Duration
 	tick       time.Duration
+	settle     time.Duration
 	replica    string
 	poolMaxAge time.Duration
 	leaseTTL   time.Duration
@@ -75,6 +76,7 @@ CLOUDFLARE_BASE_URL, as for verdict run.`,
 	f.StringVar(&a.listen, "listen", server.DefaultListen, "address to listen on; beyond loopback a token is required")
 	f.StringVar(&a.tokenFile, "token-file", "", "file holding the API's bearer token (default: $VERDICT_TOKEN)")
 	f.DurationVar(&a.poll, "poll", 2*time.Second, "how often the directory is scanned")
+	f.DurationVar(&a.settle, "settle", 0, "how long after an interval ends its data counts as complete (scrape and federation lag) before the engine reads it, then re-reading it until its counts stop changing (default: per experiment, a quarter of its analysis interval, at most 15s)")
 	f.DurationVar(&a.tick, "tick", 0, "how often runs step (default: per experiment, a sixth of its analysis interval, 1s–10s)")
 	f.StringVar(&a.replica, "replica", "", "this replica's name in run leases (default: $VERDICT_REPLICA, else HOSTNAME-PID on PostgreSQL and HOSTNAME on SQLite)")
 	f.DurationVar(&a.poolMaxAge, "pool-max-age", 10*time.Second, "runs on one Cloudflare account share one listing of its pools, at most this old, instead of one read per run per step (Cloudflare allows 1,200 calls per 5 minutes); 0 reads each pool directly")
@@ -248,7 +250,7 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	}
 	srv, err := server.New(server.Options{Store: st, SteererFor: steererFor, Dir: a.dir, Poll: a.poll, Listen: a.listen, Token: token, Tokens: tokens,
 		AdoptOrphans: a.adopt, OrphanGrace: a.grace,
-		Tick: a.tick, Telemetry: tel, Logger: log, Replica: replicaName(a.replica, shared), LeaseTTL: a.leaseTTL})
+		Tick: a.tick, Settle: a.settle, Telemetry: tel, Logger: log, Replica: replicaName(a.replica, shared), LeaseTTL: a.leaseTTL})
 	if errors.Is(err, server.ErrTokenRequired) {
 		return withCode(exitInvalid, err)
 	}

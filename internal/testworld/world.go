@@ -6,6 +6,7 @@ package testworld
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -50,9 +51,22 @@ type World struct {
 	MeanLat map[string]float64
 	cum     map[string]*counters
 	Down    bool // Prometheus gets no new samples (a scrape outage)
+	// Dead lists clusters whose samples stop while the rest go on (a federation leaf
+	// that died: Prometheus keeps its last samples, which only age).
+	Dead map[string]bool
+	// Lag delays each cluster's samples: they carry their own time but reach Prometheus
+	// only Lag later, as a federation server stores its leaves' samples a scrape late.
+	Lag  map[string]time.Duration
+	late []lateSample
+	down map[string]bool // origins marked unhealthy (SetOriginHealth)
 }
 
 type counters struct{ ok, errs, fast, slow, sum float64 }
+
+type lateSample struct {
+	release time.Time
+	s       embedded.Sample
+}
 
 var clusterOrigin = map[string]string{"c1": "o1", "c2": "o2", "c3": "o3"}
 
@@ -139,14 +153,37 @@ func (w *World) weights() map[string]float64 {
 	}
 	out := map[string]float64{}
 	total := 0.0
+	w.mu.Lock()
+	down := maps.Clone(w.down)
+	w.mu.Unlock()
 	for _, o := range p.Origins {
-		total += o.Weight
+		if !down[o.Name] {
+			total += o.Weight
+		}
 	}
 	for c, o := range clusterOrigin {
 		oo, _ := p.Origin(o)
-		out[c] = oo.Weight / total
+		if !down[o] && total > 0 {
+			out[c] = oo.Weight / total
+		}
 	}
 	return out
+}
+
+// SetOriginHealth marks an origin unhealthy (or healthy again) at the emulator, whose
+// health endpoint then reports it, and in the world's traffic, which then sends it
+// nothing and splits its share over the healthy origins, as Cloudflare does.
+func (w *World) SetOriginHealth(origin string, healthy bool) {
+	w.t.Helper()
+	if err := w.Emu.SetOriginHealth(w.PoolID, origin, healthy); err != nil {
+		w.t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.down == nil {
+		w.down = map[string]bool{}
+	}
+	w.down[origin] = !healthy
 }
 
 // Poisson draws a Poisson count (normal above a mean of 50, where the two agree closely).
@@ -189,7 +226,7 @@ func (w *World) Advance(to time.Time) {
 			cc.slow += slow
 			cc.fast += n - slow
 			cc.sum += n * w.MeanLat[c] * (1 + 0.02*w.rng.NormFloat64())
-			if w.Down {
+			if w.Down || w.Dead[c] {
 				continue
 			}
 			lbl := func(kv ...string) map[string]string {
@@ -199,7 +236,12 @@ func (w *World) Advance(to time.Time) {
 				}
 				return m
 			}
-			samples = append(samples,
+			out := &samples
+			var delayed []embedded.Sample
+			if w.Lag[c] > 0 {
+				out = &delayed
+			}
+			*out = append(*out,
 				embedded.Sample{Metric: "http_requests_total", Labels: lbl("code", "200"), Time: at, Value: cc.ok},
 				embedded.Sample{Metric: "http_requests_total", Labels: lbl("code", "500"), Time: at, Value: cc.errs},
 				embedded.Sample{Metric: "http_request_duration_seconds_bucket", Labels: lbl("le", "0.5"), Time: at, Value: cc.fast},
@@ -208,7 +250,19 @@ func (w *World) Advance(to time.Time) {
 				embedded.Sample{Metric: "http_request_duration_seconds_count", Labels: lbl(), Time: at, Value: cc.fast + cc.slow},
 				embedded.Sample{Metric: "kube_pod_info", Labels: lbl("pod", "p1"), Time: at, Value: 1},
 			)
+			for _, d := range delayed {
+				w.late = append(w.late, lateSample{release: at.Add(w.Lag[c]), s: d})
+			}
 		}
+		kept := w.late[:0]
+		for _, l := range w.late {
+			if l.release.After(at) {
+				kept = append(kept, l)
+				continue
+			}
+			samples = append(samples, l.s)
+		}
+		w.late = kept
 		if len(samples) > 0 {
 			if err := w.Prom.Append(samples...); err != nil {
 				w.t.Fatal(err)

@@ -70,7 +70,17 @@ func (r *recorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// AdminPrefix is where the emulator's own endpoints live, next to the API but not part of
+// Cloudflare's: they need the API token, and skip faults, the rate limit and Calls.
+const AdminPrefix = "/cfemu/admin/"
+
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, AdminPrefix) {
+		if s.authenticate(w, r) {
+			s.admin(w, r)
+		}
+		return
+	}
 	rec := &recorder{ResponseWriter: w}
 	s.handle(rec, r)
 	if rec.status == 0 && !rec.dropped {
@@ -419,4 +429,31 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request, id string) {
 		"pool_id":    id,
 		"pop_health": map[string]popHealth{"Emulator, loopback": ph},
 	}})
+}
+
+// admin serves PUT /cfemu/admin/pools/{id}/origins/{name}/health with {"healthy": bool}:
+// SetOriginHealth over HTTP, so a person rehearsing with `verdict emulate cloudflare` can
+// take an origin down as a failing monitor would.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, AdminPrefix), "/")
+	if len(parts) != 5 || parts[0] != "pools" || parts[2] != "origins" || parts[4] != "health" {
+		routeError(w, r)
+		return
+	}
+	if r.Method != http.MethodPut {
+		methodNotAllowed(w, r, "PUT")
+		return
+	}
+	var body struct {
+		Healthy *bool `json:"healthy"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || body.Healthy == nil {
+		writeError(w, http.StatusBadRequest, apiError{Code: CodeValidation, Message: `body must be {"healthy": true|false}: validation failed`})
+		return
+	}
+	if err := s.SetOriginHealth(parts[1], parts[3], *body.Healthy); err != nil {
+		writeError(w, http.StatusNotFound, apiError{Code: CodePoolNotFound, Message: err.Error()})
+		return
+	}
+	writeEnvelope(w, http.StatusOK, envelope{Success: true, Result: map[string]any{"pool_id": parts[1], "origin": parts[3], "healthy": *body.Healthy}})
 }
