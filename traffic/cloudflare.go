@@ -865,13 +865,17 @@ func (c *Cloudflare) do(ctx context.Context, op string, call func(context.Contex
 	}
 }
 
-// backoff is the wait before retry n (1-based): a uniformly random time in [d/2, d] with
-// d = min(BackoffBase·2ⁿ⁻¹, BackoffMax). The jitter keeps many Verdict processes that
-// failed together from retrying together.
 func (c *Cloudflare) backoff(n int) time.Duration {
-	d := c.opts.BackoffBase << min(n-1, 30)
-	if d <= 0 || d > c.opts.BackoffMax {
-		d = c.opts.BackoffMax
+	return Backoff(c.opts.BackoffBase, c.opts.BackoffMax, n)
+}
+
+// Backoff is the wait before retry n (1-based) of every provider's client: a uniformly
+// random time in [d/2, d] with d = min(base·2ⁿ⁻¹, most). The jitter keeps many Verdict
+// processes that failed together from retrying together.
+func Backoff(base, most time.Duration, n int) time.Duration {
+	d := base << min(max(n-1, 0), 30)
+	if d <= 0 || d > most {
+		d = most
 	}
 	return d/2 + rand.N(d/2+1)
 }

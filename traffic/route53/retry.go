@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -205,15 +204,8 @@ func (s *Steerer) do(ctx context.Context, op string, call func(context.Context) 
 	}
 }
 
-// backoff is the wait before retry n (1-based): a uniformly random time in [d/2, d] with
-// d = min(BackoffBase·2ⁿ⁻¹, BackoffMax). The jitter keeps Verdict processes that were
-// throttled together from retrying together.
 func (s *Steerer) backoff(n int) time.Duration {
-	d := s.opts.BackoffBase << min(n-1, 30)
-	if d <= 0 || d > s.opts.BackoffMax {
-		d = s.opts.BackoffMax
-	}
-	return d/2 + rand.N(d/2+1)
+	return traffic.Backoff(s.opts.BackoffBase, s.opts.BackoffMax, n)
 }
 
 // firstLine keeps the summary of an AWS error message. A SignatureDoesNotMatch message
