@@ -799,7 +799,13 @@ func (r *Run) confirm(ctx context.Context, now time.Time) error {
 	}
 	// Scale down only after the traffic has left.
 	if err := r.scale(ctx, now, prev, in.Want, false); err != nil {
-		r.emit(r.event(EventFault, now, "capacity hook failed while scaling down (traffic already moved): "+err.Error(), nil))
+		// The traffic has already moved, so nothing waits on this; but a cluster left scaled
+		// up costs money and a person must hear of it, in the run's history like any event.
+		msg := "capacity hook failed while scaling down (traffic already moved); check the capacity of the clusters that lost traffic: " + err.Error()
+		if err := r.save(ctx, r.event(EventCapacityFailed, now, msg, map[string]any{"purpose": in.Purpose, "direction": "down", "error": err.Error()})); err != nil {
+			return err
+		}
+		r.notify(ctx, "verdict", "ALERT "+r.exp.Metadata.Name+": "+msg)
 	}
 	return nil
 }

@@ -544,3 +544,63 @@ func TestResumeRenewsTheClaim(t *testing.T) {
 		t.Errorf("the renewed claim was taken for another run's: %s", st)
 	}
 }
+
+// scaleDownFailingHooks fails only for the baselines once armed. In this world step 1 lowers
+// the canary's share, so the rollback scales the canary up (works) and the baselines down
+// (fails).
+type scaleDownFailingHooks struct {
+	armed atomic.Bool
+	calls atomic.Int32
+}
+
+func (h *scaleDownFailingHooks) RunHook(_ context.Context, args []string, _ time.Duration) error {
+	if !h.armed.Load() || args[1] == "c1" {
+		return nil
+	}
+	h.calls.Add(1)
+	return fmt.Errorf("%s: exit status 1: scaler unreachable", args[0])
+}
+
+// TestFailedScaleDownIsStored: a scale-down hook failing after the traffic moved is part of
+// the run's stored history (not only a log line), in order after the rollback.
+func TestFailedScaleDownIsStored(t *testing.T) {
+	w := newWorld(t)
+	w.Rate = 1000
+	w.ErrP["c1"] = 0.025
+	hooks := &scaleDownFailingHooks{}
+	r := start(t, w, w.engine(func(o *Options) { o.Hooks = hooks }),
+		"  preconditions:", "  capacity:\n    hpa: {minReplicas: 100, maxReplicas: 1000}\n    hook: {command: [scale, \"{{.Cluster}}\", \"{{.MinReplicas}}\", \"{{.MaxReplicas}}\"]}\n  preconditions:",
+		"{weight: 10%, hold: 10m}", "{weight: 10%, hold: 60m}")
+	w.Drive(r, 3*time.Hour, func(time.Time) {
+		if r.Record().State == store.StateRamping {
+			hooks.armed.Store(true)
+		}
+	})
+	assertEnded(t, r, store.StateRolledBack, VerdictRolledBack)
+	assertWeights(t, w, original)
+	if hooks.calls.Load() == 0 {
+		t.Fatal("the baselines' scale-down hook was never called")
+	}
+	evs, err := w.St.Events(context.Background(), r.Record().ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, failed := -1, -1
+	for i, ev := range evs {
+		switch {
+		case ev.Type == EventCapacityFailed && strings.Contains(ev.Message, "scaling down"):
+			failed = i
+		case ev.Type == EventRunEnded:
+			ended = i
+		}
+	}
+	if failed < 0 {
+		for _, ev := range evs {
+			t.Log(ev.Type, ev.Message)
+		}
+		t.Fatalf("the failed scale-down is not in the stored events (%d events)", len(evs))
+	}
+	if ended < 0 || failed < ended {
+		t.Errorf("stored order: ended at %d, scale-down failure at %d; want the failure after the ending", ended, failed)
+	}
+}
