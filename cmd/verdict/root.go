@@ -67,6 +67,7 @@ rolls back on its own.`,
 		newCompletionCmd(),
 	)
 	root.AddCommand(newActionCmds(g)...)
+	root.AddCommand(newDrillCmds(g)...)
 	return root
 }
 
