@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -144,6 +145,23 @@ func TestDriftPausesThenResumes(t *testing.T) {
 	})
 	if !drifted || w.eventTypes()[EventDrift] == 0 {
 		t.Fatal("drift was not detected")
+	}
+	evs, err := w.St.Events(context.Background(), r.ID(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Type != EventDrift {
+			continue
+		}
+		var d DriftData
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		// The stored event says where the traffic really went, not the last confirmed weights.
+		if d.Actual["o2"] != 0.5 || d.Actual["o1"] == 0 {
+			t.Errorf("drift event's actual weights %v, want o2=0.5 as set outside Verdict", d.Actual)
+		}
 	}
 	if r.Record().State == store.StatePaused {
 		t.Fatal("still paused")

@@ -112,6 +112,8 @@ type DecisionData struct {
 type DriftData struct {
 	During  string `json:"during"` // "ramp", or the purpose of the write it interrupted
 	OnDrift string `json:"onDrift"`
+	// Actual is the experiment's origins' weights in the pool as the drift was seen.
+	Actual store.Weights `json:"actual,omitempty"`
 }
 
 // FaultData is the data of EventFault: Error and Consecutive for a failed pool or KPI

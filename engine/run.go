@@ -830,7 +830,7 @@ func ceilTime(t time.Time, d time.Duration) time.Time {
 // if that rolls back, the ending becomes a rollback that says the promotion was interrupted.
 func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause error) error {
 	msg := fmt.Sprintf("pool %s changed outside Verdict: %v", r.ref, cause)
-	ev := r.event(EventDrift, now, msg, map[string]any{"during": during, "onDrift": r.exp.Spec.Analysis.OnDrift})
+	ev := r.event(EventDrift, now, msg, DriftData{During: during, OnDrift: r.exp.Spec.Analysis.OnDrift, Actual: r.driftedWeights(cause)})
 	r.notify(ctx, "verdict", r.exp.Metadata.Name+": "+msg)
 	policy := r.exp.Spec.Analysis.OnDrift
 	if policy == experiments.OnDriftIgnore && errors.Is(cause, traffic.ErrClaimed) {
@@ -871,6 +871,41 @@ func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause e
 	}
 }
 
+// driftedWeights is what the pool holds for the experiment's origins as the drift error
+// saw it: a paused run keeps its last confirmed weights in Current, and whoever watches
+// must still see where the traffic really goes.
+func (r *Run) driftedWeights(cause error) store.Weights {
+	if wd, ok := errors.AsType[*weightsDrift](cause); ok {
+		return wd.actual
+	}
+	var de *traffic.DriftError
+	if !errors.As(cause, &de) {
+		return nil
+	}
+	w := store.Weights{}
+	for o, v := range r.rec.Current {
+		w[o] = v
+	}
+	for _, d := range de.Origins {
+		if _, ours := w[d.Name]; !ours {
+			continue
+		}
+		if d.Missing {
+			w[d.Name] = 0
+			continue
+		}
+		w[d.Name] = d.Actual
+	}
+	return w
+}
+
+// weightsDrift is a pool whose experiment weights differ from the last confirmed ones.
+type weightsDrift struct{ expect, actual store.Weights }
+
+func (e *weightsDrift) Error() string {
+	return fmt.Sprintf("expected %s, found %s", formatWeights(e.expect), formatWeights(e.actual))
+}
+
 // halted says the run stopped moving on its own (ended, or paused for a person) while a
 // caller was in the middle of something, as a refused token does from any pool call.
 func (r *Run) halted() bool { return r.Done() || r.rec.State == store.StatePaused }
@@ -907,7 +942,7 @@ func (r *Run) checkDrift(ctx context.Context, now time.Time) (stop bool, err err
 		return true, r.drifted(ctx, now, "ramp", &traffic.ClaimedError{Pool: r.ref, Claim: c})
 	}
 	if actual := r.actual(pool); !sameWeights(actual, r.rec.Current) {
-		return true, r.drifted(ctx, now, "ramp", fmt.Errorf("expected %s, found %s", formatWeights(r.rec.Current), formatWeights(actual)))
+		return true, r.drifted(ctx, now, "ramp", &weightsDrift{expect: r.rec.Current, actual: actual})
 	}
 	return false, nil
 }
