@@ -1,109 +1,27 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	r53 "github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/internal/motoserver"
 	"github.com/verdict-dev/verdict/internal/testworld"
 	"github.com/verdict-dev/verdict/metrics"
 	"github.com/verdict-dev/verdict/metrics/embedded"
 	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic/route53"
 )
-
-// The moto_server helpers are copied from traffic/route53/moto_test.go: a test file of
-// another package cannot be imported.
-
-// envRequireMoto set to 1 turns "moto_server is not installed" into a failure.
-const envRequireMoto = "VERDICT_REQUIRE_MOTO"
-
-// startMoto starts moto_server on a free port for the test and stops it (its whole
-// process group) when the test ends; without moto_server on PATH the test is skipped, or
-// fails under VERDICT_REQUIRE_MOTO=1.
-func startMoto(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		msg := "moto_server is not on PATH (Python package moto, `pip install 'moto[server]'`); the Route 53 engine test needs it"
-		if os.Getenv(envRequireMoto) == "1" {
-			t.Fatalf("%s, and %s=1 requires it", msg, envRequireMoto)
-		}
-		t.Skip(msg)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	var out syncBuffer
-	cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("moto_server exited: %v\n%s", err, out.String())
-		default:
-		}
-		if resp, err := http.Get(url + "/moto-api/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-		}
-	}
-	t.Fatalf("moto_server did not answer on %s within 60s\n%s", url, out.String())
-	return ""
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var motoCreds = credentials.NewStaticCredentialsProvider("AKIAVERDICTTEST", "verdict-test-secret-do-not-log", "")
 
 // dnsWorld is a fleet behind a Route 53 weighted record set in moto: three clusters whose
 // traffic follows the record weights as clients see them (each answer cached for the
@@ -143,7 +61,7 @@ func newDNSWorld(t *testing.T, motoURL string) *dnsWorld {
 	w := &dnsWorld{t: t, ttl: 60 * time.Second, rng: rand.New(rand.NewPCG(3, 5)), now: testworld.T0.Add(-40 * time.Minute),
 		errP: map[string]float64{"c1": 0.01, "c2": 0.01, "c3": 0.01},
 		cum:  map[string]*counters{"c1": {}, "c2": {}, "c3": {}}}
-	w.admin = r53.New(r53.Options{Region: "us-east-1", BaseEndpoint: aws.String(motoURL), Credentials: motoCreds})
+	w.admin = r53.New(r53.Options{Region: "us-east-1", BaseEndpoint: aws.String(motoURL), Credentials: motoserver.Credentials})
 	zoneName := fmt.Sprintf("%s.verdict-engine.example.", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
 	out, err := w.admin.CreateHostedZone(ctx, &r53.CreateHostedZoneInput{Name: aws.String(zoneName), CallerReference: aws.String(zoneName)})
 	if err != nil {
@@ -174,7 +92,7 @@ func newDNSWorld(t *testing.T, motoURL string) *dnsWorld {
 		t.Fatal(err)
 	}
 	w.records = w.zoneRecords()
-	w.steer, err = route53.New(ctx, route53.Options{Endpoint: motoURL, Region: "us-east-1", Credentials: motoCreds,
+	w.steer, err = route53.New(ctx, route53.Options{Endpoint: motoURL, Region: "us-east-1", Credentials: motoserver.Credentials,
 		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, SyncPoll: 10 * time.Millisecond, SyncTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -210,15 +128,7 @@ func (w *dnsWorld) Now() time.Time {
 // zoneRecords lists the whole zone by name/type/SetIdentifier.
 func (w *dnsWorld) zoneRecords() map[string]types.ResourceRecordSet {
 	w.t.Helper()
-	out, err := w.admin.ListResourceRecordSets(context.Background(), &r53.ListResourceRecordSetsInput{HostedZoneId: aws.String(w.zone)})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	m := map[string]types.ResourceRecordSet{}
-	for _, r := range out.ResourceRecordSets {
-		m[aws.ToString(r.Name)+"/"+string(r.Type)+"/"+aws.ToString(r.SetIdentifier)] = r
-	}
-	return m
+	return motoserver.MustRecords(w.t, w.admin, w.zone)
 }
 
 // units is every record's integer weight in the experiment's set, by SetIdentifier.
@@ -412,7 +322,7 @@ func (w *dnsWorld) claimText() string {
 // weights through TTL-caching clients: a migration that promotes (legacy records left at
 // 0) and a harmful canary that rolls back (weights restored).
 func TestRoute53EndToEnd(t *testing.T) {
-	url := startMoto(t)
+	url := motoserver.Start(t).URL
 
 	t.Run("migration promoted", func(t *testing.T) {
 		w := newDNSWorld(t, url)
@@ -539,5 +449,3 @@ func (w *dnsWorld) checkTTL(r *Run) {
 		w.t.Error("no interval counted")
 	}
 }
-
-var _ io.Writer = (*syncBuffer)(nil)

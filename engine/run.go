@@ -544,6 +544,14 @@ func (r *Run) readHistory(ctx context.Context, now, end time.Time, pre time.Dura
 		r.ev.Fit()
 		return r.save(ctx, r.event(EventPrePeriod, now, "no history window (analysis.history is 0): noise is estimated from the run itself, after analysis.minIntervals", nil))
 	}
+	if origin, idle := r.canaryIdle(); idle {
+		// A standby at weight 0 served nothing: its history would hold no comparison, only
+		// empty intervals that could pass for data. It is judged against the baselines live.
+		r.book.HistoryRead = true
+		r.ev.Fit()
+		return r.save(ctx, r.event(EventPrePeriod, now, fmt.Sprintf("history skipped: the canary %s (origin %s) has weight 0 in the pool, so it served no traffic to compare with the baselines before the run; it is judged against them live only, with noise estimated from the run itself after analysis.minIntervals (%d)",
+			r.exp.Spec.Canary.Cluster, origin, r.exp.Spec.Analysis.MinIntervals), nil))
+	}
 	// Prometheus answers at most 11,000 points per series: hours of short intervals are
 	// read in chunks, oldest first, and fed only once all are in.
 	const chunk = 5000
@@ -584,6 +592,17 @@ func (r *Run) readHistory(ctx context.Context, now, end time.Time, pre time.Dura
 	msg := fmt.Sprintf("history: %d KPI intervals over the %s before %s; noise learned per KPI — %s",
 		len(obs), experiments.Duration(pre), end.UTC().Format(time.RFC3339), strings.Join(parts, "; "))
 	return r.save(ctx, r.event(EventPrePeriod, now, msg, map[string]any{"noise": noise, "end": end}))
+}
+
+// canaryIdle reports whether the canary's origin has weight 0 in the pool as the run
+// found it (a standby taking over), with the origin's name.
+func (r *Run) canaryIdle() (string, bool) {
+	origin := r.exp.Spec.Traffic.Origins()[r.exp.Spec.Canary.Cluster]
+	if len(r.book.Plan) == 0 {
+		return origin, false
+	}
+	w, ok := r.book.Plan[0][origin]
+	return origin, ok && w == 0
 }
 
 func (r *Run) fetchAll(ctx context.Context, rng metrics.Range) ([]*metrics.Data, error) {

@@ -104,6 +104,10 @@ func (t *Traffic) JudgedSteps() int {
 // (c2: o2, c3: o3)", naming each cluster's origin (a Route 53 SetIdentifier: the record to
 // delete). It is "" unless the experiment is a migration that keeps its final weights.
 func (s *Spec) MigrationNote() string {
+	// A switchover keeps its old cluster as the standby: nothing is to be removed.
+	if n := s.SwitchoverNote(); n != "" {
+		return n
+	}
 	t := &s.Traffic
 	if !t.Migration() || t.OnPromote != OnPromoteKeep {
 		return ""

@@ -11,19 +11,17 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/report"
 	"github.com/verdict-dev/verdict/store"
 )
-
-// APIVersion is the version of the API's JSON documents (docs/api.yaml).
-const APIVersion = 1
 
 // maxBody bounds request bodies: actions carry a name and a sentence, nothing more.
 const maxBody = 16 << 10
@@ -50,10 +48,11 @@ func (s *Server) Handler() http.Handler {
 	for _, a := range engine.Actions {
 		api("POST /api/v1/runs/{id}/"+a, s.action(a))
 	}
+	api("POST /api/v1/runs/{id}/retry", s.retry)
 	api("GET /metrics", s.tel.handler().ServeHTTP)
 	s.routes = append(s.routes, "GET /healthz")
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+		writeJSON(w, http.StatusOK, Health{TypeMeta: Meta(KindHealth), Status: "ok"})
 	})
 	dash := dashboard()
 	mux.Handle("GET /{$}", dash)
@@ -180,7 +179,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // apiError answers with the API's error document.
 func apiError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]any{"error": msg, "status": code})
+	writeJSON(w, code, ErrorDoc{TypeMeta: Meta(KindError), Error: msg, Status: code})
 }
 
 func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
@@ -192,44 +191,159 @@ func (s *Server) storeError(w http.ResponseWriter, what string, err error) {
 	apiError(w, http.StatusInternalServerError, "reading the state failed: "+err.Error())
 }
 
-// RunSummary is a run as lists show it.
-type RunSummary struct {
-	ID         string        `json:"id"`
-	Experiment string        `json:"experiment"`
-	Pool       string        `json:"pool"`
-	File       string        `json:"file,omitempty"`
-	State      store.State   `json:"state"`
-	Step       int           `json:"step"`
-	Steps      int           `json:"steps"`
-	Verdict    string        `json:"verdict,omitempty"`
-	Reason     string        `json:"reason,omitempty"`
-	EndedBy    string        `json:"endedBy,omitempty"`
-	Canary     string        `json:"canary,omitempty"`
-	Baselines  []string      `json:"baselines,omitempty"`
-	Weights    store.Weights `json:"weights,omitempty"`
-	Original   store.Weights `json:"original,omitempty"`
-	// CanaryShare is the canary's share of the experiment's traffic now (0–1).
-	CanaryShare *float64 `json:"canaryShare,omitempty"`
-	// Supervised is true when this server drives the run.
-	Supervised bool   `json:"supervised"`
-	Stalled    string `json:"stalled,omitempty"`
-	// Orphan is set when no live process drives the run (its lease expired) and this
-	// server does not either: who drove it last, since when, and how to finish it.
-	Orphan *Orphan `json:"orphan,omitempty"`
-	// Decision is the latest decision of a supervised run, KPI by KPI.
-	Decision  *analysis.Decision `json:"decision,omitempty"`
-	PauseNote string             `json:"pauseNote,omitempty"`
-	CreatedAt time.Time          `json:"createdAt"`
-	UpdatedAt time.Time          `json:"updatedAt"`
-	StartedAt time.Time          `json:"startedAt,omitzero"`
-	EndedAt   time.Time          `json:"endedAt,omitzero"`
-	ReportURL string             `json:"reportURL"`
+func (s *Server) summarize(ctx context.Context, rec *store.Run) RunSummary {
+	sum := s.summary(rec)
+	if sum.State.Terminal() {
+		s.forgetDrift(rec.ID)
+	} else {
+		sum.ActualWeights = s.actualWeights(ctx, rec.ID)
+	}
+	return sum
 }
 
-func (s *Server) summarize(rec *store.Run) RunSummary {
-	sum := RunSummary{ID: rec.ID, Experiment: rec.Experiment, Pool: rec.Pool, File: rec.SpecFile, State: rec.State, Step: rec.Step,
-		Verdict: rec.Verdict, Reason: rec.Reason, EndedBy: rec.EndedBy, Weights: rec.Current, Original: rec.Original,
-		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, StartedAt: rec.StartedAt, EndedAt: rec.EndedAt, ReportURL: s.reportURL(rec.ID)}
+// driftState is what a run's events so far say of drift: Actual is set while the latest
+// drift (with weights) is newer than the latest confirmed weights.
+type driftState struct {
+	seq    int64
+	actual store.Weights
+}
+
+// actualWeights reads the run's events after those already seen and returns the pool's
+// weights from its latest drift, when no weights were confirmed after it.
+func (s *Server) actualWeights(ctx context.Context, id string) store.Weights {
+	s.driftMu.Lock()
+	st := s.drift[id]
+	s.driftMu.Unlock()
+	evs, err := s.opts.Store.Events(ctx, id, st.seq)
+	if err != nil {
+		return st.actual // the summary goes on without the newest events
+	}
+	st = st.fold(evs)
+	s.driftMu.Lock()
+	if s.drift == nil {
+		s.drift = map[string]driftState{}
+	}
+	if st.seq >= s.drift[id].seq {
+		s.drift[id] = st
+	}
+	s.driftMu.Unlock()
+	return st.actual
+}
+
+// fold moves st on over a run's next events, in order.
+func (st driftState) fold(evs []store.Event) driftState {
+	for _, e := range evs {
+		switch e.Type {
+		case engine.EventDrift:
+			var d engine.DriftData
+			if json.Unmarshal(e.Data, &d) == nil && len(d.Actual) > 0 {
+				st.actual = d.Actual
+			}
+		case engine.EventWeightsConfirmed:
+			st.actual = nil
+		}
+		st.seq = max(st.seq, e.Seq)
+	}
+	return st
+}
+
+// States are the run states, in the order a run goes through them.
+var States = []store.State{store.StatePending, store.StatePreflight, store.StateRamping, store.StatePaused, store.StatePromoting,
+	store.StatePromoted, store.StateRollingBack, store.StateRolledBack, store.StateAborted, store.StateFailed}
+
+// ParseStates reads a comma-separated list of run states, in any case ("ramping,paused").
+func ParseStates(list string) ([]store.State, error) {
+	var out []store.State
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		i := slices.IndexFunc(States, func(s store.State) bool { return strings.EqualFold(string(s), f) })
+		if i < 0 {
+			names := make([]string, len(States))
+			for j, s := range States {
+				names[j] = string(s)
+			}
+			return nil, fmt.Errorf("unknown state %q: want one of %s", f, strings.Join(names, ", "))
+		}
+		out = append(out, States[i])
+	}
+	return out, nil
+}
+
+// RetryOf is the run rec retries, if any: from its own retry_of event (evs are its events),
+// else from a retried event of one of the experiment's earlier runs (a retry a server
+// started, which cannot write to the new run while its engine does).
+func RetryOf(ctx context.Context, st store.Store, rec *store.Run, evs []store.Event) string {
+	for _, e := range evs {
+		var d RetryData
+		if e.Type == EventRetryOf && json.Unmarshal(e.Data, &d) == nil && d.Run != "" {
+			return d.Run
+		}
+	}
+	earlier, err := st.ListRuns(ctx, store.ListOptions{Experiment: rec.Experiment, Limit: 20})
+	if err != nil {
+		return ""
+	}
+	for _, o := range earlier {
+		if o.ID == rec.ID || !o.State.Terminal() || o.CreatedAt.After(rec.CreatedAt) {
+			continue
+		}
+		oevs, err := st.Events(ctx, o.ID, 0)
+		if err != nil {
+			continue
+		}
+		for _, e := range oevs {
+			var d RetryData
+			if e.Type == EventRetried && json.Unmarshal(e.Data, &d) == nil && d.Run == rec.ID {
+				return o.ID
+			}
+		}
+	}
+	return ""
+}
+
+// ActualWeights are the pool's weights from a run's latest drift when no weights were
+// confirmed after it, from the run's events in order; nil otherwise.
+func ActualWeights(evs []store.Event) store.Weights { return driftState{}.fold(evs).actual }
+
+func (s *Server) forgetDrift(id string) {
+	s.driftMu.Lock()
+	delete(s.drift, id)
+	s.driftMu.Unlock()
+}
+
+// fillDrivenBy names the holder of each unfinished run's lease, "nobody" when none; it
+// leaves them empty when the store has no leases or cannot say.
+func (s *Server) fillDrivenBy(ctx context.Context, runs []*RunSummary) {
+	if s.leaser == nil {
+		return
+	}
+	ls, err := s.leaser.Leases(ctx)
+	if err != nil {
+		return
+	}
+	owner := map[string]string{}
+	for _, l := range ls {
+		owner[l.RunID] = l.Owner
+	}
+	for _, r := range runs {
+		if r.State.Terminal() {
+			continue
+		}
+		r.DrivenBy = owner[r.ID]
+		if r.DrivenBy == "" {
+			r.DrivenBy = "nobody"
+		}
+	}
+}
+
+// summary is a run's summary from its record and, when this server drives it, its
+// engine's snapshot.
+func (s *Server) summary(rec *store.Run) RunSummary {
+	sum := SummaryOf(rec)
+	sum.ReportURL = s.reportURL(rec.ID)
 	if s.watch != nil && !rec.State.Terminal() {
 		sum.Orphan = s.watch.orphan(rec.ID)
 	}
@@ -243,16 +357,26 @@ func (s *Server) summarize(rec *store.Run) RunSummary {
 		if p := r.stalled.Load(); p != nil {
 			sum.Stalled = *p
 		}
-		sum.Decision, sum.Steps = snap.Decision, snap.Steps
+		sum.Decision, sum.Steps = DecisionOf(snap.Decision), snap.Steps
 		if sum.State == store.StatePaused {
 			sum.PauseNote = snap.PauseNote
 		}
 		sum.Canary, sum.Baselines = r.exp.Spec.Canary.Cluster, r.exp.Spec.Baselines
+		sum.CanaryShare = nil
 		if v, ok := canaryShare(r, store.Run{Current: sum.Weights, Original: sum.Original}); ok {
 			sum.CanaryShare = &v
 		}
-		return sum
 	}
+	return sum
+}
+
+// SummaryOf is a run's summary from its stored record alone: what a process that does not
+// drive the run can say of it (the CLI on a state directory, a server of a run another
+// process drives).
+func SummaryOf(rec *store.Run) RunSummary {
+	sum := RunSummary{ID: rec.ID, Experiment: rec.Experiment, Pool: rec.Pool, File: rec.SpecFile, State: rec.State, Step: rec.Step,
+		Verdict: rec.Verdict, Reason: rec.Reason, EndedBy: rec.EndedBy, Weights: rec.Current, Original: rec.Original,
+		CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, StartedAt: rec.StartedAt, EndedAt: rec.EndedAt}
 	var spec struct {
 		Spec struct {
 			Canary struct {
@@ -318,6 +442,14 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 	if limit <= 0 || limit > 1000 {
 		limit = 200
 	}
+	states, err := ParseStates(q.Get("state"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(states) > 0 {
+		all = true // a state filter names the states wanted, finished ones included
+	}
 	runs, err := s.opts.Store.ListRuns(r.Context(), store.ListOptions{Experiment: q.Get("experiment"), Unfinished: !all, Limit: limit})
 	if err != nil {
 		s.storeError(w, "runs", err)
@@ -325,22 +457,21 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []RunSummary{}
 	for _, rec := range runs {
-		out = append(out, s.summarize(rec))
+		sum := s.summarize(r.Context(), rec)
+		if len(states) == 0 || slices.Contains(states, sum.State) {
+			out = append(out, sum)
+		}
 	}
+	ptrs := make([]*RunSummary, len(out))
+	for i := range out {
+		ptrs[i] = &out[i]
+	}
+	s.fillDrivenBy(r.Context(), ptrs)
 	orphans := []Orphan{}
 	if s.watch != nil {
 		orphans = s.watch.orphansNow()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "runs": out, "orphans": orphans, "cursor": s.broker.cursor()})
-}
-
-// ExperimentView is an experiment as the API shows it: where it is declared, what the
-// watcher made of it, and its runs, latest first.
-type ExperimentView struct {
-	Name string       `json:"name"`
-	File string       `json:"file,omitempty"`
-	Note string       `json:"note,omitempty"`
-	Runs []RunSummary `json:"runs"`
+	writeJSON(w, http.StatusOK, RunList{TypeMeta: Meta(KindRunList), Runs: out, Orphans: orphans, Cursor: s.broker.cursor()})
 }
 
 func (s *Server) experimentViews(r *http.Request, only string) ([]ExperimentView, error) {
@@ -376,7 +507,7 @@ func (s *Server) experimentViews(r *http.Request, only string) ([]ExperimentView
 	for _, rec := range runs {
 		v := get(rec.Experiment)
 		if len(v.Runs) < 20 {
-			v.Runs = append(v.Runs, s.summarize(rec))
+			v.Runs = append(v.Runs, s.summarize(r.Context(), rec))
 		}
 	}
 	out := make([]ExperimentView, 0, len(byName))
@@ -393,7 +524,7 @@ func (s *Server) listExperiments(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "runs", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "experiments": views, "cursor": s.broker.cursor()})
+	writeJSON(w, http.StatusOK, ExperimentList{TypeMeta: Meta(KindExperimentList), Experiments: views, Cursor: s.broker.cursor()})
 }
 
 func (s *Server) getExperiment(w http.ResponseWriter, r *http.Request) {
@@ -406,7 +537,7 @@ func (s *Server) getExperiment(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "no experiment "+r.PathValue("name"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "experiment": views[0]})
+	writeJSON(w, http.StatusOK, ExperimentDetail{TypeMeta: Meta(KindExperiment), Experiment: views[0]})
 }
 
 func (s *Server) listFiles(w http.ResponseWriter, _ *http.Request) {
@@ -414,7 +545,7 @@ func (s *Server) listFiles(w http.ResponseWriter, _ *http.Request) {
 	if s.watch != nil {
 		files = s.watch.status()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "dir": s.opts.Dir, "files": files})
+	writeJSON(w, http.StatusOK, FileList{TypeMeta: Meta(KindFileList), Dir: s.opts.Dir, Files: files})
 }
 
 // run finds a run by ID or by experiment name (its latest run).
@@ -432,12 +563,25 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := map[string]any{"version": APIVersion, "run": s.summarize(rec), "spec": rec.Spec, "intent": rec.Intent,
-		"messages": s.broker.recent(rec.ID, 50), "cursor": s.broker.cursor()}
+	out := RunDetail{TypeMeta: Meta(KindRun), Run: s.summarize(r.Context(), rec), Spec: rec.Spec, Intent: rec.Intent,
+		Messages: s.broker.recent(rec.ID, 50), Cursor: s.broker.cursor()}
+	if out.Messages == nil {
+		out.Messages = []Message{}
+	}
+	if evs, err := s.opts.Store.Events(r.Context(), rec.ID, 0); err == nil {
+		out.Run.RetryOf = RetryOf(r.Context(), s.opts.Store, rec, evs)
+	}
+	if out.Run.Decision == nil {
+		if ds, err := s.opts.Store.Decisions(r.Context(), rec.ID); err == nil && len(ds) > 0 {
+			out.Run.Decision = StoredDecisionOf(ds[len(ds)-1])
+		}
+	}
+	s.fillDrivenBy(r.Context(), []*RunSummary{&out.Run})
 	if rr, ok := s.sup.get(rec.ID); ok {
 		snap := rr.snapshot()
-		out["values"], out["share"], out["hold"], out["stepElapsed"] = snap.Values, snap.Share, snap.Hold.String(), snap.Run.StepElapsed.String()
-		out["rampStart"], out["maxDuration"] = snap.RampStart, snap.MaxDuration.String()
+		out.Values, out.Hold, out.StepElapsed = snap.Values, snap.Hold.String(), snap.Run.StepElapsed.String()
+		out.Share = &Share{Mismatch: snap.Share.Mismatch, Expected: snap.Share.Expected, Observed: snap.Share.Observed, Reason: snap.Share.Reason}
+		out.RampStart, out.MaxDuration = snap.RampStart, snap.MaxDuration.String()
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -455,7 +599,7 @@ func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
 	if ds == nil {
 		ds = []store.Decision{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "decisions": ds})
+	writeJSON(w, http.StatusOK, DecisionList{TypeMeta: Meta(KindDecisionList), Run: rec.ID, Decisions: ds})
 }
 
 func (s *Server) getObservations(w http.ResponseWriter, r *http.Request) {
@@ -471,7 +615,7 @@ func (s *Server) getObservations(w http.ResponseWriter, r *http.Request) {
 	if obs == nil {
 		obs = []store.Observation{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "observations": obs})
+	writeJSON(w, http.StatusOK, ObservationList{TypeMeta: Meta(KindObservationList), Run: rec.ID, Observations: obs})
 }
 
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
@@ -488,72 +632,14 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 	if evs == nil {
 		evs = []store.Event{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": APIVersion, "run": rec.ID, "events": evs})
-}
-
-// ActionRequest is the body of an action: who asks, and why.
-type ActionRequest struct {
-	Who    string `json:"who"`
-	Reason string `json:"reason"`
-}
-
-// ActionResult says what became of an action.
-type ActionResult struct {
-	Version int    `json:"version"`
-	Run     string `json:"run"`
-	Action  string `json:"action"`
-	Command int64  `json:"command"`
-	// Who is the principal recorded for the action: the name of the token that
-	// authenticated the request when it is a named token, else the who of the request.
-	Who string `json:"who"`
-	// OnBehalfOf is the who the client sent when a named token made it not the principal;
-	// it is recorded in the reason as a note, never as who.
-	OnBehalfOf string `json:"onBehalfOf,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	// Applied is true when the run has taken the action; false means it is queued for the
-	// process running the experiment (202 Accepted). The engine may take an action and
-	// ignore it (pausing a run that is rolling back): State against Previous tells.
-	Applied  bool          `json:"applied"`
-	State    store.State   `json:"state"`
-	Previous store.State   `json:"previous"`
-	Summary  *RunSummary   `json:"summary,omitempty"`
-	Weights  store.Weights `json:"weights,omitempty"`
+	writeJSON(w, http.StatusOK, EventList{TypeMeta: Meta(KindEventList), Run: rec.ID, Events: evs})
 }
 
 func (s *Server) action(action string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-			apiError(w, http.StatusUnsupportedMediaType, "actions take a JSON body (Content-Type: application/json) with who and reason")
+		req, onBehalfOf, ok := s.actor(w, r)
+		if !ok {
 			return
-		}
-		var req ActionRequest
-		if !decodeBody(w, r, &req) {
-			return
-		}
-		req.Who, req.Reason = strings.TrimSpace(req.Who), strings.TrimSpace(req.Reason)
-		if len(req.Who) > 200 || len(req.Reason) > 2000 {
-			apiError(w, http.StatusBadRequest, "who is limited to 200 bytes and reason to 2000")
-			return
-		}
-		// Stored escaped: every later printing (status, reports, logs) shows the text as typed.
-		req.Who, req.Reason = Printable(req.Who), Printable(req.Reason)
-		onBehalfOf := ""
-		if p := principal(r); p != "" {
-			// A named token is the principal: what the client says is only a note.
-			if req.Who != "" && req.Who != p {
-				onBehalfOf = req.Who
-				note := "on behalf of " + req.Who + " (as the client said)"
-				if req.Reason == "" {
-					req.Reason = note
-				} else {
-					req.Reason += " — " + note
-				}
-			}
-			req.Who = p
-		}
-		if req.Who == "" {
-			host, _, _ := net.SplitHostPort(r.RemoteAddr)
-			req.Who = "api@" + host
 		}
 		rec, ok := s.run(w, r)
 		if !ok {
@@ -563,7 +649,7 @@ func (s *Server) action(action string) http.HandlerFunc {
 			apiError(w, http.StatusConflict, fmt.Sprintf("run %s has already ended (%s)", rec.ID, rec.State))
 			return
 		}
-		previous := s.summarize(rec).State
+		previous := s.summarize(r.Context(), rec).State
 		c := &store.Command{RunID: rec.ID, Action: action, Who: req.Who, Reason: req.Reason, CreatedAt: s.opts.Clock.Now()}
 		applied, err := s.sup.act(r.Context(), c, s.opts.ActionWait)
 		if err != nil {
@@ -574,14 +660,94 @@ func (s *Server) action(action string) http.HandlerFunc {
 		if now, err := s.opts.Store.Run(r.Context(), rec.ID); err == nil {
 			rec = now
 		}
-		sum := s.summarize(rec)
-		res := ActionResult{Version: APIVersion, Run: rec.ID, Action: action, Command: c.ID, Who: req.Who, OnBehalfOf: onBehalfOf, Reason: req.Reason, Applied: applied, State: sum.State, Previous: previous, Summary: &sum, Weights: sum.Weights}
+		sum := s.summarize(r.Context(), rec)
+		res := ActionResult{TypeMeta: Meta(KindActionResult), Run: rec.ID, Action: action, Command: c.ID, Who: req.Who, OnBehalfOf: onBehalfOf, Reason: req.Reason, Applied: applied, State: sum.State, Previous: previous, Summary: &sum, Weights: sum.Weights}
 		code := http.StatusOK
 		if !applied {
 			code = http.StatusAccepted
 		}
 		writeJSON(w, code, res)
 	}
+}
+
+// actor reads an action's body and settles who asks: the named token's name when one
+// authenticated the request (what the client said becomes a note in the reason), else the
+// client's who, else api@ADDRESS. On failure it has answered and returns false.
+func (s *Server) actor(w http.ResponseWriter, r *http.Request) (req ActionRequest, onBehalfOf string, ok bool) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		apiError(w, http.StatusUnsupportedMediaType, "actions take a JSON body (Content-Type: application/json) with who and reason")
+		return req, "", false
+	}
+	if !decodeBody(w, r, &req) {
+		return req, "", false
+	}
+	req.Who, req.Reason = strings.TrimSpace(req.Who), strings.TrimSpace(req.Reason)
+	if len(req.Who) > 200 || len(req.Reason) > 2000 {
+		apiError(w, http.StatusBadRequest, "who is limited to 200 bytes and reason to 2000")
+		return req, "", false
+	}
+	// Stored escaped: every later printing (status, reports, logs) shows the text as typed.
+	req.Who, req.Reason = Printable(req.Who), Printable(req.Reason)
+	if p := principal(r); p != "" {
+		// A named token is the principal: what the client says is only a note.
+		if req.Who != "" && req.Who != p {
+			onBehalfOf = req.Who
+			note := "on behalf of " + req.Who + " (as the client said)"
+			if req.Reason == "" {
+				req.Reason = note
+			} else {
+				req.Reason += " — " + note
+			}
+		}
+		req.Who = p
+	}
+	if req.Who == "" {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		req.Who = "api@" + host
+	}
+	return req, onBehalfOf, true
+}
+
+// retry starts a new run of an ended run's stored experiment, and records on the ended
+// run that it was retried. The stored experiment has no secrets: the new run sends no
+// notifications to targets that needed them.
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
+	req, _, ok := s.actor(w, r)
+	if !ok {
+		return
+	}
+	rec, ok := s.run(w, r)
+	if !ok {
+		return
+	}
+	if !rec.State.Terminal() {
+		apiError(w, http.StatusConflict, fmt.Sprintf("run %s has not ended (%s): only an ended run can be retried", rec.ID, rec.State))
+		return
+	}
+	exp := &experiments.Experiment{}
+	if err := json.Unmarshal(rec.Spec, exp); err != nil {
+		apiError(w, http.StatusInternalServerError, fmt.Sprintf("run %s: stored experiment: %v", rec.ID, err))
+		return
+	}
+	nr, err := s.sup.start(r.Context(), exp, rec.SpecFile)
+	var busy *store.PoolBusyError
+	switch {
+	case errors.As(err, &busy):
+		apiError(w, http.StatusConflict, fmt.Sprintf("pool %s is owned by run %s: retry when it ends", busy.Pool, busy.RunID))
+		return
+	case err != nil:
+		apiError(w, http.StatusInternalServerError, "start the retry: "+err.Error())
+		return
+	}
+	data, _ := json.Marshal(RetryData{Run: nr.id, Who: req.Who})
+	ev := store.Event{RunID: rec.ID, At: s.opts.Clock.Now(), Type: EventRetried, Message: fmt.Sprintf("retried as run %s (by %s)", nr.id, req.Who), Data: data}
+	if old, err := s.opts.Store.Run(r.Context(), rec.ID); err == nil {
+		if err := s.opts.Store.SaveRun(r.Context(), old, ev); err != nil {
+			s.opts.Logger.Warn("record the retry on the ended run", "run", rec.ID, "retry", nr.id, "err", err)
+		}
+	}
+	s.opts.Logger.Info("run retried", "run", rec.ID, "retry", nr.id, "who", req.Who)
+	writeJSON(w, http.StatusCreated, RetryResult{TypeMeta: Meta(KindRetryResult), Run: nr.id, RetryOf: rec.ID, Who: req.Who})
 }
 
 func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
@@ -595,6 +761,29 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var buf bytes.Buffer
+	switch f := r.URL.Query().Get("format"); f {
+	case "json":
+		if err := report.WriteJSON(&buf, rep); err != nil {
+			apiError(w, http.StatusInternalServerError, "render the report: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(buf.Bytes())
+		return
+	case "md", "markdown":
+		// Without a directory for chart files, Markdown carries the tables only.
+		if err := report.WriteMarkdown(&buf, rep, report.MarkdownOptions{}); err != nil {
+			apiError(w, http.StatusInternalServerError, "render the report: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+		w.Write(buf.Bytes())
+		return
+	case "", "html":
+	default:
+		apiError(w, http.StatusBadRequest, "format must be html, md or json, not "+strconv.Quote(f))
+		return
+	}
 	if err := report.WriteHTML(&buf, rep); err != nil {
 		apiError(w, http.StatusInternalServerError, "render the report: "+err.Error())
 		return

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/traffic"
 )
 
 // chromium finds a headless-capable Chromium: $VERDICT_CHROMIUM, else /usr/bin/chromium.
@@ -383,4 +384,243 @@ func TestDashboardAsksForTheToken(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the browser never reported")
 	}
+}
+
+// layoutHarnessJS opens the experiment list and the run page in an iframe of each width
+// (?widths=1400,390) and reports what a reader would notice: a column cut off or the page
+// wider than the screen, the actual-weights line after drift, the hold progress, a
+// timeline event shown twice, the progress bar's colour.
+const layoutHarnessJS = `(async () => {
+  const q = new URLSearchParams(location.search);
+  const run = q.get('run');
+  const out = { ok: true, views: [], errors: [] };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const wait = async (what, cond, ms) => {
+    const t0 = Date.now();
+    for (;;) {
+      try { if (cond()) return; } catch (e) {}
+      if (Date.now() - t0 > ms) throw new Error('timed out: ' + what);
+      await sleep(25);
+    }
+  };
+  // clipped lists the elements whose content is wider than their box, or that reach past
+  // the right edge of the viewport.
+  const clipped = (doc, sel) => {
+    const vw = doc.documentElement.clientWidth;
+    return Array.from(doc.querySelectorAll(sel)).filter((el) => {
+      const r = el.getBoundingClientRect();
+      return r.width > 0 && (el.scrollWidth > el.clientWidth + 1 || r.right > vw + 1);
+    }).map((el) => el.tagName + ' ' + (el.dataset.label || '') + ' ' + el.textContent.slice(0, 40) + ' (' + el.scrollWidth + '>' + el.clientWidth + ')');
+  };
+  try {
+    for (const width of q.get('widths').split(',').map(Number)) {
+      const f = document.createElement('iframe');
+      f.width = width; f.height = 1400; f.style.display = 'block';
+      document.body.append(f);
+      const doc = () => f.contentDocument, body = () => doc() && doc().body;
+      const v = { width };
+      f.src = '/#/';
+      await wait('list at ' + width, () => body().dataset.ready === '1' && doc().querySelectorAll('a[data-experiment]').length >= 2, 20000);
+      f.contentWindow.addEventListener('error', (e) => out.errors.push(width + ': ' + e.message));
+      v.listOverflow = doc().documentElement.scrollWidth - doc().documentElement.clientWidth;
+      v.cards = Array.from(doc().querySelectorAll('a[data-experiment]')).map((c) => ({ name: c.dataset.experiment, state: c.dataset.state,
+        width: Math.round(c.getBoundingClientRect().width), bar: c.querySelector('.bar > span').className, text: c.textContent }));
+      v.listClipped = clipped(doc(), 'main a[data-experiment] *');
+      f.contentWindow.location.hash = '#/runs/' + encodeURIComponent(run);
+      await wait('run page at ' + width, () => body().dataset.page === 'run' && body().dataset.ready === '1' && doc().getElementById('kpis') && doc().getElementById('actual-weights'), 30000);
+      await sleep(500);
+      v.actual = doc().getElementById('actual-weights').textContent;
+      v.weights = doc().getElementById('weights').textContent;
+      v.hold = (doc().getElementById('hold') || {}).textContent || '';
+      v.elapsed = (doc().getElementById('elapsed') || {}).textContent || '';
+      v.state = body().dataset.state;
+      v.runOverflow = doc().documentElement.scrollWidth - doc().documentElement.clientWidth;
+      v.runClipped = clipped(doc(), '#kpis th, #kpis td, .kv dt, .kv dd, #timeline li > *, h1');
+      const sc = doc().querySelector('.scroll');
+      v.tableScrolls = sc ? sc.scrollWidth > sc.clientWidth + 1 : false;
+      v.kpiCells = Array.from(doc().querySelectorAll('#kpis tbody tr:first-child td')).map((td) => ({ label: td.dataset.label, visible: td.getBoundingClientRect().width > 0 && getComputedStyle(td).display !== 'none', text: td.textContent }));
+      const items = Array.from(doc().querySelectorAll('#timeline li')).map((li) => li.className + ' ' + li.textContent);
+      v.timeline = items.length;
+      v.duplicates = items.filter((x, i) => items.indexOf(x) !== i);
+      out.views.push(v);
+    }
+  } catch (e) {
+    out.ok = false;
+    out.failure = String(e);
+  }
+  await fetch('/__test/result', { method: 'POST', body: JSON.stringify(out) });
+})();`
+
+type layoutView struct {
+	Width        int      `json:"width"`
+	ListOverflow int      `json:"listOverflow"`
+	RunOverflow  int      `json:"runOverflow"`
+	ListClipped  []string `json:"listClipped"`
+	RunClipped   []string `json:"runClipped"`
+	TableScrolls bool     `json:"tableScrolls"`
+	Cards        []struct {
+		Name, State, Bar, Text string
+		Width                  int
+	} `json:"cards"`
+	Actual, Weights, Hold, Elapsed, State string
+	KPICells                              []struct {
+		Label   string `json:"label"`
+		Visible bool   `json:"visible"`
+		Text    string `json:"text"`
+	} `json:"kpiCells"`
+	Timeline   int      `json:"timeline"`
+	Duplicates []string `json:"duplicates"`
+}
+
+// TestDashboardLayout: headless Chromium shows the dashboard at 1400 px and at 390 px (a
+// phone) after a run was paused by drift (someone changed the pool by hand). At both widths
+// the experiment list is a full-width row per experiment whose bar is not red for a
+// healthy run, the run page shows the pool's actual weights beside the confirmed ones and
+// the hold progress, no table cell or definition is clipped and nothing reaches past the
+// screen's edge, and the timeline shows every event once. Screenshots go to
+// $VERDICT_ARTIFACTS (docs/examples/dashboard-*.png were made so).
+func TestDashboardLayout(t *testing.T) {
+	bin := chromium(t)
+	// Virtual time starts now, so that the browser's clock and the run's roughly agree on
+	// the time elapsed (screenshots), until the API says its own clock.
+	w := newWorldAt(t, &fastClock{base: time.Now().UTC().Truncate(time.Minute), start: time.Now(), speed: 120}, 15*time.Second, poolRate)
+	w.write("long.yaml", w.experiment("long", "a", "3h"))
+	w.write("steady.yaml", w.experiment("steady", "c", "3h"))
+	s := w.server()
+	c := &client{t: t, base: ""}
+	results := make(chan struct {
+		OK      bool         `json:"ok"`
+		Failure string       `json:"failure"`
+		Errors  []string     `json:"errors"`
+		Views   []layoutView `json:"views"`
+	}, 1)
+	mux := http.NewServeMux()
+	mux.Handle("/", s.Handler())
+	mux.HandleFunc("GET /__test/harness.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, `<!doctype html><meta charset="utf-8"><title>layout</title><body style="margin:0"><script src="/__test/layout.js"></script>`)
+	})
+	mux.HandleFunc("GET /__test/layout.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		io.WriteString(w, layoutHarnessJS)
+	})
+	mux.HandleFunc("POST /__test/result", func(w http.ResponseWriter, r *http.Request) {
+		var res struct {
+			OK      bool         `json:"ok"`
+			Failure string       `json:"failure"`
+			Errors  []string     `json:"errors"`
+			Views   []layoutView `json:"views"`
+		}
+		json.NewDecoder(r.Body).Decode(&res)
+		select {
+		case results <- res:
+		default:
+		}
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	c.base = ts.URL
+	long := c.waitRun("long")
+	c.waitRun("steady")
+	var ds struct {
+		Decisions []store.Decision `json:"decisions"`
+	}
+	eventually(t, "long has decisions", func() bool {
+		c.do("GET", "/api/v1/runs/"+long+"/decisions", nil, &ds)
+		return len(ds.Decisions) >= 3 && c.run(long).State == store.StateRamping
+	})
+
+	// An operator moves traffic by hand: half of the pool to the canary's origin.
+	ctx := context.Background()
+	ref := traffic.PoolRef{Account: w.emu.AccountID(), Pool: pools["a"]}
+	cur := w.poolWeights("a")
+	actual := traffic.Weights{"oa1": 0.5, "oa2": 0.25, "oa3": 0.25}
+	if err := w.steer.SetWeights(ctx, ref, actual, cur); err != nil {
+		t.Fatalf("change the pool by hand: %v", err)
+	}
+	eventually(t, "long paused on drift", func() bool { return c.run(long).State == store.StatePaused })
+	r := c.run(long)
+	t.Logf("after drift: state %s, weights %v, actualWeights %v", r.State, r.Weights, r.ActualWeights)
+	if r.ActualWeights == nil {
+		t.Logf("the API gives no actualWeights: the dashboard falls back to the drift event's data.actual")
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	args := append(chromiumFlags(t.TempDir()), "--enable-logging=stderr", "--v=0", "--window-size=1500,1500", ts.URL+"/__test/harness.html?widths=1400,390&run="+long)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		OK      bool         `json:"ok"`
+		Failure string       `json:"failure"`
+		Errors  []string     `json:"errors"`
+		Views   []layoutView `json:"views"`
+	}
+	select {
+	case res = <-results:
+	case <-ctx.Done():
+		t.Fatalf("the browser never reported; chromium said:\n%s", stderr.String())
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !res.OK {
+		t.Fatalf("dashboard layout: %s\nviews so far %+v\nchromium:\n%s", res.Failure, res.Views, stderr.String())
+	}
+	if len(res.Errors) > 0 {
+		t.Errorf("errors in the page: %v", res.Errors)
+	}
+	if len(res.Views) != 2 {
+		t.Fatalf("%d views, want 2", len(res.Views))
+	}
+	for _, v := range res.Views {
+		t.Logf("%d px: cards %d px wide, actual %q, hold %q, elapsed %q, %d timeline items", v.Width, v.Cards[0].Width, v.Actual, v.Hold, v.Elapsed, v.Timeline)
+		if v.ListOverflow > 0 || v.RunOverflow > 0 {
+			t.Errorf("%d px: the page is wider than the screen (list by %d px, run page by %d px)", v.Width, v.ListOverflow, v.RunOverflow)
+		}
+		if len(v.ListClipped) > 0 || len(v.RunClipped) > 0 || v.TableScrolls {
+			t.Errorf("%d px: clipped: list %v, run page %v, KPI table scrolls sideways %v", v.Width, v.ListClipped, v.RunClipped, v.TableScrolls)
+		}
+		for _, card := range v.Cards {
+			// Full width: the list's cards span the page, less its padding.
+			if card.Width < min(v.Width, 1100)-60 {
+				t.Errorf("%d px: the card of %s is %d px wide: a narrow card", v.Width, card.Name, card.Width)
+			}
+			if card.Name == "steady" && card.State == string(store.StateRamping) && strings.Contains(card.Bar, "harm") {
+				t.Errorf("%d px: a healthy run's bar is coloured as harm: %q", v.Width, card.Bar)
+			}
+			if card.Name == "long" && !strings.Contains(card.Bar, "paused") {
+				t.Errorf("%d px: the paused run's bar is %q", v.Width, card.Bar)
+			}
+		}
+		if !strings.Contains(v.Actual, "oa1 0.50") || !strings.Contains(v.Actual, "oa2 0.25") || !strings.Contains(v.Actual, "changed outside Verdict") {
+			t.Errorf("%d px: actual weights line %q, want oa1 0.50 · oa2 0.25 · oa3 0.25 and why", v.Width, v.Actual)
+		}
+		if strings.Contains(v.Weights, "oa1 0.50") {
+			t.Errorf("%d px: the confirmed weights show the drifted ones: %q", v.Width, v.Weights)
+		}
+		if !strings.Contains(v.Hold, "analysed") || !strings.Contains(v.Hold, "left") || !strings.Contains(v.Elapsed, "of at most 12h") {
+			t.Errorf("%d px: hold %q, elapsed %q: want the hold progress and time left", v.Width, v.Hold, v.Elapsed)
+		}
+		labels := []string{}
+		for _, cell := range v.KPICells {
+			if cell.Visible {
+				labels = append(labels, cell.Label)
+			}
+		}
+		if strings.Join(labels, ",") != "KPI,Status,Effect,Bounds,Tolerance,Why" {
+			t.Errorf("%d px: visible KPI cells %v, want all six", v.Width, labels)
+		}
+		if v.Timeline < 4 || len(v.Duplicates) > 0 {
+			t.Errorf("%d px: %d timeline items, shown twice: %v", v.Width, v.Timeline, v.Duplicates)
+		}
+	}
+	dir := artifactDir(t)
+	screenshot(t, bin, ts.URL+"/#/", filepath.Join(dir, "dashboard-experiments.png"), 1400, 700)
+	screenshot(t, bin, ts.URL+"/#/runs/"+long, filepath.Join(dir, "dashboard-run-drift.png"), 1400, 2000)
+	screenshot(t, bin, ts.URL+"/#/runs/"+long, filepath.Join(dir, "dashboard-run-phone.png"), 390, 2600)
+	screenshot(t, bin, ts.URL+"/#/", filepath.Join(dir, "dashboard-experiments-phone.png"), 390, 900)
 }

@@ -100,6 +100,10 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (in
 		}
 		return resp.StatusCode, &APIError{Status: resp.StatusCode, Message: e.Error}
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return resp.StatusCode, nil
+	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
 			return resp.StatusCode, fmt.Errorf("verdict server %s %s: %w", method, path, err)
@@ -108,22 +112,44 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) (in
 	return resp.StatusCode, nil
 }
 
-// Runs lists runs: unfinished ones, or all with all.
-func (c *Client) Runs(ctx context.Context, all bool) ([]RunSummary, error) {
-	var out struct {
-		Runs []RunSummary `json:"runs"`
-	}
-	_, err := c.do(ctx, "GET", "/api/v1/runs?all="+fmt.Sprint(all), nil, &out)
-	return out.Runs, err
+// RunQuery filters a run list: by experiment, by states (which include finished runs),
+// unfinished ones only unless All.
+type RunQuery struct {
+	Experiment string
+	States     []store.State
+	All        bool
+	Limit      int
 }
 
-// RunDetail is a run as GET /api/v1/runs/{id} shows it.
-type RunDetail struct {
-	Run      RunSummary      `json:"run"`
-	Spec     json.RawMessage `json:"spec"`
-	Intent   *store.Intent   `json:"intent"`
-	Messages []Message       `json:"messages"`
-	Cursor   string          `json:"cursor"`
+// ListRuns lists runs, newest first.
+func (c *Client) ListRuns(ctx context.Context, q RunQuery) (*RunList, error) {
+	v := url.Values{}
+	v.Set("all", fmt.Sprint(q.All))
+	if q.Experiment != "" {
+		v.Set("experiment", q.Experiment)
+	}
+	if len(q.States) > 0 {
+		names := make([]string, len(q.States))
+		for i, s := range q.States {
+			names[i] = string(s)
+		}
+		v.Set("state", strings.Join(names, ","))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	var out RunList
+	if _, err := c.do(ctx, "GET", "/api/v1/runs?"+v.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Runs lists runs: unfinished ones, or all with all.
+func (c *Client) Runs(ctx context.Context, all bool) ([]RunSummary, error) {
+	var out RunList
+	_, err := c.do(ctx, "GET", "/api/v1/runs?all="+fmt.Sprint(all), nil, &out)
+	return out.Runs, err
 }
 
 // Run returns a run by ID, or an experiment's latest run by name.
@@ -138,26 +164,39 @@ func (c *Client) Run(ctx context.Context, id string) (*RunDetail, error) {
 
 // Events returns a run's stored events.
 func (c *Client) Events(ctx context.Context, id string) ([]store.Event, error) {
-	var out struct {
-		Events []store.Event `json:"events"`
-	}
+	var out EventList
 	_, err := c.do(ctx, "GET", "/api/v1/runs/"+url.PathEscape(id)+"/events", nil, &out)
 	return out.Events, err
 }
 
 // Decisions returns a run's decisions.
 func (c *Client) Decisions(ctx context.Context, id string) ([]store.Decision, error) {
-	var out struct {
-		Decisions []store.Decision `json:"decisions"`
-	}
+	var out DecisionList
 	_, err := c.do(ctx, "GET", "/api/v1/runs/"+url.PathEscape(id)+"/decisions", nil, &out)
 	return out.Decisions, err
+}
+
+// Report returns a run's report rendered by the server: format html, md or json.
+func (c *Client) Report(ctx context.Context, id, format string) ([]byte, error) {
+	var out []byte
+	_, err := c.do(ctx, "GET", "/api/v1/runs/"+url.PathEscape(id)+"/report?format="+url.QueryEscape(format), nil, &out)
+	return out, err
 }
 
 // Act asks for a manual action (pause, resume, promote, abort) on a run.
 func (c *Client) Act(ctx context.Context, id, action, who, reason string) (*ActionResult, error) {
 	var out ActionResult
 	_, err := c.do(ctx, "POST", "/api/v1/runs/"+url.PathEscape(id)+"/"+url.PathEscape(action), ActionRequest{Who: who, Reason: reason}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Retry asks the server to start a new run of an ended run's stored experiment.
+func (c *Client) Retry(ctx context.Context, id, who, reason string) (*RetryResult, error) {
+	var out RetryResult
+	_, err := c.do(ctx, "POST", "/api/v1/runs/"+url.PathEscape(id)+"/retry", ActionRequest{Who: who, Reason: reason}, &out)
 	if err != nil {
 		return nil, err
 	}

@@ -152,6 +152,9 @@ type Server struct {
 	once   sync.Once
 	runExp sync.Map // run ID -> experiment name, for events
 	routes []string // the patterns Handler registered, for the documentation test
+
+	driftMu sync.Mutex
+	drift   map[string]driftState // unfinished run ID -> what its events say of drift
 }
 
 // streamBacklog is how many messages the server keeps for clients resuming a stream with

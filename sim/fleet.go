@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,10 @@ type Options struct {
 	Token, AccountID string
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// DNS, if set, puts the fleet behind a Route 53 weighted record set (in moto_server)
+	// instead of the emulated Cloudflare pool; the scenario's experiment should steer it
+	// (DNSScenario). The Cloudflare emulator still runs, unused by the data plane.
+	DNS *DNSOptions
 	// OnNotice, if set, is told of everything the fleet does on its own (the trigger, each
 	// scheduled event), for the demo to narrate. It must not block.
 	OnNotice func(Notice)
@@ -105,6 +110,7 @@ type Fleet struct {
 	edgeLn   net.Listener
 	edgeDone chan struct{}
 	gen      *generator
+	dns      *dnsPlane // with Options.DNS
 
 	dir, expPath string
 	poolPath     string
@@ -227,7 +233,14 @@ func (f *Fleet) startAll() error {
 	}
 
 	// The edge: the data plane plus session affinity.
-	f.edge = newEdge(f.emu.DataHandler(), sc.Affinity, pinned)
+	var plane http.Handler = f.emu.DataHandler()
+	if o.DNS != nil {
+		if err := f.startDNS(*o.DNS); err != nil {
+			return err
+		}
+		plane = f.dns
+	}
+	f.edge = newEdge(plane, sc.Affinity, pinned)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("sim: listen for the data plane: %w", err)
@@ -290,11 +303,20 @@ func (f *Fleet) writeExperiment() error {
 	f.expPath = filepath.Join(f.dir, f.sc.Name+".yaml")
 	body := "# Rendered by the verdict demo fleet for scenario " + f.sc.Name + ": " + f.sc.Description + "\n" +
 		f.sc.RenderExperiment(f.PrometheusURL(), f.poolID, f.AccountID())
+	if f.dns != nil {
+		body = strings.NewReplacer(PlaceholderHostedZoneID, f.dns.zone, PlaceholderRecordName, f.dns.name).Replace(body)
+	}
 	if err := os.WriteFile(f.expPath, []byte(body), 0o644); err != nil {
 		return fmt.Errorf("sim: write experiment: %w", err)
 	}
 	// The pool as it starts, for `verdict plan --pool-file`.
 	raw, _ := f.emu.Pool(f.poolID)
+	if f.dns != nil {
+		var err error
+		if raw, err = f.dns.recordSetsJSON(); err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+	}
 	f.poolPath = filepath.Join(f.dir, "pool.json")
 	if err := os.WriteFile(f.poolPath, append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("sim: write pool file: %w", err)
@@ -386,8 +408,11 @@ func (f *Fleet) notice(what string) {
 	}
 }
 
-// poolWeights reads the pool's origin weights from the emulator.
+// poolWeights reads the pool's origin weights from the emulator, or the record set's.
 func (f *Fleet) poolWeights() map[string]float64 {
+	if f.dns != nil {
+		return f.dns.fractions()
+	}
 	raw, ok := f.emu.Pool(f.poolID)
 	if !ok {
 		return nil
@@ -587,8 +612,16 @@ func (f *Fleet) ExperimentFile() string { return f.expPath }
 func (f *Fleet) PoolFile() string { return f.poolPath }
 
 // Env is the environment that points Verdict's Cloudflare client at the fleet, in the
-// order printed by the demo.
+// order printed by the demo; with Options.DNS, the AWS SDK's Route 53 client instead.
 func (f *Fleet) Env() [][2]string {
+	if f.dns != nil {
+		return [][2]string{
+			{"AWS_ENDPOINT_URL_ROUTE_53", f.dns.o.Endpoint},
+			{"AWS_REGION", "us-east-1"},
+			{"AWS_ACCESS_KEY_ID", f.dns.o.AccessKeyID},
+			{"AWS_SECRET_ACCESS_KEY", f.dns.o.SecretAccessKey},
+		}
+	}
 	return [][2]string{
 		{"CLOUDFLARE_BASE_URL", f.CloudflareBaseURL()},
 		{"CLOUDFLARE_API_TOKEN", f.Token()},
@@ -632,6 +665,9 @@ func (f *Fleet) Close() error {
 			errs = append(errs, f.edgeSrv.Close())
 			<-f.edgeDone
 			f.edge.close()
+		}
+		if f.dns != nil {
+			f.dns.close()
 		}
 		if f.emu != nil {
 			errs = append(errs, f.emu.Close())

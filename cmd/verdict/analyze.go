@@ -83,8 +83,7 @@ flags or files, --from not before --to, a window with no data).`,
 	f.StringVar(&a.experiment, "experiment", "", "experiment file whose KPIs (and clusters) to use")
 	f.StringVar(&a.experimentName, "experiment-name", "", "pick this experiment of a multi-document --experiment file")
 	f.StringVar(&a.kpiFile, "kpi", "", "KPI file (kpis: as in an experiment), instead of --experiment")
-	f.StringVar(&a.out.format, "format", "", "report format: md, html or json")
-	f.StringVar(&a.out.file, "out", "", "write the report to this file instead of stdout (same as -o FILE)")
+	addReportOutputFlags(cmd, &a.out)
 	return cmd
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/metrics"
 	"github.com/verdict-dev/verdict/report"
+	"github.com/verdict-dev/verdict/server"
 )
 
 // checkArgs are the parsed arguments of verdict check.
@@ -125,6 +126,7 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 	noise := checkNoiseOf(fc)
 	if g.json() {
 		out := struct {
+			server.TypeMeta
 			*metrics.Report
 			// Noise is each judged KPI's noise model learned from the history window, in
 			// the report's form (docs/report-json.md).
@@ -134,7 +136,7 @@ func runCheck(ctx context.Context, g *globals, a checkArgs) error {
 			Ready         bool             `json:"ready"`
 			Forecast      *engine.Forecast `json:"forecast,omitempty"`
 			ForecastError string           `json:"forecastError,omitempty"`
-		}{Report: rep, Noise: noise, Pool: pc, Ready: ok, Forecast: fc}
+		}{TypeMeta: server.Meta(server.KindCheckResult), Report: rep, Noise: noise, Pool: pc, Ready: ok, Forecast: fc}
 		if fcErr != nil {
 			out.ForecastError = fcErr.Error()
 		}

@@ -13,16 +13,22 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/traffic"
 )
 
 // drainArgs are the parsed arguments of verdict drain and verdict restore.
 type drainArgs struct {
-	origin  string // drain: required; restore: optional (only this origin)
-	pool    string
-	account string
-	yes     bool
-	force   bool // go ahead although a run has claimed the pool
+	origin string // drain: required; restore: optional (only this origin)
+	// experiment is an experiment file whose origins map turns a cluster name into its
+	// origin (and whose pool and account are the defaults); cluster is the name given when
+	// it was a cluster.
+	experiment string
+	cluster    string
+	pool       string
+	account    string
+	yes        bool
+	force      bool // go ahead although a run has claimed the pool
 }
 
 func addPoolFlags(cmd *cobra.Command, a *drainArgs) {
@@ -30,16 +36,59 @@ func addPoolFlags(cmd *cobra.Command, a *drainArgs) {
 	cmd.Flags().StringVar(&a.account, "account", "", "Cloudflare account ID (default $"+traffic.EnvCloudflareAccount+")")
 	cmd.Flags().BoolVar(&a.yes, "yes", false, "apply the change; without it the command is a dry run")
 	cmd.Flags().BoolVar(&a.force, "force", false, "change the pool although a Verdict run has claimed it (the run will see the change as drift)")
+	cmd.Flags().StringVar(&a.experiment, "experiment", "", "experiment file whose origins map resolves CLUSTER to its origin (its pool and account are then the defaults)")
+}
+
+// resolveTarget reads --experiment, if given: it fills --pool and --account when they are
+// not set, and turns a cluster name into its origin through the origins map. A name that
+// is not a cluster there is taken as an origin name.
+func resolveTarget(a *drainArgs) error {
+	if a.experiment == "" {
+		return nil
+	}
+	exp, err := loadExperiment(a.experiment, "")
+	if err != nil {
+		return err
+	}
+	cf := exp.Spec.Traffic.Cloudflare
+	if cf == nil {
+		return usageErrorf("--experiment %s: drain and restore work on Cloudflare pools; %s steers %s", a.experiment, exp.Metadata.Name, exp.Spec.Traffic.Provider())
+	}
+	if a.pool == "" {
+		a.pool = cf.PoolID
+	}
+	if a.account == "" {
+		a.account = cf.AccountID
+	}
+	if o, ok := cf.Origins[a.origin]; ok && a.origin != "" {
+		a.cluster, a.origin = a.origin, o
+	}
+	return nil
+}
+
+// targetText names what a drain or restore acts on, and how the name given was read.
+func targetText(a drainArgs) string {
+	switch {
+	case a.cluster != "":
+		return fmt.Sprintf("cluster %s, origin %s (from the origins map of %s)", a.cluster, a.origin, a.experiment)
+	case a.experiment != "":
+		return fmt.Sprintf("origin %s (not a cluster in %s: taken as an origin name)", a.origin, a.experiment)
+	default:
+		return fmt.Sprintf("origin %s (an origin name; with --experiment FILE a cluster name works too)", a.origin)
+	}
 }
 
 func newDrainCmd(g *globals) *cobra.Command {
 	var a drainArgs
 	cmd := &cobra.Command{
-		Use:   "drain CLUSTER --pool POOL_ID",
+		Use:   "drain CLUSTER|ORIGIN (--pool POOL_ID | --experiment FILE)",
 		Short: "Take a cluster's origin out of a pool's traffic (before upgrading it)",
-		Long: `Drain sets the cluster's origin in the pool to weight 0. Every other origin keeps its
-weight, so the drained origin's share goes to the other enabled origins in proportion to
-their weights. The weight it had is saved in the state directory (drains/POOL_ID.json)
+		Long: `Drain sets the cluster's origin in the pool to weight 0. Name the origin as the pool knows it,
+or name the cluster and pass --experiment FILE: its origins map gives the cluster's origin
+(and its pool and account are the defaults); the output says which it was.
+
+Every other origin keeps its weight, so the drained origin's share goes to the other enabled
+origins in proportion to their weights. The weight it had is saved in the state directory (drains/POOL_ID.json)
 for verdict restore.
 
 Drain refuses to take away the last origin carrying traffic, or to leave fewer origins
@@ -52,7 +101,7 @@ before/after table.
 Credentials come from CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE),
 CLOUDFLARE_ACCOUNT_ID and CLOUDFLARE_BASE_URL (point it at verdict emulate cloudflare to
 rehearse).`,
-		Example: "  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c\n  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c --yes",
+		Example: "  verdict drain prod-euw1-monday-snorlax --experiment examples/karpenter.yaml\n  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c\n  verdict drain eu-west --pool 9f1c1c8e2b0f4e6a8d5c3b2a1f0e9d8c --yes",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.origin = args[0]
@@ -67,7 +116,7 @@ rehearse).`,
 func newRestoreCmd(g *globals) *cobra.Command {
 	var a drainArgs
 	cmd := &cobra.Command{
-		Use:   "restore [CLUSTER] --pool POOL_ID",
+		Use:   "restore [CLUSTER|ORIGIN] (--pool POOL_ID | --experiment FILE)",
 		Short: "Put back the weights saved by verdict drain",
 		Long: `Restore gives every origin drained from the pool (or only CLUSTER) the weight it had
 before the drain, as saved in the state directory. It refuses if a drained origin is no
@@ -142,6 +191,9 @@ func readPool(ctx context.Context, s traffic.Steerer, ref traffic.PoolRef) (traf
 }
 
 func runDrain(ctx context.Context, g *globals, a drainArgs) error {
+	if err := resolveTarget(&a); err != nil {
+		return err
+	}
 	if err := checkPoolArgs(a); err != nil {
 		return err
 	}
@@ -160,9 +212,12 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 	}
 	plan, err := traffic.PlanDrain(p, a.origin)
 	if err != nil {
+		if a.cluster == "" && a.experiment == "" {
+			err = fmt.Errorf("%w (drain takes the origin's name in the pool; to name a cluster, add --experiment FILE so its origins map can resolve it)", err)
+		}
 		return withCode(exitInvalid, err)
 	}
-	v := &changeView{g: g, kind: "drain", origin: a.origin, plan: plan}
+	v := &changeView{g: g, kind: "drain", origin: a.origin, cluster: a.cluster, subject: targetText(a), plan: plan}
 	if err := v.addHealth(ctx, cf, ref); err != nil {
 		return err
 	}
@@ -209,6 +264,9 @@ func runDrain(ctx context.Context, g *globals, a drainArgs) error {
 }
 
 func runRestore(ctx context.Context, g *globals, a drainArgs) error {
+	if err := resolveTarget(&a); err != nil {
+		return err
+	}
 	if err := checkPoolArgs(a); err != nil {
 		return err
 	}
@@ -240,7 +298,10 @@ func runRestore(ctx context.Context, g *globals, a drainArgs) error {
 	if err != nil {
 		return withCode(exitInvalid, err)
 	}
-	v := &changeView{g: g, kind: "restore", origin: a.origin, plan: plan}
+	v := &changeView{g: g, kind: "restore", origin: a.origin, cluster: a.cluster, plan: plan}
+	if a.origin != "" {
+		v.subject = targetText(a)
+	}
 	if err := v.addHealth(ctx, cf, ref); err != nil {
 		return err
 	}
@@ -345,57 +406,30 @@ type changeView struct {
 	g      *globals
 	kind   string // drain | restore
 	origin string
-	plan   traffic.ChangePlan
-	forced bool // --force overrode a run's claim
+	// cluster is the cluster whose origin this is, when the command was given a cluster;
+	// target says what the name given was read as.
+	cluster, subject string
+	plan             traffic.ChangePlan
+	forced           bool // --force overrode a run's claim
 	// healthNote says which origins are unhealthy, or that health could not be read.
 	healthNote string
-}
-
-type changeOriginJSON struct {
-	Name         string  `json:"name"`
-	Enabled      bool    `json:"enabled"`
-	WeightBefore float64 `json:"weight_before"`
-	WeightAfter  float64 `json:"weight_after"`
-	ShareBefore  float64 `json:"share_before"`
-	ShareAfter   float64 `json:"share_after"`
-	// Healthy is the load balancer's health verdict, absent when health was not read or
-	// no monitor reports on the origin; Health says it in words.
-	Healthy *bool  `json:"healthy,omitempty"`
-	Health  string `json:"health,omitempty"`
-}
-
-type changeJSON struct {
-	Type     string             `json:"type"`
-	Version  int                `json:"version"`
-	Pool     string             `json:"pool"`
-	PoolName string             `json:"pool_name"`
-	Origin   string             `json:"origin,omitempty"`
-	Applied  bool               `json:"applied"`
-	Message  string             `json:"message,omitempty"`
-	Origins  []changeOriginJSON `json:"origins"`
-	// Claim is the run claim the pool carries, if any; ClaimOverridden says --force went
-	// past it.
-	Claim           *claimJSON `json:"claim,omitempty"`
-	ClaimOverridden bool       `json:"claim_overridden,omitempty"`
-}
-
-type claimJSON struct {
-	Run   string    `json:"run"`
-	Owner string    `json:"owner"`
-	Since time.Time `json:"since"`
 }
 
 func (v *changeView) render(applied bool, message string) error {
 	claim, claimed := v.plan.Pool.Claim()
 	message = v.note(message)
 	if v.g.json() {
-		msg := changeJSON{Type: v.kind, Version: jsonVersion, Pool: v.plan.Pool.ID, PoolName: v.plan.Pool.Name,
-			Origin: v.origin, Applied: applied, Message: message, ClaimOverridden: v.forced}
+		kind := server.KindDrainResult
+		if v.kind == "restore" {
+			kind = server.KindRestoreResult
+		}
+		msg := server.DrainResult{TypeMeta: server.Meta(kind), Pool: v.plan.Pool.ID, PoolName: v.plan.Pool.Name,
+			Origin: v.origin, Cluster: v.cluster, Applied: applied, Message: message, ClaimOverridden: v.forced}
 		if claimed {
-			msg.Claim = &claimJSON{Run: claim.Run, Owner: claim.Owner, Since: claim.Since.UTC()}
+			msg.Claim = &server.PoolClaim{Run: claim.Run, Owner: claim.Owner, Since: claim.Since.UTC()}
 		}
 		for _, c := range v.plan.Changes {
-			o := changeOriginJSON{Name: c.Name, Enabled: c.Enabled,
+			o := server.DrainOrigin{Name: c.Name, Enabled: c.Enabled,
 				WeightBefore: c.Before, WeightAfter: c.After, ShareBefore: round4(c.ShareBefore), ShareAfter: round4(c.ShareAfter), Health: c.Health}
 			if c.Health != "" && c.Health != "unknown" {
 				healthy := !c.Unhealthy
@@ -407,6 +441,9 @@ func (v *changeView) render(applied bool, message string) error {
 			return withCode(exitError, err)
 		}
 		return nil
+	}
+	if v.subject != "" {
+		fmt.Fprintf(v.g.stdout, "%s %s\n", strings.ToUpper(v.kind[:1])+v.kind[1:]+":", safeText(v.subject))
 	}
 	printChangeTable(v.g.stdout, v.kind, v.plan)
 	if claimed {

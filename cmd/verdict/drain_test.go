@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/traffic"
 	"github.com/verdict-dev/verdict/traffic/cfemu"
 )
@@ -128,11 +129,11 @@ func TestDrainAndRestore(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("restore dry run: exit %d: %s", code, errOut)
 	}
-	var msg changeJSON
+	var msg server.DrainResult
 	if err := json.Unmarshal([]byte(out), &msg); err != nil {
 		t.Fatalf("restore JSON: %v\n%s", err, out)
 	}
-	if msg.Type != "restore" || msg.Version != 1 || msg.Applied || len(msg.Origins) != 4 || msg.Origins[0].WeightAfter != 0.5 || msg.Origins[1].ShareBefore != 0.6 {
+	if msg.Kind != server.KindRestoreResult || msg.APIVersion != server.APIVersion || msg.Applied || len(msg.Origins) != 4 || msg.Origins[0].WeightAfter != 0.5 || msg.Origins[1].ShareBefore != 0.6 {
 		t.Errorf("restore message = %+v", msg)
 	}
 
@@ -323,7 +324,7 @@ func TestDrainRefusesClaimedPool(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, errOut)
 		}
-		var msg changeJSON
+		var msg server.DrainResult
 		if err := json.Unmarshal([]byte(out), &msg); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -354,7 +355,7 @@ func TestDrainPreviewCountsUnhealthyOrigins(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("json: exit %d: %s", code, errOut)
 	}
-	var msg changeJSON
+	var msg server.DrainResult
 	if err := json.Unmarshal([]byte(out), &msg); err != nil {
 		t.Fatalf("json: %v\n%s", err, out)
 	}

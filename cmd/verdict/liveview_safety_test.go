@@ -92,14 +92,28 @@ func TestLiveViewRace(t *testing.T) {
 		t.Logf("the run ended on its own before the abort (exit %d): %s — %s", code, rec.State, rec.Reason)
 	}
 	o := out.String()
-	if n := strings.Count(o, "\x1b[H\x1b[2J"); n < 10 {
+	// The live view runs on the alternate screen, which it leaves before the final view and
+	// the verdict are printed: those stay on the normal screen, in the scrollback.
+	on, off := strings.Index(o, ansiAltScreenOn), strings.LastIndex(o, ansiAltScreenOff)
+	if on < 0 || off < on || strings.Count(o, ansiAltScreenOn) != 1 || strings.Count(o, ansiAltScreenOff) != 1 {
+		t.Fatalf("the live view did not enter the alternate screen once and leave it once (enter at %d, leave at %d):\n%q", on, off, o[max(0, len(o)-2000):])
+	}
+	live, after := o[on:off], o[off:]
+	if n := strings.Count(live, ansiHome); n < 10 {
 		t.Errorf("the live view was drawn %d times, want many", n)
 	}
-	if !strings.Contains(o, "Weights") || !strings.Contains(o, strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " "))) {
-		t.Errorf("no live view or ending in the output:\n%s", o[max(0, len(o)-2000):])
+	if strings.Contains(after, ansiHome) || strings.Contains(after, "\x1b[2J") {
+		t.Errorf("a frame was drawn on the normal screen after leaving the alternate one")
 	}
-	// The only escape sequence on the terminal is the view's own redraw.
-	if rest := strings.ReplaceAll(o, "\x1b[H\x1b[2J", ""); strings.ContainsAny(rest, "\x1b\x07") {
+	if !strings.Contains(after, "Weights") || !strings.Contains(after, strings.ToUpper(strings.ReplaceAll(rec.Verdict, "_", " "))) {
+		t.Errorf("no final view or ending on the normal screen:\n%s", after)
+	}
+	// The only escape sequences on the terminal are the view's own.
+	rest := o
+	for _, seq := range []string{ansiAltScreenOn, ansiAltScreenOff, ansiHome, ansiEraseLine, ansiEraseDown, ansiHideCursor, ansiShowCursor} {
+		rest = strings.ReplaceAll(rest, seq, "")
+	}
+	if strings.ContainsAny(rest, "\x1b\x07") {
 		i := strings.IndexAny(rest, "\x1b\x07")
 		t.Errorf("a control character from user text reached the terminal: %q", rest[max(0, i-80):min(len(rest), i+80)])
 	}

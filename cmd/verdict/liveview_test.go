@@ -29,7 +29,7 @@ func TestLiveViewNoise(t *testing.T) {
 	var b bytes.Buffer
 	renderRun(&b, "", r, nil, w.Now())
 	out := b.String()
-	for _, want := range []string{"CANARY (LAST 1m)", "BASELINE (LAST 1m)", "EFFECT (CUMULATIVE)", "Noise (learned from the history before the variant)"} {
+	for _, want := range []string{"LAST 1m CANARY", "LAST 1m BASELINE", "EFFECT (cumulative, ", "Noise (learned from the history before the variant)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("live view lacks %q:\n%s", want, out)
 		}

@@ -109,7 +109,7 @@ func TestValidateJSON(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	var msg struct {
-		Type  string `json:"type"`
+		Kind  string `json:"kind"`
 		Valid bool   `json:"valid"`
 		Files []struct {
 			File   string `json:"file"`
@@ -123,7 +123,7 @@ func TestValidateJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &msg); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if msg.Type != "validate" || msg.Valid || len(msg.Files) != 2 || msg.Files[0].Valid || !msg.Files[1].Valid {
+	if msg.Kind != "ValidateResult" || msg.Valid || len(msg.Files) != 2 || msg.Files[0].Valid || !msg.Files[1].Valid {
 		t.Fatalf("unexpected: %+v", msg)
 	}
 	found := false
@@ -207,7 +207,7 @@ func TestPlanErrors(t *testing.T) {
 func TestEnvironmentConfig(t *testing.T) {
 	t.Setenv("VERDICT_OUTPUT", "json")
 	code, out, _ := runCLI(t, "version")
-	if code != 0 || !strings.HasPrefix(out, `{"type":"version"`) {
+	if code != 0 || !strings.HasPrefix(out, `{"apiVersion":"verdict.dev/v1","kind":"Version"`) {
 		t.Errorf("VERDICT_OUTPUT=json not honoured: %d %s", code, out)
 	}
 	code, out, _ = runCLI(t, "version", "-o", "text")
@@ -218,7 +218,7 @@ func TestEnvironmentConfig(t *testing.T) {
 	os.WriteFile(cfg, []byte("output: json\n"), 0o644)
 	t.Setenv("VERDICT_OUTPUT", "")
 	code, out, _ = runCLI(t, "--config", cfg, "version")
-	if code != 0 || !strings.HasPrefix(out, `{"type":"version"`) {
+	if code != 0 || !strings.HasPrefix(out, `{"apiVersion":"verdict.dev/v1","kind":"Version"`) {
 		t.Errorf("config file not honoured: %s", out)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/traffic"
 	"github.com/verdict-dev/verdict/traffic/route53"
 )
@@ -131,6 +132,7 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 
 // planJSON is the JSON view of a plan: the weights, and what the run does around them.
 type planJSON struct {
+	server.TypeMeta
 	Experiment string   `json:"experiment"`
 	Phases     []string `json:"phases"`
 	// ApplyDuring is the canary's traffic while the variant is applied; empty when the
@@ -214,7 +216,7 @@ func stepUnits(st experiments.PlanStep) map[string]int64 {
 
 func newPlanJSON(e *experiments.Experiment, plan *experiments.Plan, ttl time.Duration) planJSON {
 	a := &e.Spec.Analysis
-	out := planJSON{Experiment: plan.Experiment, Phases: e.Spec.Phases(), History: a.History, ShareTolerance: a.ShareTolerance, Plan: plan,
+	out := planJSON{TypeMeta: server.Meta(server.KindPlanResult), Experiment: plan.Experiment, Phases: e.Spec.Phases(), History: a.History, ShareTolerance: a.ShareTolerance, Plan: plan,
 		Migration: e.Spec.MigrationNote()}
 	if ap := e.Spec.Canary.Apply; ap != nil && (ap.Hook != nil || ap.Readiness != nil) {
 		out.ApplyDuring = ap.During

@@ -4,19 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"sort"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/store"
-	"github.com/verdict-dev/verdict/traffic"
 )
 
 // addServerFlag adds --server to a command that can talk to a verdict server instead of
@@ -51,54 +46,6 @@ func remoteError(what string, err error) error {
 	return withCode(exitError, err)
 }
 
-// remoteStatus is verdict status against a server.
-func remoteStatus(ctx context.Context, g *globals, url string, args []string, all bool) error {
-	c, err := remoteClient(url)
-	if err != nil {
-		return err
-	}
-	if len(args) == 0 {
-		runs, err := c.Runs(ctx, all)
-		if err != nil {
-			return remoteError("runs", err)
-		}
-		if g.json() {
-			return writeJSON(g.stdout, map[string]any{"type": "runs", "version": jsonVersion, "server": url, "runs": runs})
-		}
-		if len(runs) == 0 {
-			fmt.Fprintf(g.stdout, "No %sruns on %s.\n", map[bool]string{false: "unfinished ", true: ""}[all], url)
-			return nil
-		}
-		tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "RUN\tEXPERIMENT\tSTATE\tSTEP\tCANARY\tVERDICT\tUPDATED")
-		for _, r := range runs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.Experiment, r.State, r.Step, r.Steps, shareText(r.CanaryShare), dash(r.Verdict), r.UpdatedAt.Local().Format(time.DateTime))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		for _, r := range runs {
-			if r.Orphan != nil {
-				fmt.Fprintf(g.stdout, "\n%s\n", safeText(r.Orphan.Hint))
-			}
-		}
-		return nil
-	}
-	d, err := c.Run(ctx, args[0])
-	if err != nil {
-		return remoteError("run or experiment "+args[0], err)
-	}
-	evs, err := c.Events(ctx, d.Run.ID)
-	if err != nil {
-		return remoteError("events of "+d.Run.ID, err)
-	}
-	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"type": "run", "version": jsonVersion, "server": url, "run": d.Run, "events": evs})
-	}
-	renderRemote(g.stdout, url, d.Run, messagesOf(evs), time.Now())
-	return nil
-}
-
 func shareText(p *float64) string {
 	if p == nil {
 		return "-"
@@ -109,64 +56,10 @@ func shareText(p *float64) string {
 func messagesOf(evs []store.Event) []server.Message {
 	out := make([]server.Message, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, server.Message{Type: e.Type, RunID: e.RunID, At: e.At, Message: e.Message, Data: e.Data})
+		// A stored event's ID is its sequence number in the run, not a stream position.
+		out = append(out, server.Message{ID: fmt.Sprint(e.Seq), Type: e.Type, RunID: e.RunID, At: e.At, Message: e.Message, Data: e.Data})
 	}
 	return out
-}
-
-// renderRemote draws a run as the server shows it: state, weights, every KPI's verdict and
-// the recent events.
-func renderRemote(w io.Writer, url string, r server.RunSummary, recent []server.Message, now time.Time) {
-	fmt.Fprintf(w, "Experiment %s   run %s   (%s)\n", r.Experiment, r.ID, url)
-	if r.Canary != "" {
-		fmt.Fprintf(w, "Canary %s vs %s\n", r.Canary, strings.Join(r.Baselines, ", "))
-	}
-	state := string(r.State)
-	if r.Step > 0 && !r.State.Terminal() {
-		state += fmt.Sprintf(" — step %d/%d", r.Step, r.Steps)
-	}
-	fmt.Fprintf(w, "\nState   %s, canary at %s of the experiment's traffic\n", state, shareText(r.CanaryShare))
-	if r.Verdict != "" {
-		fmt.Fprintf(w, "Verdict %s — %s (by %s)\n", strings.ToUpper(strings.ReplaceAll(r.Verdict, "_", " ")), safeText(r.Reason), safeText(r.EndedBy))
-	}
-	if r.PauseNote != "" && r.State == store.StatePaused {
-		fmt.Fprintf(w, "Paused  %s\n", safeText(r.PauseNote))
-	}
-	if r.Stalled != "" {
-		fmt.Fprintf(w, "Stalled %s\n", safeText(r.Stalled))
-	}
-	if r.Orphan != nil {
-		fmt.Fprintf(w, "Orphaned %s\n", safeText(r.Orphan.Hint))
-	}
-	if len(r.Weights) > 0 {
-		fmt.Fprintln(w, "\nWeights (now / before)")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		origins := make([]string, 0, len(r.Weights))
-		for o := range r.Weights {
-			origins = append(origins, o)
-		}
-		sort.Strings(origins)
-		for _, o := range origins {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", o, traffic.FormatWeight(r.Weights[o]), traffic.FormatWeight(r.Original[o]))
-		}
-		tw.Flush()
-	}
-	if d := r.Decision; d != nil {
-		fmt.Fprintf(w, "\nLast decision: %s — %s\n", d.Action, safeText(d.Reason))
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, k := range d.KPIs {
-			iv := k.Interval
-			fmt.Fprintf(tw, "  %s\t%s\t%+.1f%%\t[%s, %s]\n", k.Name, k.Status, iv.Estimate*100, boundText(iv.Lower, iv.LowerBounded), boundText(iv.Upper, iv.UpperBounded))
-		}
-		tw.Flush()
-	}
-	if len(recent) > 0 {
-		fmt.Fprintln(w, "\nEvents")
-		for _, m := range recent[max(0, len(recent)-12):] {
-			fmt.Fprintf(w, "  %s  %-18s %s\n", m.At.Local().Format(time.TimeOnly), m.Type, safeText(firstLine(m.Message)))
-		}
-	}
-	fmt.Fprintf(w, "\nReport: verdict report %s   (updated %s)\n", r.ID, now.Local().Format(time.TimeOnly))
 }
 
 func boundText(x float64, ok bool) string {
@@ -194,8 +87,7 @@ func remoteAction(ctx context.Context, g *globals, url, action, id, who, reason 
 		return remoteError("run or experiment "+id, err)
 	}
 	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"type": "action_result", "version": jsonVersion, "run": res.Run, "action": action, "who": res.Who,
-			"reason": res.Reason, "id": res.Command, "applied": res.Applied, "state": res.State, "previous": res.Previous})
+		return writeJSON(g.stdout, res)
 	}
 	switch {
 	case res.Applied && res.State == res.Previous:
@@ -203,7 +95,8 @@ func remoteAction(ctx context.Context, g *globals, url, action, id, who, reason 
 	case res.Applied:
 		fmt.Fprintf(g.stdout, "%s of run %s applied (by %s); the run is now %s (was %s).\n", action, res.Run, safeText(res.Who), res.State, res.Previous)
 	default:
-		fmt.Fprintf(g.stdout, "%s of run %s queued (by %s); the process running it applies it at its next step.\n", action, res.Run, res.Who)
+		fmt.Fprintf(g.stdout, "%s of run %s queued (by %s); the process running it applies it at its next step (verdict status --watch %s%s follows it).\n",
+			action, safeText(res.Run), safeText(res.Who), safeText(res.Run), hintFlags(g, url))
 	}
 	return nil
 }

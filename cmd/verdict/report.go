@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -17,20 +17,25 @@ import (
 
 // reportOutput is where and how a report is written; shared by report and analyze.
 type reportOutput struct {
-	format string // md, html or json; "" picks from the file's extension, else md
+	format string // --format, the older spelling of -o md|html|json; resolve sets the format here
 	file   string // "" means stdout
 }
 
+// reportFormats are the -o values of report and analyze beyond text and json; text is
+// the human view, Markdown.
+const reportFormats = "md,html"
+
 // reportArgs are the parsed arguments of verdict report.
 type reportArgs struct {
-	run string
-	out reportOutput
+	run    string
+	server string
+	out    reportOutput
 }
 
 func newReportCmd(g *globals) *cobra.Command {
 	var a reportArgs
 	cmd := &cobra.Command{
-		Use:   "report RUN-ID|EXPERIMENT [--format md|html|json] [-o FILE]",
+		Use:   "report RUN-ID|EXPERIMENT [-o md|html|json] [--out FILE]",
 		Short: "Write the post-hoc report of a run: verdict, timeline, charts and statistics",
 		Long: `Report reads a run (or the latest run of an experiment) from the state directory and writes
 what happened and why: the verdict and its reason, the steps and weights over time, every
@@ -41,16 +46,17 @@ noise model learned from the history before the variant (and so why each verdict
 it took), the traffic-share check and the preconditions. The evidence is rebuilt from the stored
 observations through the engine's own evidence model, so it is exactly what the run decided on.
 
-Formats: html (one self-contained page with inline SVG charts), md (Markdown; with -o FILE.md the
-charts are written next to it as FILE-*.svg), json (the stable schema of docs/report-json.md).
-Without --format the format follows the file's extension, else md (json with --output json).
+-o picks the format: text or md (Markdown, the default; with --out FILE.md the charts are
+written next to it as FILE-*.svg), html (one self-contained page with inline SVG charts), json
+(the stable schema of docs/report-json.md). --out FILE writes to FILE instead of stdout; without
+-o the format follows FILE's extension. The older "-o FILE" still works, with a warning.
 
--o FILE writes to FILE instead of stdout (-o text and -o json keep their global meaning).
+With --server URL the server renders the report from its store (Markdown then has tables and
+no chart files).
 
 Exit status: 0 written, 1 runtime error, 2 invalid input (unknown run, bad format).`,
 		Args: cobra.ExactArgs(1),
-		// -o is the global --output (text|json) shorthand; the CLI contract also documents
-		// "report -o FILE". Any value other than text or json is taken as the file.
+		// The older "report -o FILE" is taken before the global flags are checked.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			takeOutputFile(cmd, g, &a.out)
 			return g.resolve(cmd)
@@ -60,40 +66,51 @@ Exit status: 0 written, 1 runtime error, 2 invalid input (unknown run, bad forma
 			return runReport(cmd, g, a)
 		},
 	}
-	cmd.Flags().StringVar(&a.out.format, "format", "", "report format: md, html or json")
-	cmd.Flags().StringVar(&a.out.file, "out", "", "write the report to this file instead of stdout (same as -o FILE)")
+	addReportOutputFlags(cmd, &a.out)
+	addServerFlag(cmd, &a.server)
 	return cmd
 }
 
-// takeOutputFile reinterprets -o/--output FILE as the report's output file.
+// addReportOutputFlags gives report and analyze -o md|html|json and --out FILE.
+func addReportOutputFlags(cmd *cobra.Command, out *reportOutput) {
+	cmd.Annotations = map[string]string{formatsAnnotation: reportFormats}
+	cmd.Flags().StringVar(&out.format, "format", "", "report format: md, html or json (the older spelling of -o)")
+	cmd.Flags().MarkHidden("format")
+	cmd.Flags().StringVar(&out.file, "out", "", "write the report to FILE instead of stdout; a Markdown report's charts go next to it (format: -o, else FILE's extension, else md)")
+}
+
+// takeOutputFile keeps the older "-o FILE" working for one release: a value of -o that is
+// not a format but looks like a path is taken as --out FILE, with a warning.
 func takeOutputFile(cmd *cobra.Command, g *globals, out *reportOutput) {
 	f := cmd.Flags().Lookup("output")
 	if f == nil || !f.Changed {
 		return
 	}
-	if g.output != "text" && g.output != "json" {
-		if out.file == "" {
-			out.file = g.output
-		}
-		g.output = "text"
+	if g.output == "text" || g.output == "json" || slices.Contains(strings.Split(reportFormats, ","), g.output) || !looksLikePath(g.output) {
+		return // a format, or a mistake that resolve names
 	}
+	fmt.Fprintf(g.stdio.err, "verdict: warning: -o FILE is deprecated and goes away in the next release: -o is the format (text, md, html or json); use --out %s\n", g.output)
+	if out.file == "" {
+		out.file = g.output
+	}
+	g.output = "text"
 }
 
-// resolve picks the format and checks it.
+// resolve picks the format: --format, else -o unless it is text, else the file's
+// extension, else Markdown.
 func (o *reportOutput) resolve(g *globals) error {
-	if o.format == "" {
+	switch {
+	case o.format != "":
+	case g.output != "text":
+		o.format = g.output
+	default:
 		switch strings.ToLower(filepath.Ext(o.file)) {
 		case ".html", ".htm":
 			o.format = "html"
 		case ".json":
 			o.format = "json"
-		case ".md", ".markdown":
-			o.format = "md"
 		default:
 			o.format = "md"
-			if g.json() {
-				o.format = "json"
-			}
 		}
 	}
 	switch o.format {
@@ -111,6 +128,9 @@ func runReport(cmd *cobra.Command, g *globals, a reportArgs) error {
 		return err
 	}
 	ctx := cmd.Context()
+	if a.server != "" {
+		return remoteReport(cmd, g, a)
+	}
 	st, err := openStore(ctx, g)
 	if err != nil {
 		return err
@@ -118,12 +138,36 @@ func runReport(cmd *cobra.Command, g *globals, a reportArgs) error {
 	defer st.Close()
 	rep, err := report.FromStore(ctx, st, a.run)
 	if errors.Is(err, store.ErrNotFound) {
-		return usageErrorf("no run or experiment %q in the store (verdict status --all lists them)", a.run)
+		return usageErrorf("no run or experiment %q in the store (verdict list --all%s lists them)", safeText(a.run), storeFlags(g))
 	}
 	if err != nil {
 		return withCode(exitError, fmt.Errorf("report of %s: %w", a.run, err))
 	}
 	return writeReport(g, rep, a.out)
+}
+
+// remoteReport has the server render the report, and writes it as writeReport does. A
+// Markdown report from a server has tables and no chart files.
+func remoteReport(cmd *cobra.Command, g *globals, a reportArgs) error {
+	c, err := remoteClient(a.server)
+	if err != nil {
+		return err
+	}
+	body, err := c.Report(cmd.Context(), a.run, a.out.format)
+	if err != nil {
+		return remoteError("run or experiment "+a.run, err)
+	}
+	if a.out.file == "" {
+		_, err := g.stdout.Write(body)
+		return withCode(exitError, err)
+	}
+	if err := writeFileAtomic(a.out.file, body); err != nil {
+		return withCode(exitError, fmt.Errorf("write the report: %w", err))
+	}
+	if !g.json() {
+		fmt.Fprintf(g.stdout, "Wrote %s (%s report of run %s, from %s)\n", a.out.file, a.out.format, a.run, a.server)
+	}
+	return nil
 }
 
 // writeReport renders rep to the file or stdout; with a file it says what it wrote.
@@ -150,13 +194,12 @@ func writeReport(g *globals, rep *report.Report, o reportOutput) error {
 		_, err := io.Copy(g.stdout, &buf)
 		return withCode(exitError, err)
 	}
-	if err := os.WriteFile(o.file, buf.Bytes(), 0o644); err != nil {
+	if err := writeFileAtomic(o.file, buf.Bytes()); err != nil {
 		return withCode(exitError, fmt.Errorf("write the report: %w", err))
 	}
-	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"type": "report_written", "version": jsonVersion, "file": o.file, "format": o.format,
-			"kind": rep.Kind, "verdict": rep.Verdict})
+	// With -o json the document is the file: stdout stays empty for scripts.
+	if !g.json() {
+		fmt.Fprintf(g.stdout, "Wrote %s (%s report, verdict %s)\n", o.file, o.format, rep.Verdict)
 	}
-	fmt.Fprintf(g.stdout, "Wrote %s (%s report, verdict %s)\n", o.file, o.format, rep.Verdict)
 	return nil
 }

@@ -63,10 +63,10 @@ func TestReportCommand(t *testing.T) {
 			t.Fatalf("exit %d: %s\n%.200s", code, stderr, stdout)
 		}
 	})
-	t.Run("-o FILE.html picks HTML", func(t *testing.T) {
+	t.Run("--out FILE.html picks HTML", func(t *testing.T) {
 		file := filepath.Join(out, "run.html")
-		code, stdout, stderr := runCLI(t, "--state", state, "report", id, "-o", file)
-		if code != exitOK {
+		code, stdout, stderr := runCLI(t, "--state", state, "report", id, "--out", file)
+		if code != exitOK || stderr != "" {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
 		if !strings.Contains(stdout, "Wrote "+file+" (html report, verdict promoted)") {
@@ -79,7 +79,7 @@ func TestReportCommand(t *testing.T) {
 	})
 	t.Run("markdown with charts beside it", func(t *testing.T) {
 		file := filepath.Join(out, "run.md")
-		code, _, stderr := runCLI(t, "--state", state, "report", "synthetic", "--out", file, "--output", "json")
+		code, _, stderr := runCLI(t, "--state", state, "report", "synthetic", "--out", file)
 		if code != exitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
@@ -101,6 +101,28 @@ func TestReportCommand(t *testing.T) {
 			t.Errorf("exit %d\n%.300s", code, stdout)
 		}
 	})
+	t.Run("the older -o FILE still works, with a warning", func(t *testing.T) {
+		file := filepath.Join(out, "old.html")
+		code, stdout, stderr := runCLI(t, "--state", state, "report", id, "-o", file)
+		if code != exitOK || !strings.Contains(stdout, "Wrote "+file+" (html report") || !strings.Contains(stderr, "-o FILE is deprecated") || !strings.Contains(stderr, "--out "+file) {
+			t.Fatalf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+		}
+		if b, err := os.ReadFile(file); err != nil || !strings.HasPrefix(string(b), "<!DOCTYPE html>") {
+			t.Errorf("html file: %v %.100s", err, b)
+		}
+	})
+	t.Run("-o picks the format, --out the file", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, "--state", state, "report", id, "-o", "html")
+		if code != exitOK || !strings.HasPrefix(stdout, "<!DOCTYPE html>") || stderr != "" {
+			t.Fatalf("-o html: exit %d %q %.100s", code, stderr, stdout)
+		}
+		file := filepath.Join(out, "report.txt")
+		code, stdout, stderr = runCLI(t, "--state", state, "report", id, "-o", "json", "--out", file)
+		b, err := os.ReadFile(file)
+		if code != exitOK || stdout != "" || err != nil || !strings.HasPrefix(string(b), "{") {
+			t.Fatalf("-o json --out FILE: exit %d, stdout %q, stderr %q, file %v %.50s", code, stdout, stderr, err, b)
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -108,9 +130,11 @@ func TestReportCommand(t *testing.T) {
 		want string
 	}{
 		{"unknown run", []string{"report", "no-such-run"}, exitInvalid, `no run or experiment "no-such-run" in the store`},
+		{"bad -o", []string{"report", id, "-o", "pdf"}, exitInvalid, `--output must be text, json, md or html, not "pdf"`},
+		{"-o with a file name is not a format elsewhere", []string{"status", "-o", "out.json"}, exitInvalid, `--output must be text or json, not "out.json" (to write to a file, use --out FILE)`},
 		{"bad format", []string{"report", id, "--format", "pdf"}, exitInvalid, `--format must be md, html or json, not "pdf"`},
 		{"no argument", []string{"report"}, exitInvalid, "accepts 1 arg"},
-		{"unwritable file", []string{"report", id, "-o", filepath.Join(out, "missing", "r.html")}, exitError, "write the report"},
+		{"unwritable file", []string{"report", id, "--out", filepath.Join(out, "missing", "r.html")}, exitError, "write the report"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, append([]string{"--state", state}, tc.args...)...)

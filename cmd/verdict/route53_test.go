@@ -4,25 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	r53 "github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
 
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/internal/motoserver"
 	"github.com/verdict-dev/verdict/traffic/route53"
 )
 
@@ -114,15 +108,15 @@ func noAWS(t *testing.T) {
 // TestRoute53LiveAgainstMoto: plan and check read a live record set through steererFor,
 // pointed at moto_server by AWS_ENDPOINT_URL_ROUTE_53.
 func TestRoute53LiveAgainstMoto(t *testing.T) {
-	url := startMotoServer(t)
+	moto := motoserver.Start(t)
+	url := moto.URL
 	noAWS(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAVERDICTTEST")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "verdict-test-secret-do-not-log")
+	t.Setenv("AWS_ACCESS_KEY_ID", motoserver.AccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", motoserver.SecretAccessKey)
 	t.Setenv(envRoute53Endpoint, url)
 
 	ctx := context.Background()
-	admin := r53.New(r53.Options{Region: "us-east-1", BaseEndpoint: aws.String(url),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIAVERDICTTEST", "verdict-test-secret-do-not-log", "")})
+	admin := moto.Route53()
 	zone, err := admin.CreateHostedZone(ctx, &r53.CreateHostedZoneInput{Name: aws.String("example.com."), CallerReference: aws.String("plan-test")})
 	if err != nil {
 		t.Fatal(err)
@@ -193,51 +187,4 @@ func TestRoute53LiveAgainstMoto(t *testing.T) {
 	if _, ok := st.(*route53.Steerer); err != nil || !ok {
 		t.Errorf("steererFor a Route 53 experiment: %T, %v", st, err)
 	}
-}
-
-// startMotoServer starts moto_server for the test (copied from traffic/route53's tests);
-// without it the test is skipped, or fails under VERDICT_REQUIRE_MOTO=1.
-func startMotoServer(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		if os.Getenv("VERDICT_REQUIRE_MOTO") == "1" {
-			t.Fatal("moto_server is not on PATH, and VERDICT_REQUIRE_MOTO=1 requires it")
-		}
-		t.Skip("moto_server is not on PATH (pip install 'moto[server]')")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("moto_server exited: %v", err)
-		default:
-		}
-		if resp, err := http.Get(url + "/moto-api/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-		}
-	}
-	t.Fatalf("moto_server did not answer on %s", url)
-	return ""
 }

@@ -82,6 +82,13 @@ Exit status: 0 promoted, 3 rolled back, 4 aborted (by hand, or interrupted and r
 		},
 	}
 	cmd.Flags().StringVar(&a.experiment, "experiment", "", "run this experiment of a multi-document file")
+	addRunFlags(cmd, &a)
+	return cmd
+}
+
+// addRunFlags registers the flags of commands that drive a run as verdict run does
+// (run, switchover).
+func addRunFlags(cmd *cobra.Command, a *runArgs) {
 	cmd.Flags().StringVar(&a.resume, "resume", "", "resume the unfinished run RUN-ID instead of starting a new one")
 	cmd.Flags().DurationVar(&a.tick, "tick", 0, "how often the engine steps (default: a sixth of the analysis interval, 1s–10s)")
 	cmd.Flags().BoolVar(&a.noUI, "no-ui", false, "print JSON events instead of the live view")
@@ -89,23 +96,42 @@ Exit status: 0 promoted, 3 rolled back, 4 aborted (by hand, or interrupted and r
 	cmd.Flags().BoolVar(&a.takeOverPool, "take-over-pool", false, "run even though another run claims the pool (its mark in the pool's description): only when that run is known to be dead, e.g. its state directory is gone; the claim is replaced and an event names whose it was")
 	cmd.Flags().DurationVar(&a.settle, "settle", 0, "how long after an interval ends its data counts as complete (scrape and federation lag), the least the engine waits before reading it; it then re-reads the interval until its counts stop changing (default: a quarter of the analysis interval, at most 15s; with federation, about one federation scrape interval)")
 	cmd.Flags().DurationVar(&a.leaseTTL, "lease-ttl", 30*time.Second, "how long the run's lease lasts without renewal: if this process dies, a serve replica on the same store takes the run over after about that long")
-	return cmd
 }
 
 func defaultTick(exp *experiments.Experiment) time.Duration {
 	return min(max(exp.Spec.Analysis.Interval.Std()/6, time.Second), 10*time.Second)
 }
 
-func runRun(ctx context.Context, g *globals, a runArgs) error {
+// check refuses flag values no run can use, before anything is read.
+func (a runArgs) check() error {
 	switch a.onInterrupt {
 	case onInterruptRollback, onInterruptLeave, onInterruptAsk:
 	default:
 		return usageErrorf("--on-interrupt must be rollback, leave or ask, not %q", a.onInterrupt)
 	}
+	if a.leaseTTL <= 0 {
+		return usageErrorf("--lease-ttl must be positive")
+	}
+	if a.settle < 0 {
+		return usageErrorf("--settle must not be negative")
+	}
+	return nil
+}
+
+func runRun(ctx context.Context, g *globals, a runArgs) error {
+	if err := a.check(); err != nil {
+		return err
+	}
 	exp, err := loadExperiment(a.file, a.experiment)
 	if err != nil {
 		return err
 	}
+	return runExperiment(ctx, g, a, exp, "")
+}
+
+// runExperiment drives exp, loaded or derived from a.file, as verdict run does.
+// resumeCmd is the command that resumes the run with --resume (default verdict run FILE).
+func runExperiment(ctx context.Context, g *globals, a runArgs, exp *experiments.Experiment, resumeCmd string) error {
 	steer, err := steererFor(ctx, g, exp)
 	if err != nil {
 		return err
@@ -123,14 +149,8 @@ func runRun(ctx context.Context, g *globals, a runArgs) error {
 	if a.tick <= 0 {
 		a.tick = defaultTick(exp)
 	}
-	if a.leaseTTL <= 0 {
-		return usageErrorf("--lease-ttl must be positive")
-	}
-	if a.settle < 0 {
-		return usageErrorf("--settle must not be negative")
-	}
 	return driveRun(ctx, g, runSetup{exp: exp, file: a.file, resume: a.resume, tick: a.tick, noUI: a.noUI,
-		owner: runOwner(), leaseTTL: a.leaseTTL, onInterrupt: a.onInterrupt,
+		owner: runOwner(), leaseTTL: a.leaseTTL, onInterrupt: a.onInterrupt, resumeCmd: resumeCmd,
 		opts: engine.Options{Store: st, Steerer: steer, Metrics: src, Logger: g.log, TakeOverPool: a.takeOverPool, Settle: a.settle}})
 }
 
@@ -200,6 +220,17 @@ type runSetup struct {
 	// compact prints one line per event instead of the full-screen view (verdict abort and
 	// promote driving a run themselves).
 	compact bool
+	// resumeCmd is the command that resumes the run with --resume, for hints; default
+	// verdict run FILE (a switchover's run is resumed by verdict switchover).
+	resumeCmd string
+}
+
+// resumeHint is the command line that resumes run id.
+func (s *runSetup) resumeHint(g *globals, id string) string {
+	if s.resumeCmd != "" {
+		return "verdict" + storeFlags(g) + " " + s.resumeCmd + " --resume " + id
+	}
+	return "verdict" + storeFlags(g) + " run " + shellQuote(fileOr(s.file)) + " --resume " + id
 }
 
 // driveRun starts or resumes a run and drives it to its end with a live view or a JSON
@@ -290,7 +321,7 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 		if rec.State.Terminal() {
 			return view.finish(end.run)
 		}
-		printLeft(g, rec, s.file)
+		printLeft(g, rec, s.resumeHint(g, rec.ID))
 		return &exitErr{code: exitError, silent: true}
 	}
 	interrupted := ctx.Done()
@@ -305,7 +336,7 @@ func driveRun(ctx context.Context, g *globals, s runSetup) error {
 				return withCode(exitError, fmt.Errorf("run %s: %w; that process drives it now", r.ID(), end.err))
 			}
 			if end.err != nil && !errors.Is(end.err, context.Canceled) {
-				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: verdict run %s --resume %s, or roll it back with: verdict abort %s", r.ID(), end.err, s.file, r.ID(), r.ID()))
+				return withCode(exitError, fmt.Errorf("run %s stopped: %w; resume it with: %s, or roll it back with: verdict abort %s", r.ID(), end.err, s.resumeHint(g, r.ID()), r.ID()))
 			}
 			if s.onEnd != nil {
 				s.onEnd(r.Record())
@@ -356,13 +387,14 @@ func rollbackOnInterrupt(g *globals, view *runView, mode, sig string) bool {
 	return true
 }
 
-// printLeft tells how to finish a run left unfinished on purpose.
-func printLeft(g *globals, rec store.Run, file string) {
+// printLeft tells how to finish a run left unfinished on purpose; resume is the command
+// line that carries on (runSetup.resumeHint).
+func printLeft(g *globals, rec store.Run, resume string) {
 	flags := storeFlags(g)
 	id := safeText(rec.ID)
 	fmt.Fprintf(g.stdio.err, "Left run %s as it is (%s, step %d): nobody drives it and the pool keeps its current weights.\n", id, rec.State, rec.Step)
-	fmt.Fprintf(g.stdio.err, "Finish it with one of:\n  # roll the pool back now (needs neither the file nor a running process):\n  verdict%s abort %s\n  # or carry on where it stopped:\n  verdict%s run %s --resume %s\n",
-		flags, id, flags, safeText(shellQuote(fileOr(file))), id)
+	fmt.Fprintf(g.stdio.err, "Finish it with one of:\n  # roll the pool back now (needs neither the file nor a running process):\n  verdict%s abort %s\n  # or carry on where it stopped:\n  %s\n",
+		flags, id, safeText(resume))
 }
 
 // storeFlags are the global flags that find the run's store again, for hints: --state or
@@ -590,8 +622,10 @@ type runView struct {
 	recent  []engine.Event
 	out     io.Writer
 	stop    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	// screen is the terminal's alternate screen while the live view is shown.
+	screen *liveScreen
+	once   sync.Once
+	wg     sync.WaitGroup
 }
 
 // liveViewEvery is how often the live view is redrawn; tests make it short.
@@ -659,6 +693,10 @@ func (v *runView) start() func() {
 	if v.json || v.compact {
 		return func() {}
 	}
+	v.mu.Lock()
+	v.screen = newLiveScreen(v.out)
+	v.screen.enter()
+	v.mu.Unlock()
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
@@ -676,6 +714,7 @@ func (v *runView) start() func() {
 	return func() {
 		v.once.Do(func() { close(v.stop) })
 		v.wg.Wait()
+		v.screen.leave()
 	}
 }
 
@@ -685,10 +724,12 @@ func (v *runView) render() {
 	if v.snap == nil || v.compact {
 		return
 	}
-	var b strings.Builder
-	b.WriteString("\x1b[H\x1b[2J")
-	renderSnapshot(&b, v.banner, v.exp, *v.snap, v.recent, time.Now())
-	io.WriteString(v.out, b.String())
+	if v.screen == nil {
+		return
+	}
+	m := liveFromSnapshot(v.banner, v.exp, *v.snap, v.recent)
+	now := time.Now()
+	v.screen.draw(func(w, h int) []string { return liveLines(m, now, w, h) })
 }
 
 func (v *runView) askRollback(g *globals) bool {
@@ -707,8 +748,15 @@ func (v *runView) finish(r *engine.Run) error {
 		writeJSON(v.out, map[string]any{"type": "run_result", "version": jsonVersion, "run": rec.ID, "state": rec.State, "verdict": rec.Verdict, "reason": rec.Reason, "exitCode": code, "weights": rec.Current})
 		v.mu.Unlock()
 	} else {
-		v.render()
-		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: verdict report %s\n", safeText(rec.Experiment), strings.ToUpper(strings.ReplaceAll(safeText(rec.Verdict), "_", " ")), safeText(rec.Reason), safeText(rec.ID), safeText(rec.ID))
+		v.mu.Lock()
+		if v.tty && !v.compact && v.snap != nil {
+			// The live view has left the alternate screen: the final frame goes to the
+			// normal screen, where it stays in the scrollback with the verdict.
+			w, _ := terminalSize(v.out)
+			renderSnapshotFit(v.out, v.banner, v.exp, *v.snap, v.recent, time.Now(), w, 0)
+		}
+		v.mu.Unlock()
+		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: %s\n", safeText(rec.Experiment), strings.ToUpper(strings.ReplaceAll(safeText(rec.Verdict), "_", " ")), safeText(rec.Reason), safeText(rec.ID), reportHint(v.g, "", rec.ID))
 	}
 	if code == exitOK {
 		return nil

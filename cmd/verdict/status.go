@@ -7,90 +7,140 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/store"
-	"github.com/verdict-dev/verdict/traffic"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
-	var all bool
-	var srv string
+	var a statusArgs
 	cmd := &cobra.Command{
 		Use:   "status [RUN-ID|EXPERIMENT]",
-		Short: "Show runs from the store (the state directory, or --store)",
-		Long: `Without an argument, lists runs (unfinished ones unless --all). With one, shows that run (or
-the experiment's latest) in detail.
+		Short: "Show runs from the store (the state directory, or --store), or from a server",
+		Long: `Without an argument, lists runs (unfinished ones unless --all), as verdict list does. With one,
+shows that run (or the experiment's latest) in detail, as verdict get does; --watch shows it
+again whenever it changes until it ends, then exits with the run's exit status (0 promoted,
+3 rolled back, 4 aborted, 5 inconclusive, 6 a precondition failed), like verdict run.
 
 An unfinished run shows which process drives it (the holder of its lease: a serve replica,
 verdict-run@HOST/PID, or verdict-abort@HOST/PID carrying out an abort); "nobody" means no live
 process watches it: roll it back with 'verdict abort RUN-ID' (no file needed), resume it with
 'verdict run FILE --resume RUN-ID', or let a serve replica whose directory holds the file take
-it. Names, reasons and messages are printed with control characters escaped.`,
+it. Names, reasons and messages are printed with control characters escaped.
+
+With -o json: a RunList document, or a Run document (one per change with --watch).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if srv != "" {
-				return remoteStatus(cmd.Context(), g, srv, args, all)
+			if len(args) == 0 {
+				if a.watch {
+					return usageErrorf("--watch follows one run: verdict status --watch RUN-ID")
+				}
+				l := listArgs{server: a.server, all: a.all, limit: 50}
+				return runList(cmd.Context(), g, l)
 			}
-			st, err := openStore(cmd.Context(), g)
+			a.run = args[0]
+			if a.watch {
+				return watchStatus(cmd.Context(), g, a)
+			}
+			d, err := loadRunDetail(cmd.Context(), g, a.server, a.run)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			if len(args) == 0 {
-				return listRuns(cmd.Context(), g, st, all)
-			}
-			return showRun(cmd.Context(), g, st, args[0])
+			return printRunDetail(g, a.server, d)
 		},
 	}
-	cmd.Flags().BoolVar(&all, "all", false, "list finished runs too")
-	addServerFlag(cmd, &srv)
+	cmd.Flags().BoolVar(&a.all, "all", false, "list finished runs too")
+	cmd.Flags().BoolVarP(&a.watch, "watch", "w", false, "show the run again whenever it changes, until it ends; exit with its exit status")
+	cmd.Flags().DurationVar(&a.interval, "interval", 2*time.Second, "with --watch, how often to look for changes")
+	addServerFlag(cmd, &a.server)
 	return cmd
 }
 
-func listRuns(ctx context.Context, g *globals, st store.Store, all bool) error {
-	runs, err := st.ListRuns(ctx, store.ListOptions{Unfinished: !all, Limit: 50})
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	if g.json() {
-		leases := runLeases(ctx, st)
-		out := []map[string]any{}
-		for _, r := range runs {
-			m := runSummary(r)
-			if l, ok := leases[r.ID]; ok {
-				m["lease"] = l
-			}
-			out = append(out, m)
-		}
-		return writeJSON(g.stdout, map[string]any{"type": "runs", "version": jsonVersion, "runs": out})
-	}
-	if len(runs) == 0 {
-		if all {
-			fmt.Fprintln(g.stdout, "No runs yet.")
-		} else {
-			fmt.Fprintln(g.stdout, "No unfinished runs (verdict status --all lists finished ones).")
-		}
-		return nil
-	}
-	leases := runLeases(ctx, st)
-	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tEXPERIMENT\tSTATE\tSTEP\tVERDICT\tDRIVEN BY\tUPDATED")
-	for _, r := range runs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", safeText(r.ID), safeText(r.Experiment), r.State, r.Step, safeText(dash(r.Verdict)), safeText(drivenBy(r, leases)), r.UpdatedAt.Local().Format(time.DateTime))
-	}
-	return tw.Flush()
+// statusArgs are the parsed arguments of verdict status.
+type statusArgs struct {
+	run, server string
+	all, watch  bool
+	interval    time.Duration
 }
 
-func runSummary(r *store.Run) map[string]any {
-	return map[string]any{"id": r.ID, "experiment": r.Experiment, "pool": r.Pool, "state": r.State, "step": r.Step,
-		"verdict": r.Verdict, "reason": r.Reason, "endedBy": r.EndedBy, "weights": r.Current, "original": r.Original,
-		"createdAt": r.CreatedAt, "updatedAt": r.UpdatedAt, "endedAt": r.EndedAt}
+// watchStatus shows a run whenever it changes until it ends: redrawn on a terminal, one
+// view (or one Run document) per change otherwise. Its exit status is the run's.
+func watchStatus(ctx context.Context, g *globals, a statusArgs) error {
+	if a.interval < 100*time.Millisecond {
+		return usageErrorf("--interval must be at least 100ms, not %s", a.interval)
+	}
+	tty := !g.json() && isTerminal(g.stdout)
+	var last string
+	failures := 0
+	for {
+		d, err := loadRunDetail(ctx, g, a.server, a.run)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return watchInterrupted(g, a)
+		case err != nil && last == "":
+			return err
+		case err != nil:
+			// A transient failure (the server restarting) is waited out, a lasting one is not.
+			if failures++; failures >= 5 {
+				return err
+			}
+		default:
+			failures = 0
+			a.run = d.Run.ID // an experiment name would follow its next run once this one ends
+			if key := watchKey(d); key != last {
+				last = key
+				if err := showWatched(g, a.server, d, tty); err != nil {
+					return err
+				}
+			}
+			if d.Run.State.Terminal() {
+				return silentExitUnlessOK(exitCode(store.Run{State: d.Run.State, Verdict: d.Run.Verdict}))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return watchInterrupted(g, a)
+		case <-time.After(a.interval):
+		}
+	}
+}
+
+func watchInterrupted(g *globals, a statusArgs) error {
+	fmt.Fprintf(g.stdio.err, "Stopped watching; run %s goes on.\n", safeText(a.run))
+	return silentExit(exitError)
+}
+
+// watchKey changes whenever what status shows of the run does.
+func watchKey(d server.RunDetail) string {
+	r := d.Run
+	k := fmt.Sprintf("%s|%d|%s|%s|%s|%v|%v|%d", r.State, r.Step, r.Verdict, r.UpdatedAt, r.DrivenBy, r.Weights, r.ActualWeights, len(d.Messages))
+	if n := len(d.Messages); n > 0 {
+		k += "|" + d.Messages[n-1].At.String() + d.Messages[n-1].Message
+	}
+	if r.Decision != nil {
+		k += "|" + r.Decision.At.String() + r.Decision.Reason
+	}
+	return k
+}
+
+func showWatched(g *globals, srv string, d server.RunDetail, tty bool) error {
+	if g.json() {
+		return writeJSON(g.stdout, d)
+	}
+	var b strings.Builder
+	if tty {
+		b.WriteString("\x1b[H\x1b[2J")
+	} else {
+		b.WriteString("\n")
+	}
+	renderRunDetail(&b, hintFlags(g, srv), d.Run, d.Messages, d.Intent, time.Now())
+	_, err := fmt.Fprint(g.stdout, b.String())
+	return err
 }
 
 // runLeases are the unexpired leases by run ID; none when the store has no leases or
@@ -111,17 +161,6 @@ func runLeases(ctx context.Context, st store.Store) map[string]store.Lease {
 	return out
 }
 
-// drivenBy names the process driving an unfinished run, from its lease.
-func drivenBy(r *store.Run, leases map[string]store.Lease) string {
-	if r.State.Terminal() {
-		return "-"
-	}
-	if l, ok := leases[r.ID]; ok {
-		return l.Owner
-	}
-	return "nobody"
-}
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -129,95 +168,12 @@ func dash(s string) string {
 	return s
 }
 
-func showRun(ctx context.Context, g *globals, st store.Store, id string) error {
-	r, err := st.Run(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return usageErrorf("no run or experiment %q in the store", id)
-	}
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	ds, err := st.Decisions(ctx, r.ID)
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	evs, err := st.Events(ctx, r.ID, 0)
-	if err != nil {
-		return withCode(exitError, err)
-	}
-	leases := runLeases(ctx, st)
-	if g.json() {
-		m := runSummary(r)
-		m["type"], m["version"] = "run", jsonVersion
-		if l, ok := leases[r.ID]; ok {
-			m["lease"] = l
-		}
-		if len(ds) > 0 {
-			m["lastDecision"] = ds[len(ds)-1]
-		}
-		m["events"] = evs
-		return writeJSON(g.stdout, m)
-	}
-	w := g.stdout
-	fmt.Fprintf(w, "Run %s\nExperiment %s on pool %s\nState %s, step %d", safeText(r.ID), safeText(r.Experiment), safeText(r.Pool), r.State, r.Step)
-	if r.Verdict != "" {
-		fmt.Fprintf(w, "\nVerdict %s — %s (by %s)", strings.ToUpper(strings.ReplaceAll(safeText(r.Verdict), "_", " ")), safeText(r.Reason), safeText(r.EndedBy))
-	}
-	fmt.Fprintf(w, "\nStarted %s", r.CreatedAt.Local().Format(time.DateTime))
-	if !r.EndedAt.IsZero() {
-		fmt.Fprintf(w, ", ended %s (%s)", r.EndedAt.Local().Format(time.DateTime), r.EndedAt.Sub(r.CreatedAt).Truncate(time.Second))
-	}
-	fmt.Fprintln(w)
-	if !r.State.Terminal() {
-		if l, ok := leases[r.ID]; ok {
-			fmt.Fprintf(w, "Driven by %s (lease token %d, expires %s unless renewed)\n", safeText(l.Owner), l.Token, l.Expires.Local().Format(time.TimeOnly))
-		} else {
-			fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Roll it back with: verdict abort %s (no file needed), or resume it with: verdict run %s --resume %s\n", safeText(r.ID), safeText(shellQuote(fileOr(r.SpecFile))), safeText(r.ID))
-		}
-	}
-	if len(r.Current) > 0 {
-		fmt.Fprintln(w, "\nWeights (now / before the experiment)")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, o := range sortedKeys(r.Current) {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", safeText(o), traffic.FormatWeight(r.Current[o]), traffic.FormatWeight(r.Original[o]))
-		}
-		tw.Flush()
-	}
-	if r.Intent != nil {
-		fmt.Fprintf(w, "\nA weight write for %s is in flight since %s: resume the run to reconcile it.\n", safeText(r.Intent.Purpose), r.Intent.At.Local().Format(time.TimeOnly))
-	}
-	if len(ds) > 0 {
-		d := ds[len(ds)-1]
-		fmt.Fprintf(w, "\nLast decision (%s, step %d): %s — %s\n", d.At.Local().Format(time.TimeOnly), d.Step, safeText(d.Action), safeText(d.Reason))
-		var det struct {
-			Decision struct {
-				KPIs []struct {
-					Name   string `json:"name"`
-					Status string `json:"status"`
-					Reason string `json:"reason"`
-				} `json:"kpis"`
-			} `json:"decision"`
-		}
-		if json.Unmarshal(d.Details, &det) == nil {
-			for _, k := range det.Decision.KPIs {
-				fmt.Fprintf(w, "  %-28s %-13s %s\n", safeText(k.Name), safeText(k.Status), safeText(k.Reason))
-			}
-		}
-	}
-	fmt.Fprintln(w, "\nEvents")
-	start := max(0, len(evs)-15)
-	for _, e := range evs[start:] {
-		fmt.Fprintf(w, "  %s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), safeText(e.Type), safeText(e.Message))
-	}
-	return nil
-}
-
 func newActionCmds(g *globals) []*cobra.Command {
 	help := map[string]string{
 		engine.ActionPause:   "Pause a run: weights stay, nothing advances until resume",
 		engine.ActionResume:  "Resume a paused run from the pool's current weights",
 		engine.ActionPromote: "Promote a run now, skipping its remaining steps",
-		engine.ActionAbort:   "Abort a run: roll back now",
+		engine.ActionAbort:   "Abort a run: roll back now (alias: rollback)",
 	}
 	long := map[string]string{
 		engine.ActionPause: `. The action is recorded with who asked and why, and applied by the process driving the
@@ -231,11 +187,17 @@ run at its next step. A run nobody drives needs one: 'verdict run FILE --resume 
 	for _, action := range engine.Actions {
 		var a actionArgs
 		a.action = action
+		var aliases []string
+		if action == engine.ActionAbort {
+			// kubectl-argo-rollouts' word for the same thing.
+			aliases = []string{"rollback"}
+		}
 		cmd := &cobra.Command{
-			Use:   action + " RUN-ID|EXPERIMENT",
-			Short: help[action],
-			Long:  help[action] + long[action],
-			Args:  cobra.ExactArgs(1),
+			Use:     action + " RUN-ID|EXPERIMENT",
+			Aliases: aliases,
+			Short:   help[action],
+			Long:    help[action] + long[action],
+			Args:    cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				a.run = args[0]
 				if a.server != "" {
@@ -297,7 +259,8 @@ func runAction(ctx context.Context, g *globals, a actionArgs) error {
 	}
 	leaser, leases := st.(store.Leaser)
 	if g.json() {
-		writeJSON(g.stdout, map[string]any{"type": "action_queued", "version": jsonVersion, "run": r.ID, "action": a.action, "who": c.Who, "reason": a.reason, "id": c.ID})
+		writeJSON(g.stdout, server.ActionResult{TypeMeta: server.Meta(server.KindActionResult), Run: r.ID, Action: a.action, Command: c.ID, Who: c.Who,
+			Reason: a.reason, Applied: false, State: r.State, Previous: r.State})
 	}
 	say := func(format string, args ...any) {
 		if !g.json() {
@@ -393,7 +356,7 @@ func awaitDriver(ctx context.Context, g *globals, st store.Store, leaser store.L
 			renewed := l.Owner == first.Owner && l.Expires.After(first.Expires)
 			switch {
 			case applied:
-				say("%s applied the %s: run %s is %s (verdict status %s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID), rec.State, safeText(rec.ID))
+				say("%s applied the %s: run %s is %s (verdict status --watch %s%s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID), rec.State, safeText(rec.ID), storeFlags(g))
 				return false, nil
 			case !extended && !renewed:
 				extended = true
@@ -401,7 +364,7 @@ func awaitDriver(ctx context.Context, g *globals, st store.Store, leaser store.L
 				say("%s holds the run's lease but has not applied the %s within %s; waiting up to %s, the lease's remaining TTL, for it to do so or for the lease to run out.\n", safeText(l.Owner), c.Action, wait, left.Round(time.Second))
 				deadline = now.Add(left)
 			default:
-				say("%s drives the run (it renews its lease) but has not applied the %s yet: it stays queued (verdict status %s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID))
+				say("%s drives the run (it renews its lease) but has not applied the %s yet: it stays queued (verdict status --watch %s%s follows it).\n", safeText(l.Owner), c.Action, safeText(rec.ID), storeFlags(g))
 				return false, nil
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/server"
 )
 
 // validateArgs are the parsed arguments of verdict validate.
@@ -32,32 +33,17 @@ Exit status 0 means all valid, 2 means some are not.`,
 	}
 }
 
-type validateFileJSON struct {
-	File        string                    `json:"file"`
-	Valid       bool                      `json:"valid"`
-	Experiments []string                  `json:"experiments"`
-	Errors      []*experiments.FieldError `json:"errors"`
-	Warnings    []validateWarningJSON     `json:"warnings"`
-}
-
-// validateWarningJSON is a warning about a valid experiment: it does not fail validation.
-type validateWarningJSON struct {
-	experiments.Pos
-	Experiment string `json:"experiment"`
-	Msg        string `json:"message"`
-}
-
 func runValidate(g *globals, a validateArgs) error {
-	results := make([]validateFileJSON, 0, len(a.files))
+	results := make([]server.ValidateFile, 0, len(a.files))
 	allValid := true
 	for _, f := range a.files {
 		exps, err := experiments.LoadFile(f, experiments.LoadOptions{})
-		r := validateFileJSON{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}, Warnings: []validateWarningJSON{}}
+		r := server.ValidateFile{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}, Warnings: []server.ValidateWarning{}}
 		for _, e := range exps {
 			r.Experiments = append(r.Experiments, e.Metadata.Name)
 			if err == nil {
 				for _, w := range e.Warnings() {
-					r.Warnings = append(r.Warnings, validateWarningJSON{Pos: e.Source, Experiment: e.Metadata.Name, Msg: w})
+					r.Warnings = append(r.Warnings, server.ValidateWarning{Pos: e.Source, Experiment: e.Metadata.Name, Msg: w})
 				}
 			}
 		}
@@ -88,7 +74,7 @@ func runValidate(g *globals, a validateArgs) error {
 		}
 	}
 	if g.json() {
-		if err := writeJSON(g.stdout, map[string]any{"type": "validate", "version": jsonVersion, "valid": allValid, "files": results}); err != nil {
+		if err := writeJSON(g.stdout, server.ValidateResult{TypeMeta: server.Meta(server.KindValidateResult), Valid: allValid, Files: results}); err != nil {
 			return withCode(exitError, err)
 		}
 	}

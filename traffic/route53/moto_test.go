@@ -5,111 +5,39 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	r53 "github.com/aws/aws-sdk-go-v2/service/route53"
 	"github.com/aws/aws-sdk-go-v2/service/route53/types"
-)
 
-// EnvRequireMoto set to 1 turns "moto_server is not installed" from a skip into a
-// failure, so CI cannot pass without running these tests.
-const EnvRequireMoto = "VERDICT_REQUIRE_MOTO"
+	"github.com/verdict-dev/verdict/internal/motoserver"
+)
 
 // The tests share one moto_server (it takes seconds to start) and isolate themselves by
 // creating their own hosted zone.
-var moto struct {
-	once sync.Once
-	url  string
-	err  error
-	cmd  *exec.Cmd
-	out  bytes.Buffer
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	stopMoto()
+	motoserver.StopShared()
 	os.Exit(code)
 }
 
-// motoURL starts moto_server on a free port the first time it is called and returns its
-// URL; without moto_server on PATH the test is skipped, or fails under
-// VERDICT_REQUIRE_MOTO=1.
+// motoURL returns the shared moto_server's URL, starting it on first use; without
+// moto_server on PATH the test is skipped, or fails under VERDICT_REQUIRE_MOTO=1.
 func motoURL(t *testing.T) string {
 	t.Helper()
-	requireMoto(t)
-	moto.once.Do(func() { moto.url, moto.err = startMoto() })
-	if moto.err != nil {
-		t.Fatalf("start moto_server: %v\n%s", moto.err, moto.out.String())
-	}
-	return moto.url
+	return motoserver.Shared(t).URL
 }
 
 // requireMoto skips the test when moto_server is not on PATH, or fails it under
 // VERDICT_REQUIRE_MOTO=1.
 func requireMoto(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		msg := "moto_server is not on PATH (Python package moto, `pip install 'moto[server]'`); the Route 53 steerer's emulator tests need it"
-		if os.Getenv(EnvRequireMoto) == "1" {
-			t.Fatalf("%s, and %s=1 requires them", msg, EnvRequireMoto)
-		}
-		t.Skip(msg)
-	}
-}
-
-func startMoto() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("moto_server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Stdout, cmd.Stderr = &syncWriter{w: &moto.out}, &syncWriter{w: &moto.out}
-	// Its own process group, so stopping it also stops anything the pyenv shim started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	moto.cmd = cmd
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			moto.cmd = nil
-			return "", fmt.Errorf("moto_server exited: %v", err)
-		default:
-		}
-		resp, err := http.Get(url + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url, nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return "", fmt.Errorf("moto_server did not answer on %s within 60s", url)
-}
-
-func stopMoto() {
-	if moto.cmd != nil && moto.cmd.Process != nil {
-		_ = syscall.Kill(-moto.cmd.Process.Pid, syscall.SIGKILL)
-	}
+	motoserver.Require(t)
 }
 
 type syncWriter struct {
@@ -123,49 +51,27 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-var testCreds = credentials.NewStaticCredentialsProvider("AKIAVERDICTTEST", "verdict-test-secret-do-not-log", "")
+var testCreds = motoserver.Credentials
 
 // adminClient is a plain SDK client for seeding and for changes "behind Verdict's back".
 func adminClient(t *testing.T, url string) *r53.Client {
 	t.Helper()
 	return r53.New(r53.Options{
-		Region:       "us-east-1",
+		Region:       motoserver.Region,
 		BaseEndpoint: aws.String(url),
 		Credentials:  testCreds,
 	})
 }
 
-var zoneSeq atomic.Int64
-
-// newZone creates a hosted zone with a unique name and returns its ID and name
-// ("z3.verdict-test.example.").
+// newZone creates a hosted zone with a unique name and returns its ID and name.
 func newZone(t *testing.T, c *r53.Client) (id, name string) {
 	t.Helper()
-	n := zoneSeq.Add(1)
-	name = fmt.Sprintf("z%d-%d.verdict-test.example.", n, time.Now().UnixNano()%1e6)
-	out, err := c.CreateHostedZone(context.Background(), &r53.CreateHostedZoneInput{
-		Name:            aws.String(name),
-		CallerReference: aws.String(name),
-	})
-	if err != nil {
-		t.Fatalf("create hosted zone: %v", err)
-	}
-	return strings.TrimPrefix(aws.ToString(out.HostedZone.Id), "/hostedzone/"), name
+	return motoserver.NewZone(t, c, "z")
 }
 
 func upsert(t *testing.T, c *r53.Client, zone string, recs ...types.ResourceRecordSet) {
 	t.Helper()
-	var ch []types.Change
-	for i := range recs {
-		ch = append(ch, types.Change{Action: types.ChangeActionUpsert, ResourceRecordSet: &recs[i]})
-	}
-	_, err := c.ChangeResourceRecordSets(context.Background(), &r53.ChangeResourceRecordSetsInput{
-		HostedZoneId: aws.String(zone),
-		ChangeBatch:  &types.ChangeBatch{Changes: ch},
-	})
-	if err != nil {
-		t.Fatalf("seed records: %v", err)
-	}
+	motoserver.MustUpsert(t, c, zone, recs...)
 }
 
 func deleteRecord(t *testing.T, c *r53.Client, zone string, r types.ResourceRecordSet) {
@@ -182,15 +88,7 @@ func deleteRecord(t *testing.T, c *r53.Client, zone string, r types.ResourceReco
 // allRecords lists the whole zone, for comparing everything before and after a write.
 func allRecords(t *testing.T, c *r53.Client, zone string) map[string]types.ResourceRecordSet {
 	t.Helper()
-	out, err := c.ListResourceRecordSets(context.Background(), &r53.ListResourceRecordSetsInput{HostedZoneId: aws.String(zone)})
-	if err != nil {
-		t.Fatalf("list zone: %v", err)
-	}
-	m := map[string]types.ResourceRecordSet{}
-	for _, r := range out.ResourceRecordSets {
-		m[aws.ToString(r.Name)+"/"+string(r.Type)+"/"+aws.ToString(r.SetIdentifier)] = r
-	}
-	return m
+	return motoserver.MustRecords(t, c, zone)
 }
 
 // faults sits in front of moto and can answer, delay or rewrite calls by operation:

@@ -44,6 +44,44 @@
   const stateBadge = (st) => badge(st, 's-' + st);
   const kpiBadge = (st) => badge(st, 'k-' + String(st).replace(/ /g, '-'));
   const terminal = (st) => ['Promoted', 'RolledBack', 'Aborted', 'Failed'].includes(st);
+  // goDuration parses a Go duration ("5m0s", "1h30m", "750ms") into milliseconds.
+  function goDuration(str) {
+    if (!str) return 0;
+    const unit = { h: 3600e3, m: 60e3, s: 1e3, ms: 1, us: 1e-3, 'µs': 1e-3, ns: 1e-6 };
+    let ms = 0;
+    for (const [, n, u] of String(str).matchAll(/([\d.]+)(ms|us|µs|ns|h|m|s)/g)) ms += Number(n) * unit[u];
+    return ms;
+  }
+  // shortDuration is a duration as the terminal shows it: 2m, 3h, 1h30m, 45s.
+  function shortDuration(ms) {
+    let s = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    s %= 60;
+    return (h ? h + 'h' : '') + (m ? m + 'm' : '') + (s || (!h && !m) ? s + 's' : '');
+  }
+  // Interval bounds: the API's camelCase names, or the engine's in stored decision details.
+  const lowerBounded = (iv) => iv.lowerBounded ?? iv.lower_bounded ?? iv.LowerBounded ?? false;
+  const upperBounded = (iv) => iv.upperBounded ?? iv.upper_bounded ?? iv.UpperBounded ?? false;
+  // eventKey identifies an event whichever way it arrived (the stored history, the run's
+  // recent messages, the live stream): by type, time to the millisecond (the store keeps
+  // milliseconds, the live stream nanoseconds) and message. Only stored events carry a
+  // sequence number, so it cannot be the key.
+  function eventKey(e) {
+    const at = Date.parse(String(e.at).replace(/(\.\d{3})\d+/, '$1'));
+    return e.type + '|' + at + '|' + e.message;
+  }
+  // actualWeights are the pool's weights while a drift is the latest word on it: the API's
+  // actualWeights, else the latest drift event's data.actual with no weights confirmed since.
+  function actualWeights(r, events) {
+    if (!r || terminal(r.state)) return null;
+    if (r.actualWeights && Object.keys(r.actualWeights).length) return r.actualWeights;
+    let actual = null;
+    for (const e of events.slice().sort((a, b) => Date.parse(a.at) - Date.parse(b.at))) {
+      if (e.type === 'weights_confirmed') actual = null;
+      if (e.type === 'drift' && e.data && e.data.actual) actual = e.data.actual;
+    }
+    return actual;
+  }
 
   // ---- API ----------------------------------------------------------------------------
   function headers(extra) {
@@ -296,23 +334,36 @@
         h('p', { class: 'muted', text: e.note || 'no run yet' }));
     }
     const kpis = (r.decision && r.decision.kpis) || [];
+    const actual = r.actualWeights && Object.keys(r.actualWeights).length && !terminal(r.state) ? r.actualWeights : null;
+    // Three parts side by side on a wide screen, stacked on a phone: what and where, the
+    // traffic, the KPIs.
     return h('a', { class: 'card link', href: '#/runs/' + encodeURIComponent(r.id), 'data-experiment': e.name, 'data-state': r.state },
-      h('div', { class: 'row' }, h('strong', { text: e.name }), stateBadge(r.state), ['inconclusive', 'check_failed'].includes(r.verdict) ? badge(r.verdict.replace('_', ' '), 's-' + r.state) : null),
-      h('div', { class: 'muted', text: `${r.canary || ''} vs ${(r.baselines || []).join(', ')} · step ${r.step}/${r.steps}` }),
-      h('div', { class: 'bar', title: 'canary share' }, barFill(r.canaryShare)),
-      h('div', { class: 'muted', text: 'canary at ' + pct(r.canaryShare) + ' of the experiment\'s traffic' }),
-      h('div', { class: 'weights', text: weightsText(r) }),
-      kpis.length ? h('div', { class: 'row' }, kpis.map((k) => h('span', {}, k.name + ' ', kpiBadge(k.status)))) : null,
-      r.reason ? h('p', { text: r.reason }) : null,
-      r.orphan ? h('p', { class: 'notice orphan', text: r.orphan.hint }) : null,
-      e.note ? h('p', { class: 'muted', text: e.note }) : null);
+      h('div', {},
+        h('div', { class: 'row' }, h('strong', { text: e.name }), stateBadge(r.state), ['inconclusive', 'check_failed'].includes(r.verdict) ? badge(r.verdict.replace('_', ' '), 's-' + r.state) : null),
+        h('div', { class: 'muted', text: `${r.canary || ''} vs ${(r.baselines || []).join(', ')} · step ${r.step}/${r.steps}` }),
+        r.reason ? h('p', { text: r.reason }) : null),
+      h('div', {},
+        h('div', { class: 'bar', title: 'canary share' }, barFill(r.canaryShare, barClass(r, kpis))),
+        h('div', { class: 'muted', text: 'canary at ' + pct(r.canaryShare) + ' of the experiment\'s traffic' }),
+        h('div', { class: 'weights', text: (actual ? 'confirmed ' : '') + weightsText(r) }),
+        actual ? h('div', { class: 'weights drift', text: 'actual in pool ' + weightsText({ weights: actual }) }) : null),
+      h('div', {}, kpis.length ? h('div', { class: 'row' }, kpis.map((k) => h('span', {}, k.name + ' ', kpiBadge(k.status)))) : h('span', { class: 'muted', text: 'no decision yet' })),
+      r.orphan ? h('p', { class: 'notice orphan full', text: r.orphan.hint }) : null,
+      e.note ? h('p', { class: 'muted full', text: e.note }) : null);
   }
   function weightsText(r) {
     const w = r.weights || r.original || {};
     return Object.keys(w).sort().map((o) => `${o} ${w[o].toFixed(2)}`).join(' · ');
   }
-  function barFill(share) {
-    const span = h('span');
+  // barClass: colour carries meaning only: harm red, paused amber, anything else neutral.
+  function barClass(r, kpis) {
+    if (['RolledBack', 'RollingBack', 'Failed'].includes(r.state) || (kpis || []).some((k) => k.status === 'harm')) return 'p-harm';
+    if (r.state === 'Paused') return 'p-paused';
+    if (r.state === 'Promoted') return 'p-done';
+    return 'p-ok';
+  }
+  function barFill(share, cls) {
+    const span = h('span', { class: cls || 'p-ok' });
     span.style.width = ((share || 0) * 100).toFixed(1) + '%';
     return span;
   }
@@ -323,13 +374,14 @@
     crumb.textContent = id;
     const st = { run: null, spec: null, decisions: [], events: [], notices: [], error: '', flash: '', all: false };
     const seen = new Set();
-    const key = (e) => e.type + '|' + e.at + '|' + e.message;
-    const addEvent = (e) => { const k = key(e); if (seen.has(k)) return; seen.add(k); st.events.push(e); };
+    const addEvent = (e) => { const k = eventKey(e); if (seen.has(k)) return; seen.add(k); st.events.push(e); };
     const render = scheduler(() => renderRun(st, render, reload));
     const reload = async () => {
       try {
         const d = await api('/api/v1/runs/' + encodeURIComponent(id));
         st.run = d.run; st.spec = d.spec; st.error = '';
+        st.detail = { hold: goDuration(d.hold), stepElapsed: goDuration(d.stepElapsed), rampStart: d.rampStart ? Date.parse(d.rampStart) : 0,
+          maxDuration: goDuration(d.maxDuration), now: d.now ? Date.parse(d.now) : 0, fetched: Date.now() };
         for (const m of d.messages || []) if (!storedTypes.has(m.type)) addEvent(m);
         return d;
       } catch (e) { st.error = e.message; }
@@ -350,10 +402,12 @@
         const d = m.data || {};
         if (!st.decisions.some((x) => x.at === m.at)) st.decisions.push({ at: m.at, step: d.step, action: d.decision && d.decision.action, reason: d.decision && d.decision.reason, details: d });
       } else addEvent(m);
-      if (['state_changed', 'weights_confirmed', 'action', 'run_ended', 'decision'].includes(m.type)) reload();
+      if (['state_changed', 'weights_confirmed', 'action', 'run_ended', 'decision', 'drift'].includes(m.type)) reload();
       render();
     });
-    const pg = { kind: 'run', stopped: false, stop() { this.stopped = true; if (this.stream) this.stream.stop(); } };
+    // Time left moves on between events: the progress lines are refreshed every second.
+    const timer = setInterval(() => updateProgress(st), 1000);
+    const pg = { kind: 'run', stopped: false, stop() { this.stopped = true; clearInterval(timer); if (this.stream) this.stream.stop(); } };
     loadAll().then((d) => { if (d && !pg.stopped) pg.stream = new Stream('/api/v1/runs/' + encodeURIComponent(st.run.id) + '/stream', d.cursor, onMessage); });
     return pg;
   }
@@ -440,6 +494,8 @@
     crumb.textContent = r.experiment;
     const can = actionsFor(r);
     const kpis = (r.decision && r.decision.kpis) || lastKPIs(st);
+    const actual = actualWeights(r, st.events);
+    document.body.dataset.actual = actual ? '1' : '0';
     add(
       h('h1', {}, r.experiment + ' ', stateBadge(r.state)),
       h('div', { class: 'muted', text: 'run ' + r.id }),
@@ -451,7 +507,11 @@
         h('dt', { text: 'Canary' }), h('dd', { text: r.canary || '–' }),
         h('dt', { text: 'Baselines' }), h('dd', { text: (r.baselines || []).join(', ') }),
         h('dt', { text: 'Step' }), h('dd', { text: `${r.step} of ${r.steps}, canary at ${pct(r.canaryShare)} of the experiment's traffic` }),
-        h('dt', { text: 'Weights' }), h('dd', { id: 'weights', text: weightsText(r) + (r.original ? ' (before: ' + weightsText({ weights: r.original }) + ')' : '') }),
+        progressRows(st),
+        h('dt', { text: actual ? 'Confirmed' : 'Weights' }), h('dd', { id: 'weights', text: weightsText(r) + (r.original ? ' (before: ' + weightsText({ weights: r.original }) + ')' : '') }),
+        actual ? h('dt', { class: 'drift', text: 'Actual in pool' }) : null,
+        actual ? h('dd', { id: 'actual-weights', class: 'drift' }, weightsText({ weights: actual }),
+          h('div', { class: 'muted', text: 'The pool was changed outside Verdict: traffic goes by these weights, not the confirmed ones. Resume carries on from them; abort rolls back.' })) : null,
         r.verdict ? h('dt', { text: 'Verdict' }) : null, r.verdict ? h('dd', { id: 'verdict', text: `${r.verdict.replace('_', ' ')} — ${r.reason} (by ${r.endedBy})` }) : null,
         r.state === 'Paused' && r.pauseNote ? h('dt', { text: 'Paused' }) : null, r.state === 'Paused' && r.pauseNote ? h('dd', { text: r.pauseNote }) : null,
         r.stalled ? h('dt', { text: 'Stalled' }) : null, r.stalled ? h('dd', { text: r.stalled }) : null,
@@ -467,6 +527,43 @@
     document.body.dataset.ready = '1';
   }
 
+  // progress is the hold and the run's time as the terminal shows them: analysed time of
+  // the step's hold (its clock stops without data and while paused) and the time left
+  // before maxDuration. The server's clock is taken from the run's last update.
+  function progress(st) {
+    const r = st.run, d = st.detail || {};
+    const out = {};
+    if ((r.state === 'Ramping' || r.state === 'Paused') && d.hold > 0 && r.step > 0) {
+      const frac = Math.min(1, d.stepElapsed / d.hold);
+      out.holdFrac = frac;
+      out.hold = `${Math.round(frac * 100)}% — ${shortDuration(d.stepElapsed)} of ${shortDuration(d.hold)} analysed, ${shortDuration(d.hold - d.stepElapsed)} left` +
+        (r.state === 'Paused' ? ' (clock stopped: paused)' : ' (the clock stops without data)');
+    }
+    if (d.rampStart && d.maxDuration && !terminal(r.state)) {
+      // The server's clock when it says it (a fleet on simulated time runs its own),
+      // plus the time since; else this browser's.
+      const now = d.now ? d.now + (Date.now() - d.fetched) : Date.now();
+      const el = Math.max(0, now - d.rampStart);
+      out.elapsed = `${shortDuration(el)} of at most ${shortDuration(d.maxDuration)}, ${shortDuration(d.maxDuration - el)} left`;
+    }
+    return out;
+  }
+  function progressRows(st) {
+    const p = progress(st);
+    const rows = [];
+    if (p.hold) {
+      rows.push(h('dt', { text: 'Hold' }), h('dd', {}, h('div', { class: 'bar hold', title: 'analysed time of this step\'s hold' }, barFill(p.holdFrac, st.run.state === 'Paused' ? 'p-paused' : 'p-ok')),
+        h('span', { id: 'hold', text: p.hold })));
+    }
+    if (p.elapsed) rows.push(h('dt', { text: 'Elapsed' }), h('dd', { id: 'elapsed', text: p.elapsed }));
+    return rows;
+  }
+  function updateProgress(st) {
+    if (!st.run) return;
+    const p = progress(st), el = document.getElementById('elapsed');
+    if (el && p.elapsed) el.textContent = p.elapsed;
+  }
+
   function lastKPIs(st) {
     const d = st.decisions[st.decisions.length - 1];
     return (d && d.details && d.details.decision && d.details.decision.kpis) || [];
@@ -475,15 +572,16 @@
   function kpiTable(kpis) {
     if (!kpis.length) return h('p', { class: 'muted', text: 'No decision yet.' });
     return h('table', { id: 'kpis' },
-      h('thead', {}, h('tr', {}, ['KPI', 'Status', 'Effect', 'Confidence sequence', 'Tolerance', 'Why'].map((x, i) => h('th', { class: i >= 4 ? 'hide-sm' : '', text: x })))),
+      h('thead', {}, h('tr', {}, ['KPI', 'Status', 'Effect (cumulative)', 'Confidence sequence', 'Tolerance', 'Why'].map((x) => h('th', { text: x })))),
       h('tbody', {}, kpis.map((k) => {
         const iv = k.interval || {};
+        // data-label names each cell where a phone stacks the row.
         return h('tr', {},
-          h('td', { text: k.name }), h('td', {}, kpiBadge(k.status)),
-          h('td', { class: 'num', text: signedPct(iv.estimate) }),
-          h('td', { class: 'num', text: `[${iv.lower_bounded ? signedPct(iv.lower) : '−∞'}, ${iv.upper_bounded ? signedPct(iv.upper) : '+∞'}]` }),
-          h('td', { class: 'num hide-sm', text: (k.harm === 'decrease' ? '−' : '+') + pct(k.tolerance, 1) }),
-          h('td', { class: 'hide-sm', text: k.reason }));
+          h('td', { class: 'kpi-name', 'data-label': 'KPI', text: k.name }), h('td', { 'data-label': 'Status' }, kpiBadge(k.status)),
+          h('td', { class: 'num', 'data-label': 'Effect', text: signedPct(iv.estimate) }),
+          h('td', { class: 'num', 'data-label': 'Bounds', text: `[${lowerBounded(iv) ? signedPct(iv.lower) : '−∞'}, ${upperBounded(iv) ? signedPct(iv.upper) : '+∞'}]` }),
+          h('td', { class: 'num', 'data-label': 'Tolerance', text: (k.harm === 'decrease' ? '−' : '+') + pct(k.tolerance, 1) }),
+          h('td', { class: 'why', 'data-label': 'Why', text: k.reason }));
       })));
   }
 
@@ -502,7 +600,7 @@
         est.push([t, iv.estimate]);
         // Before the sequence is ready its bounds mean nothing: no band rather than one
         // pinched to the estimate.
-        bandPts.push(iv.ready === false ? [t, null, null] : [t, iv.lower_bounded ? iv.lower : -Infinity, iv.upper_bounded ? iv.upper : Infinity]);
+        bandPts.push(iv.ready === false ? [t, null, null] : [t, lowerBounded(iv) ? iv.lower : -Infinity, upperBounded(iv) ? iv.upper : Infinity]);
         tol = (k.harm === 'decrease' ? -1 : 1) * k.tolerance;
       }
       const lo = Math.min(...est.map((p) => p[1]), tol || 0, 0), hi = Math.max(...est.map((p) => p[1]), tol || 0, 0);
@@ -535,10 +633,12 @@
     const origins = Object.keys(r.original || r.weights || {}).sort();
     if (!origins.length) return lineChart({});
     const series = origins.map((o, i) => ({ cls: 'wl w' + Math.min(i, 4), name: o, points: [[Date.parse(r.startedAt || r.createdAt), (r.original || {})[o] || 0]] }));
-    const confirmed = st.events.filter((e) => e.type === 'weights_confirmed').sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
-    for (const e of confirmed) {
-      const want = (e.data && e.data.want) || {};
-      series.forEach((x) => { if (x.name in want) x.points.push([Date.parse(e.at), want[x.name]]); });
+    // Where the traffic went: confirmed weights, and the pool's actual weights from the
+    // moment a drift was seen until weights are confirmed again.
+    const changes = st.events.filter((e) => e.type === 'weights_confirmed' || (e.type === 'drift' && e.data && e.data.actual)).sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    for (const e of changes) {
+      const w = (e.type === 'drift' ? e.data.actual : e.data && e.data.want) || {};
+      series.forEach((x) => { if (x.name in w) x.points.push([Date.parse(e.at), w[x.name]]); });
     }
     const last = st.decisions.length ? Date.parse(st.decisions[st.decisions.length - 1].at) : 0;
     const until = r.endedAt ? Date.parse(r.endedAt) : Math.max(Date.parse(r.updatedAt), last);
