@@ -76,6 +76,11 @@ func describeStale(stale []metrics.Stale) string {
 	var parts []string
 	for _, c := range sortedKeys(by) {
 		a := by[c]
+		if a.spacing == 0 { // no sample in the checked window: found further back
+			parts = append(parts, fmt.Sprintf("cluster %s: newest samples %s old, none in the last %d intervals (its target or federation leaf stopped reporting) in %s",
+				c, a.age.Round(time.Second), staleWindow, strings.Join(a.sels, ", ")))
+			continue
+		}
 		parts = append(parts, fmt.Sprintf("cluster %s: newest samples %s old while they arrived about every %s (its target or federation leaf stopped reporting) in %s",
 			c, a.age.Round(time.Second), a.spacing.Round(time.Second), strings.Join(a.sels, ", ")))
 	}

@@ -26,6 +26,7 @@ var pools = map[string]string{
 	"cilium-on-bulbasaur":         "pools/euw1.json",
 	"jigglypuff-federated-probes": "pools/apse1.json",
 	"api-legacy-to-eks":           "pools/route53-api.json", // aws route53 list-resource-record-sets output
+	"use1-weekly-drain":           "pools/use1.json",        // a drill (kind: Drill)
 }
 
 // phases says how each example brings its variant in: every shape of spec.canary.apply is
@@ -50,6 +51,12 @@ func TestExamples(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, f := range files {
+		if data, err := os.ReadFile(f); err == nil && experiments.FileKind(data) == experiments.KindDrill {
+			for _, name := range checkDrill(t, f) {
+				seen[name] = true
+			}
+			continue
+		}
 		exps, err := experiments.LoadFile(f, experiments.LoadOptions{LookupEnv: func(string) (string, bool) { return "", false }})
 		if err != nil {
 			t.Errorf("%s is invalid:\n%v", f, err)
@@ -149,4 +156,59 @@ func recordSetPool(t *testing.T, data []byte, e *experiments.Experiment) traffic
 		t.Fatalf("no records of %s in the pool file", ref.Pool)
 	}
 	return pool
+}
+
+// checkDrill loads a drill example and plans the drain of every cluster it rotates through
+// on its pool: the drained origin at 0, the pool's total kept. It returns the drills' names.
+func checkDrill(t *testing.T, f string) []string {
+	t.Helper()
+	ds, err := experiments.LoadDrillFile(f, experiments.LoadOptions{LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Errorf("%s is invalid:\n%v", f, err)
+		return nil
+	}
+	var names []string
+	for _, d := range ds {
+		names = append(names, d.Metadata.Name)
+		poolFile, ok := pools[d.Metadata.Name]
+		if !ok {
+			t.Errorf("%s: drill %s has no pool in this test's table", f, d.Metadata.Name)
+			continue
+		}
+		data, err := os.ReadFile(poolFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool, err := traffic.DecodePool(data)
+		if err != nil {
+			t.Fatalf("%s: %v", poolFile, err)
+		}
+		if d.Spec.Schedule == "" || d.NextRun(pool.ModifiedOn).IsZero() {
+			t.Errorf("%s: drill %s has no schedule that fires", f, d.Metadata.Name)
+		}
+		var origins []experiments.PoolOrigin
+		for _, o := range pool.Origins {
+			origins = append(origins, experiments.PoolOrigin{Name: o.Name, Weight: o.Weight, Enabled: o.Enabled})
+		}
+		for _, drain := range d.Spec.Drain {
+			e := d.Experiment(drain)
+			plan, err := experiments.WeightPlan(e, origins)
+			if err != nil {
+				t.Errorf("%s: drill %s cannot drain %s: %v", f, d.Metadata.Name, drain, e.FieldError(err))
+				continue
+			}
+			before, after := 0.0, 0.0
+			for i, o := range plan.Steps[1].Origins {
+				before += plan.Steps[0].Origins[i].Weight
+				after += o.Weight
+				if o.Cluster == drain && o.Weight != 0 {
+					t.Errorf("%s: draining %s leaves its origin at %v", d.Metadata.Name, drain, o.Weight)
+				}
+			}
+			if !traffic.SameWeight(before, after) {
+				t.Errorf("%s: draining %s changes the pool's total from %v to %v", d.Metadata.Name, drain, before, after)
+			}
+		}
+	}
+	return names
 }

@@ -102,8 +102,8 @@ scrape_configs:
 	t.Logf("first read %s after the interval's end: a %.0f, b %.0f requests, a's share %.1f%% (true 25%%)",
 		time.Since(end).Round(time.Millisecond), first["a"], first["b"], 100*share(first))
 
-	// The engine's rule: re-read one settle time (here the federation interval) later
-	// until two reads agree within 0.1%, at most three re-reads.
+	// The engine's rule: re-read until the counts stay the same (within 0.1%) over reads
+	// spanning a federation scrape, at most three re-reads.
 	prev, reads := first, 1
 	for ; reads <= 4; reads++ {
 		time.Sleep(fedScrape + 500*time.Millisecond)

@@ -100,6 +100,9 @@ func fromRun(run *store.Run, exp *experiments.Experiment, obs []store.Observatio
 		return nil, err
 	}
 	timeline(r, run, exp, evs)
+	if isDrill(exp) {
+		drillKPIs(r, exp, decs)
+	}
 	for _, k := range r.KPIs {
 		if k.Canary.N == 0 && k.Status != StatusNotJudged {
 			r.Notes = append(r.Notes, fmt.Sprintf("%s has no canary data in the run.", k.Name))

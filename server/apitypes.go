@@ -340,11 +340,13 @@ type ValidateResult struct {
 
 // ValidateFile is one file's part of a ValidateResult.
 type ValidateFile struct {
-	File        string                    `json:"file"`
-	Valid       bool                      `json:"valid"`
-	Experiments []string                  `json:"experiments"`
-	Errors      []*experiments.FieldError `json:"errors"`
-	Warnings    []ValidateWarning         `json:"warnings"`
+	File        string   `json:"file"`
+	Valid       bool     `json:"valid"`
+	Experiments []string `json:"experiments"`
+	// Drills names the drills of a kind: Drill file (experiments is empty then).
+	Drills   []string                  `json:"drills,omitempty"`
+	Errors   []*experiments.FieldError `json:"errors"`
+	Warnings []ValidateWarning         `json:"warnings"`
 }
 
 // ValidateWarning is a warning about a valid experiment: it does not fail validation.

@@ -20,8 +20,9 @@ type runner struct {
 	id, experiment, file string
 	exp                  *experiments.Experiment // as started or resumed; never changes
 
-	mu  sync.Mutex
-	run *engine.Run
+	mu    sync.Mutex
+	run   *engine.Run
+	drill *engine.DrillRun // a drill's run, stepped as a drill (drills.go)
 
 	// hold is the run's lease when replicas share the store (nil otherwise): the run is
 	// stepped only while it is live, and every save carries its token.
@@ -208,6 +209,9 @@ func (sv *supervisor) start(ctx context.Context, exp *experiments.Experiment, fi
 // secrets the store never keeps; nil (or a file that changed since) resumes the run from its
 // stored spec, without notification targets.
 func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experiments.Experiment) (*runner, error) {
+	if isDrillRun(rec) {
+		return sv.resumeDrill(ctx, rec)
+	}
 	if exp != nil && string(mustJSON(exp)) != string(rec.Spec) {
 		exp = nil
 	}
@@ -304,7 +308,7 @@ func (sv *supervisor) drive(r *runner) {
 		}
 		ctx, cancel := context.WithTimeout(parent, o.StepTimeout)
 		r.mu.Lock()
-		err := r.run.Step(ctx, o.Clock.Now())
+		err := r.step(ctx, o.Clock.Now())
 		snap := r.run.Snapshot()
 		done := r.run.Done()
 		r.mu.Unlock()
@@ -352,6 +356,10 @@ func (sv *supervisor) drive(r *runner) {
 
 // reload rebuilds a run from the store after a failed step, as a restart would.
 func (sv *supervisor) reload(r *runner, log interface{ Error(string, ...any) }) {
+	if r.drill != nil {
+		sv.reloadDrill(r, log)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), sv.s.opts.StepTimeout)
 	defer cancel()
 	eng, closeSrc, setRun, err := sv.engineFor(r.exp)

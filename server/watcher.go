@@ -69,6 +69,9 @@ type parsedFile struct {
 	exps   []*experiments.Experiment
 	specs  []string // each experiment as the store records it (mustJSON), for reconcile
 	errs   []string // the file's problems, as validate gives them; nil when valid
+	// drill marks a kind: Drill file: the drill scheduler (drills.go) runs it, not the
+	// experiment reconciler.
+	drill bool
 }
 
 // racyWindow is how long after its modification time a file must have been read for its
@@ -117,7 +120,12 @@ func (w *watcher) parse(p string) *parsedFile {
 	sum := sha256.Sum256(data)
 	pf.hash = hex.EncodeToString(sum[:8])
 	if prev != nil && prev.hash == pf.hash {
-		pf.exps, pf.specs, pf.errs = prev.exps, prev.specs, prev.errs
+		pf.exps, pf.specs, pf.errs, pf.drill = prev.exps, prev.specs, prev.errs, prev.drill
+		w.parsed[p] = pf
+		return pf
+	}
+	if experiments.FileKind(data) == experiments.KindDrill {
+		pf.drill = true
 		w.parsed[p] = pf
 		return pf
 	}
@@ -215,6 +223,11 @@ func (w *watcher) scan(ctx context.Context) error {
 		}
 		hash := pf.hash
 		fst := &FileStatus{Path: p, Hash: hash, CheckedAt: now, Notes: map[string]string{}}
+		if pf.drill {
+			fst.Status = "drill"
+			w.put(fst)
+			continue
+		}
 		if pf.errs != nil {
 			fst.Status = "invalid"
 			fst.Errors = pf.errs

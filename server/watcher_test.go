@@ -148,3 +148,25 @@ func TestRestartResumes(t *testing.T) {
 		t.Errorf("pool after abort: %v", got)
 	}
 }
+
+// TestDrillFileIsNotAnInvalidExperiment: a kind: Drill file in serve's directory belongs
+// to the drill scheduler; the experiment reconciler lists it as a drill, not as invalid.
+func TestDrillFileIsNotAnInvalidExperiment(t *testing.T) {
+	w := newWorld(t)
+	s := w.server()
+	c := &client{t: t, base: s.URL()}
+	data, err := os.ReadFile("../examples/drill-weekly.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.write("weekly-drill.yaml", string(data))
+	w.write("broken.yaml", "apiVersion: verdict.dev/v1alpha1\nkind: Experiment\n")
+	s.Rescan()
+	files := c.files()
+	if f := files["weekly-drill.yaml"]; f.Status != "drill" || len(f.Errors) != 0 {
+		t.Errorf("drill file status: %+v", f)
+	}
+	if f := files["broken.yaml"]; f.Status != "invalid" {
+		t.Errorf("a broken experiment next to it: %+v", f)
+	}
+}

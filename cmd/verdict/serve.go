@@ -260,6 +260,7 @@ func runServe(ctx context.Context, g *globals, cmd *cobra.Command, a serveArgs) 
 	if err := srv.Start(); err != nil {
 		return withCode(exitError, err)
 	}
+	srv.StartDrills() // the drill files of --dir, on their schedules
 	if g.json() {
 		writeJSON(g.stdout, map[string]any{"type": "serving", "version": jsonVersion, "url": srv.URL(), "dir": a.dir, "auth": token != "" || len(tokens) > 0})
 	} else {

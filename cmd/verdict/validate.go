@@ -37,6 +37,13 @@ func runValidate(g *globals, a validateArgs) error {
 	results := make([]server.ValidateFile, 0, len(a.files))
 	allValid := true
 	for _, f := range a.files {
+		if r, ok, err := validateDrill(g, f); err != nil {
+			return err
+		} else if ok {
+			allValid = allValid && r.Valid
+			results = append(results, r)
+			continue
+		}
 		exps, err := experiments.LoadFile(f, experiments.LoadOptions{})
 		r := server.ValidateFile{File: f, Valid: err == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}, Warnings: []server.ValidateWarning{}}
 		for _, e := range exps {
@@ -89,4 +96,38 @@ func runValidate(g *globals, a validateArgs) error {
 		return silentExit(exitInvalid)
 	}
 	return nil
+}
+
+// validateDrill validates f if it is a drill file (kind: Drill); ok is false for any other
+// file, which the experiment loader then reads and reports on.
+func validateDrill(g *globals, f string) (r server.ValidateFile, ok bool, err error) {
+	data, rerr := experiments.ReadFile(f)
+	if rerr != nil || experiments.FileKind(data) != experiments.KindDrill {
+		return r, false, nil
+	}
+	drills, lerr := experiments.LoadDrill(f, data, experiments.LoadOptions{})
+	r = server.ValidateFile{File: f, Valid: lerr == nil, Experiments: []string{}, Errors: []*experiments.FieldError{}, Warnings: []server.ValidateWarning{}}
+	for _, d := range drills {
+		r.Drills = append(r.Drills, d.Metadata.Name)
+	}
+	if lerr != nil {
+		var list experiments.ErrorList
+		if !errors.As(lerr, &list) {
+			return r, true, withCode(exitError, lerr)
+		}
+		r.Errors = list
+	}
+	if g.json() {
+		return r, true, nil
+	}
+	if r.Valid {
+		for _, d := range drills {
+			fmt.Fprintf(g.stdout, "%s: %s\n", f, d.Summary())
+		}
+		return r, true, nil
+	}
+	for _, fe := range r.Errors {
+		fmt.Fprintln(g.stdio.err, fe.Error())
+	}
+	return r, true, nil
 }

@@ -1,0 +1,354 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/store"
+	"github.com/verdict-dev/verdict/traffic"
+)
+
+const drillTestYAML = `apiVersion: verdict.dev/v1alpha1
+kind: Drill
+metadata:
+  name: world-drill
+spec:
+  clusters: [c1, c2, c3]
+  drain: [c1, c2]
+  traffic:
+    cloudflare:
+      accountID: ACCOUNT
+      poolID: POOL
+      origins: {c1: o1, c2: o2, c3: o3}
+  hold: 10m
+  interval: 1m
+  prometheus:
+    address: PROM
+  kpis:
+    - name: error-rate
+      type: ratio
+      events: sum by (cluster) (increase(http_requests_total{code=~"5.."}[{{.Interval}}]))
+      total: sum by (cluster) (increase(http_requests_total[{{.Interval}}]))
+      tolerance: 20%
+      guardrail: {max: 20%, for: 2}
+    - name: latency
+      type: latency
+      buckets: sum by (cluster, le) (increase(http_request_duration_seconds_bucket[{{.Interval}}]))
+      sum: sum by (cluster) (increase(http_request_duration_seconds_sum[{{.Interval}}]))
+      count: sum by (cluster) (increase(http_request_duration_seconds_count[{{.Interval}}]))
+      slowerThan: 500ms
+      tolerance: 15%
+  guardrails:
+    - name: pods
+      type: gauge
+      query: sum by (cluster) (kube_pod_info)
+      guardrail: {min: 1, for: 1}
+  blockingAlarms:
+    - {name: paging, query: 'sum(kube_pod_info{cluster="nowhere"})'}
+  outcomeAlarms:
+    - {name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}
+  allowedWindows:
+    - {days: [Mon, Tue, Wed, Thu], start: "07:00", end: "16:00", timeZone: UTC}
+  blockedDates: ["2026-12-24"]
+`
+
+func (w *world) drill(edits ...string) *experiments.Drill {
+	w.t.Helper()
+	y := strings.NewReplacer("ACCOUNT", w.Emu.AccountID(), "POOL", w.PoolID, "PROM", w.Prom.URL()).Replace(drillTestYAML)
+	for i := 0; i+1 < len(edits); i += 2 {
+		if !strings.Contains(y, edits[i]) {
+			w.t.Fatalf("test bug: %q not in the drill", edits[i])
+		}
+		y = strings.Replace(y, edits[i], edits[i+1], 1)
+	}
+	ds, err := experiments.LoadDrill("drill.yaml", []byte(y), experiments.LoadOptions{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ds[0]
+}
+
+func sameOrigins(t *testing.T, got, want map[string]float64) {
+	t.Helper()
+	for o, v := range want {
+		if !traffic.SameWeight(got[o], v) {
+			t.Errorf("origin %s has weight %v, want %v (pool %v)", o, got[o], v, got)
+		}
+	}
+}
+
+func TestDrillPassesAndRestores(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(), "c1", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drained map[string]float64
+	w.Drive(dr, 40*time.Minute, func(time.Time) {
+		if drained == nil && dr.Run().Record().State == store.StateRamping {
+			drained = w.PoolWeights()
+		}
+	})
+	rec := dr.Run().Record()
+	if rec.State != store.StatePromoted || rec.Verdict != VerdictDrillPassed {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	// While drained: c1's origin at 0, the survivors keep their proportions and the total,
+	// the standby outside the drill untouched.
+	if drained == nil {
+		t.Fatal("never saw the drill holding")
+	}
+	if drained["o1"] != 0 || !traffic.SameWeight(drained["o2"]+drained["o3"], before["o1"]+before["o2"]+before["o3"]) || drained["standby"] != before["standby"] {
+		t.Errorf("drained pool %v from %v", drained, before)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+	took := rec.EndedAt.Sub(rec.StartedAt)
+	if took < 10*time.Minute || took > 15*time.Minute {
+		t.Errorf("drill took %s, want its 10m hold plus a few intervals", took)
+	}
+	ev := dr.Evaluation()
+	if ev == nil || ev.Intervals != ev.Planned || ev.Planned < 8 || len(ev.KPIs) != 2*4 {
+		t.Fatalf("evaluation %+v", ev)
+	}
+	if !strings.Contains(rec.Reason, "weights restored") {
+		t.Errorf("reason %q", rec.Reason)
+	}
+	ds, err := w.St.Decisions(context.Background(), rec.ID)
+	if err != nil || len(ds) < 5 {
+		t.Errorf("%d decisions recorded (%v)", len(ds), err)
+	}
+	t.Logf("passed in %s: %s", took, rec.Reason)
+}
+
+func TestDrillBlocked(t *testing.T) {
+	for name, tc := range map[string]struct {
+		edits []string
+		want  string
+	}{
+		"blocking alarm":  {[]string{`kube_pod_info{cluster="nowhere"}`, `kube_pod_info`}, "blocking alarm paging is firing"},
+		"outside window":  {[]string{"days: [Mon, Tue, Wed, Thu]", "days: [Tue, Wed]"}, "outside every allowed window"},
+		"hold overruns":   {[]string{`end: "16:00"`, `end: "08:05"`}, "outside every allowed window"},
+		"blocked date":    {[]string{`["2026-12-24"]`, `["2026-11-23"]`}, "2026-11-23 is a blocked date"},
+		"no data before":  {[]string{"sum by (cluster) (kube_pod_info)", `sum by (cluster) (kube_pod_info{pod="none"})`}, "KPI pods has no data for c2"},
+		"already drained": {nil, "already has weight 0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			if name == "already drained" {
+				if err := w.Steer.SetWeights(context.Background(), traffic.PoolRef{Account: w.Emu.AccountID(), Pool: w.PoolID}, traffic.Weights{"o1": 0, "o2": 0.4, "o3": 0.4}, traffic.Weights{"o1": 0.26, "o2": 0.27, "o3": 0.27}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := w.PoolWeights()
+			dr, err := w.engine().StartDrill(context.Background(), w.drill(tc.edits...), "c1", "drill.yaml", w.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Drive(dr, 5*time.Minute, nil)
+			rec := dr.Run().Record()
+			if rec.State != store.StateFailed || rec.Verdict != VerdictDrillBlocked || !strings.Contains(rec.Reason, tc.want) {
+				t.Fatalf("ended %s (%s): %s; want blocked: %s", rec.State, rec.Verdict, rec.Reason, tc.want)
+			}
+			if !strings.Contains(rec.Reason, "nothing was changed") {
+				t.Errorf("reason %q does not say nothing changed", rec.Reason)
+			}
+			if n := w.eventTypes()[EventWeightsIntent]; n != 0 {
+				t.Errorf("%d weight intents for a blocked drill", n)
+			}
+			sameOrigins(t, w.PoolWeights(), before)
+			if rec.EndedAt.Sub(rec.CreatedAt) > time.Minute {
+				t.Errorf("blocked after %s, want at the first step", rec.EndedAt.Sub(rec.CreatedAt))
+			}
+		})
+	}
+}
+
+func TestDrillGuardrailBreachRestoresAtOnce(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(), "c1", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var breach time.Time
+	w.Drive(dr, 40*time.Minute, func(now time.Time) {
+		if breach.IsZero() && dr.Run().Record().State == store.StateRamping && now.Sub(dr.Run().Record().StartedAt) >= 3*time.Minute {
+			breach = now
+			w.ErrP["c2"] = 0.3 // c2 cannot take c1's traffic: 30% errors
+		}
+	})
+	rec := dr.Run().Record()
+	if rec.State != store.StateRolledBack || rec.Verdict != VerdictFailed {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	if !strings.Contains(rec.Reason, "c2") || !strings.Contains(rec.Reason, "restored at once") {
+		t.Errorf("reason %q", rec.Reason)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+	// Two intervals beyond the guardrail, the settle time and a tick: within four minutes,
+	// well before the 10m hold would have ended.
+	if took := rec.EndedAt.Sub(breach); took > 4*time.Minute {
+		t.Errorf("restored %s after the breach", took)
+	}
+	t.Logf("breach at +%s, restored %s later: %s", breach.Sub(rec.StartedAt), rec.EndedAt.Sub(breach), rec.Reason)
+}
+
+func TestDrillOutcomeAlarmRestores(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	// 200 requests/s at 1% errors is 2 errors/s: the alarm is quiet until c3 goes to 8%.
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(`> 50'}`, `> 4'}`), "c2", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fired time.Time
+	w.Drive(dr, 40*time.Minute, func(now time.Time) {
+		if fired.IsZero() && dr.Run().Record().State == store.StateRamping && now.Sub(dr.Run().Record().StartedAt) >= 4*time.Minute {
+			fired = now
+			w.ErrP["c3"] = 0.08
+		}
+	})
+	rec := dr.Run().Record()
+	if rec.State != store.StateRolledBack || !strings.Contains(rec.Reason, "outcome alarm errors-burning fired") {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	if fired.IsZero() || rec.EndedAt.Before(fired) || rec.EndedAt.Sub(fired) > 2*time.Minute {
+		t.Errorf("alarm raised at %s, drill ended %s", fired, rec.EndedAt)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+}
+
+// writeThenFail lands a weight write and reports it failed, as a process killed right
+// after the load balancer took the write would leave it.
+type writeThenFail struct {
+	traffic.Steerer
+	armed bool
+}
+
+func (s *writeThenFail) SetWeights(ctx context.Context, ref traffic.PoolRef, want, expect traffic.Weights) error {
+	if err := s.Steerer.SetWeights(ctx, ref, want, expect); err != nil || !s.armed {
+		return err
+	}
+	return errors.New("connection reset by peer")
+}
+
+func TestDrillKilledMidDrillIsRestoredOrResumed(t *testing.T) {
+	for _, withFile := range []bool{false, true} {
+		name := "without the file: restore"
+		if withFile {
+			name = "with the file: resume the hold"
+		}
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.PoolWeights()
+			d := w.drill()
+			steer := &writeThenFail{Steerer: w.Steer, armed: true}
+			dr, err := w.engine(func(o *Options) { o.Steerer = steer }).StartDrill(context.Background(), d, "c1", "drill.yaml", w.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Step until the drain is written but not confirmed: the "killed" process.
+			for range 10 {
+				w.Advance(w.Now().Add(30 * time.Second))
+				if err := dr.Step(context.Background(), w.Now()); err != nil {
+					t.Fatal(err)
+				}
+				if dr.Run().Record().Intent != nil {
+					break
+				}
+			}
+			if dr.Run().Record().Intent == nil || w.PoolWeights()["o1"] != 0 {
+				t.Fatalf("no drain in flight: intent %v, pool %v", dr.Run().Record().Intent, w.PoolWeights())
+			}
+			id := dr.ID()
+			w.Advance(w.Now().Add(2 * time.Minute)) // the process is dead for a while
+
+			fresh := newWorldEngineOnReopenedStore(w)
+			var file *experiments.Drill
+			if withFile {
+				file = d
+			}
+			resumed := w.Now()
+			again, err := fresh.ResumeDrill(context.Background(), id, file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Drive(again, 40*time.Minute, nil)
+			rec := again.Run().Record()
+			sameOrigins(t, w.PoolWeights(), before)
+			if withFile {
+				if rec.State != store.StatePromoted || rec.Verdict != VerdictDrillPassed {
+					t.Fatalf("resumed drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+				}
+				return
+			}
+			if rec.State != store.StateAborted || !strings.Contains(rec.Reason, "restoring") {
+				t.Fatalf("resumed drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+			}
+			if took := rec.EndedAt.Sub(resumed); took > time.Minute {
+				t.Errorf("restored %s after the resume, want at its first steps", took)
+			}
+		})
+	}
+}
+
+func newWorldEngineOnReopenedStore(w *world) *Engine {
+	st := w.OpenStore()
+	return w.engine(func(o *Options) { o.Store = st; o.Who = "second" })
+}
+
+func TestDrillResumeRefusesAChangedFile(t *testing.T) {
+	w := newWorld(t)
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(), "c1", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.engine().ResumeDrill(context.Background(), dr.ID(), w.drill("hold: 10m", "hold: 20m")); !errors.Is(err, ErrSpecChanged) {
+		t.Fatalf("resume with a changed hold: %v", err)
+	}
+	if drain, ok := IsDrill(&store.Run{Spec: dr.Run().Record().Spec}); !ok || drain != "c1" {
+		t.Errorf("IsDrill = %q, %v", drain, ok)
+	}
+}
+
+// TestDrillAbortedThroughTheExperimentPath: `verdict abort` resumes any run as an
+// experiment, without its file; a drained drill must come back to its original weights that
+// way too.
+func TestDrillAbortedThroughTheExperimentPath(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(), "c1", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		w.Advance(w.Now().Add(30 * time.Second))
+		if err := dr.Step(context.Background(), w.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if dr.Run().Record().State == store.StateRamping {
+			break
+		}
+	}
+	if w.PoolWeights()["o1"] != 0 {
+		t.Fatalf("not drained: %v", w.PoolWeights())
+	}
+	if err := w.St.PostCommand(context.Background(), &store.Command{RunID: dr.ID(), Action: ActionAbort, Who: "oncall", Reason: "pager"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newWorldEngineOnReopenedStore(w).Resume(context.Background(), dr.ID(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Drive(r, 5*time.Minute, nil)
+	rec := r.Record()
+	if rec.State != store.StateAborted || !strings.Contains(rec.Reason, "pager") {
+		t.Fatalf("ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+}
