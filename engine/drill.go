@@ -500,7 +500,10 @@ func (dr *DrillRun) ranges(now time.Time) (hold metrics.Range, planned int, befo
 	start := r.book.LastEnd // set when the drain was confirmed: intervals count after it
 	last := metrics.AlignedRange(r.book.StepStart.Add(dr.drill.Spec.Hold.Std()), iv, 0).End
 	planned = max(0, int(last.Sub(start)/iv))
-	upto := metrics.AlignedRange(now.Add(-r.settle()), iv, 0).End
+	// The hold is re-read whole at every evaluation, so late samples of older intervals
+	// are picked up; the newest one counts only once it has been quiet as long as the
+	// run's settle rule asks (federated samples arrive in batches, see settle.go).
+	upto := metrics.AlignedRange(now.Add(-(r.settle() + r.quiet())), iv, 0).End
 	if upto.After(last) {
 		upto = last
 	}
