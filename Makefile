@@ -25,7 +25,7 @@ fmt-check:
 # BENCH_QUICK=1 runs the benchmark harness in its one-minute mode, so it never rots.
 test: fmt-check vet
 	BENCH_QUICK=1 $(GO) test -count=1 -timeout 30m $(PKGS)
-	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -count=1 $(RACE_PKGS); fi
+	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -count=1 -timeout 30m $(RACE_PKGS); fi
 
 # bench writes bench/results.md, bench/results.json and the SVG charts (under 10 minutes).
 bench:

@@ -67,8 +67,8 @@ func standbyScenario(t *testing.T) *sim.Scenario {
 // TestSwitchoverCLI runs verdict switchover end to end on the Cloudflare emulator with the
 // demo fleet's real clusters and Prometheus.
 func TestSwitchoverCLI(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a fleet and runs two switchovers in real time; skipped with -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("starts a fleet and runs two switchovers in real time; skipped with -short and under -race (the engine's switchover tests run there)")
 	}
 	fleet, err := sim.Start(sim.Options{Scenario: standbyScenario(t), Rate: 800, Fast: true, Seed: 17})
 	if err != nil {
@@ -91,8 +91,8 @@ func TestSwitchoverCLI(t *testing.T) {
 // the fleet's data plane choosing clusters by the records' weights through cached DNS
 // answers.
 func TestSwitchoverRoute53CLI(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts moto_server and a fleet and runs two switchovers in real time; skipped with -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("starts moto_server and a fleet and runs two switchovers in real time; skipped with -short and under -race")
 	}
 	moto := motoserver.Start(t)
 	sc, err := sim.DNSScenario(standbyScenario(t))
