@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -10,10 +11,12 @@ import (
 
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/internal/motoserver"
 	"github.com/verdict-dev/verdict/metrics"
 	"github.com/verdict-dev/verdict/sim"
 	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
+	"github.com/verdict-dev/verdict/traffic/route53"
 )
 
 // demoOutcome is one scenario's result, for the closing summary.
@@ -32,12 +35,75 @@ type demoOutcome struct {
 // rolled back, then a good variant that must be promoted.
 var demoScenarios = []string{"regression", "good"}
 
+// demoDNS is the --scenario that runs demoScenarios behind Route 53 weighted records in
+// moto_server instead of the emulated Cloudflare pool.
+const demoDNS = "dns"
+
+// dnsPrefix names one scenario behind Route 53: "dns-good".
+const dnsPrefix = "dns-"
+
+// demoScenarioSet resolves demo scenario names: built-in names and files as
+// sim.LoadScenario takes them, "dns" for the default pair behind Route 53, and "dns-NAME"
+// for one built-in scenario behind Route 53. It reports whether any needs moto_server.
+func demoScenarioSet(names []string) (scs []*sim.Scenario, dns bool, err error) {
+	for _, name := range names {
+		var expand []string
+		switch {
+		case name == demoDNS:
+			for _, n := range demoScenarios {
+				expand = append(expand, dnsPrefix+n)
+			}
+		default:
+			expand = []string{name}
+		}
+		for _, n := range expand {
+			base, isDNS := n, false
+			if b, ok := strings.CutPrefix(n, dnsPrefix); ok && !strings.ContainsAny(n, "/.") {
+				base, isDNS = b, true
+			}
+			sc, err := sim.LoadScenario(base)
+			if err != nil {
+				return nil, false, err
+			}
+			if isDNS {
+				if sc, err = sim.DNSScenario(sc); err != nil {
+					return nil, false, err
+				}
+				dns = true
+			}
+			scs = append(scs, sc)
+		}
+	}
+	return scs, dns, nil
+}
+
+// startMoto starts the Route 53 emulator for the dns scenarios, saying what to install
+// when it is missing, and returns it with the function that stops it. A variable, so that
+// a test can hand the demo a server it keeps to inspect afterwards.
+var startMoto = func(ctx context.Context) (*motoserver.Server, func(), error) {
+	m, err := motoserver.Run(ctx)
+	if errors.Is(err, motoserver.ErrNotInstalled) {
+		return nil, nil, withCode(exitError, fmt.Errorf("the dns scenarios need moto_server, the Route 53 emulator of the Python package moto, on PATH: install it with %s (the other scenarios need nothing)", motoserver.Install))
+	}
+	if err != nil {
+		return nil, nil, withCode(exitError, fmt.Errorf("start moto_server for the dns scenarios: %w", err))
+	}
+	return m, func() { m.Close() }, nil
+}
+
 // runDemo runs each scenario on a fresh simulated fleet, end to end, with the live view.
 func runDemo(ctx context.Context, g *globals, names []string, rate float64, noUI bool) error {
-	for _, name := range names {
-		if _, err := sim.LoadScenario(name); err != nil {
-			return usageErrorf("%v", err)
+	scs, needMoto, err := demoScenarioSet(names)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	var moto *motoserver.Server
+	if needMoto {
+		var stop func()
+		if moto, stop, err = startMoto(ctx); err != nil {
+			return err
 		}
+		defer stop()
 	}
 	dir, err := g.stateDir()
 	if err != nil {
@@ -50,17 +116,21 @@ func runDemo(ctx context.Context, g *globals, names []string, rate float64, noUI
 	}
 	defer st.Close()
 	var outcomes []demoOutcome
-	for i, name := range names {
+	for i, sc := range scs {
 		if ctx.Err() != nil {
 			break
 		}
-		out, err := demoScenario(ctx, g, st, name, rate, noUI, fmt.Sprintf("Verdict demo %d/%d", i+1, len(names)))
+		var m *motoserver.Server
+		if strings.HasPrefix(sc.Name, dnsPrefix) {
+			m = moto
+		}
+		out, err := demoScenario(ctx, g, st, sc, m, rate, noUI, fmt.Sprintf("Verdict demo %d/%d", i+1, len(scs)))
 		if err != nil {
 			return err
 		}
 		outcomes = append(outcomes, out)
 	}
-	allGood := len(outcomes) == len(names)
+	allGood := len(outcomes) == len(scs)
 	if g.json() || noUI {
 		for _, o := range outcomes {
 			writeJSON(g.stdout, map[string]any{"type": "demo_result", "version": jsonVersion, "result": o})
@@ -88,12 +158,14 @@ func runDemo(ctx context.Context, g *globals, names []string, rate float64, noUI
 	return nil
 }
 
-func demoScenario(ctx context.Context, g *globals, st store.Store, name string, rate float64, noUI bool, title string) (demoOutcome, error) {
-	sc, err := sim.LoadScenario(name)
-	if err != nil {
-		return demoOutcome{}, usageErrorf("%v", err)
+// demoScenario runs one scenario; with moto, behind Route 53 weighted records there.
+func demoScenario(ctx context.Context, g *globals, st store.Store, sc *sim.Scenario, moto *motoserver.Server, rate float64, noUI bool, title string) (demoOutcome, error) {
+	name := sc.Name
+	opts := sim.Options{Scenario: sc, Rate: rate, Logger: g.log}
+	if moto != nil {
+		opts.DNS = &sim.DNSOptions{Endpoint: moto.URL}
 	}
-	fleet, err := sim.Start(sim.Options{Scenario: sc, Rate: rate, Logger: g.log})
+	fleet, err := sim.Start(opts)
 	if err != nil {
 		return demoOutcome{}, withCode(exitError, fmt.Errorf("start the simulated fleet: %w", err))
 	}
@@ -107,8 +179,16 @@ func demoScenario(ctx context.Context, g *globals, st store.Store, name string, 
 		return demoOutcome{}, withCode(exitError, fmt.Errorf("scenario %s: %w", name, err))
 	}
 	exp := exps[0]
-	steer, err := traffic.NewCloudflare(traffic.CloudflareOptions{Token: fleet.Token(), AccountID: fleet.AccountID(), BaseURL: fleet.CloudflareBaseURL(),
-		CallTimeout: 5 * time.Second, BackoffBase: 100 * time.Millisecond, BackoffMax: time.Second, MaxRateLimitWait: 5 * time.Second, Logger: g.log})
+	var steer traffic.Steerer
+	where := "the emulated Cloudflare pool " + fleet.PoolID()
+	if moto != nil {
+		steer, err = route53.New(ctx, route53.Options{Endpoint: moto.URL, Region: motoserver.Region, Credentials: motoserver.Credentials,
+			CallTimeout: 5 * time.Second, BackoffBase: 100 * time.Millisecond, BackoffMax: time.Second, SyncPoll: 100 * time.Millisecond, SyncTimeout: 30 * time.Second, Logger: g.log})
+		where = fmt.Sprintf("the Route 53 weighted record set %s A in hosted zone %s (moto_server %s)", fleet.RecordName(), fleet.HostedZoneID(), moto.URL)
+	} else {
+		steer, err = traffic.NewCloudflare(traffic.CloudflareOptions{Token: fleet.Token(), AccountID: fleet.AccountID(), BaseURL: fleet.CloudflareBaseURL(),
+			CallTimeout: 5 * time.Second, BackoffBase: 100 * time.Millisecond, BackoffMax: time.Second, MaxRateLimitWait: 5 * time.Second, Logger: g.log})
+	}
 	if err != nil {
 		return demoOutcome{}, withCode(exitError, err)
 	}
@@ -118,8 +198,8 @@ func demoScenario(ctx context.Context, g *globals, st store.Store, name string, 
 	}
 	defer src.Close()
 
-	banner := fmt.Sprintf("%s — scenario %q: %s\nExpected: %s. Fleet: %d clusters behind the emulated Cloudflare pool %s, Prometheus %s",
-		title, sc.Name, sc.Description, sc.Expect, len(fleet.Clusters()), fleet.PoolID(), fleet.PrometheusURL())
+	banner := fmt.Sprintf("%s — scenario %q: %s\nExpected: %s. Fleet: %d clusters behind %s, Prometheus %s",
+		title, sc.Name, sc.Description, sc.Expect, len(fleet.Clusters()), where, fleet.PrometheusURL())
 	if !noUI && !g.json() && !isTerminal(g.stdout) {
 		fmt.Fprintln(g.stdout, banner)
 	}

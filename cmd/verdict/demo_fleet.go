@@ -45,8 +45,10 @@ that works against the fleet, and serves until interrupted, so that verdict vali
 plan and run can be pointed at it from another shell.
 
 Scenarios (--list): good, regression, latency-only, outage, no-traffic-honour, or a path to a
-scenario file.`,
-		Example: "  verdict demo --fleet-only --scenario regression\n  verdict demo --list",
+scenario file. --scenario dns runs regression and good behind Route 53 weighted records in
+moto_server (the Python moto package's AWS emulator, which must be installed) instead of the
+Cloudflare emulator; dns-NAME runs one built-in scenario that way.`,
+		Example: "  verdict demo --fleet-only --scenario regression\n  verdict demo --scenario dns\n  verdict demo --list",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if a.list {
@@ -101,6 +103,11 @@ func runDemoList(g *globals) error {
 		}
 		fmt.Fprintf(tw, "%s\texpect %s\t%s\n", sc.Name, sc.Expect, sc.Description)
 	}
+	const dnsDescription = "regression, then good, steered by Route 53 weighted records in moto_server (needs Python moto; dns-good, dns-regression, … run one)"
+	if g.json() {
+		return writeJSON(g.stdout, scenarioJSON{Type: "scenario", Version: jsonVersion, Name: demoDNS, Description: dnsDescription, Expect: "rollback, promote"})
+	}
+	fmt.Fprintf(tw, "%s\texpect rollback, promote\t%s\n", demoDNS, dnsDescription)
 	if !g.json() {
 		return tw.Flush()
 	}
@@ -147,15 +154,26 @@ func runFleetOnlyContext(ctx context.Context, g *globals, a demoArgs) error {
 	if a.rate < 0 {
 		return usageErrorf("--rate must be positive")
 	}
-	sc, err := sim.LoadScenario(a.scenario)
+	scs, needMoto, err := demoScenarioSet([]string{a.scenario})
 	if err != nil {
 		return usageErrorf("--scenario: %v", err)
+	}
+	sc := scs[0] // "dns" serves the first of its pair
+	var dns *sim.DNSOptions
+	if needMoto {
+		moto, stopMoto, err := startMoto(ctx)
+		if err != nil {
+			return err
+		}
+		defer stopMoto()
+		dns = &sim.DNSOptions{Endpoint: moto.URL}
 	}
 	var mu sync.Mutex // OnNotice runs on the fleet's goroutine
 	f, err := sim.Start(sim.Options{
 		Scenario: sc,
 		Rate:     a.rate,
 		Logger:   g.log,
+		DNS:      dns,
 		OnNotice: func(n sim.Notice) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -231,7 +249,11 @@ func printFleet(g *globals, f *sim.Fleet) error {
 		from = "from the first weight change"
 	}
 	fmt.Fprintf(w, "\n  variant        %s on %s, %s\n", sc.Variant.Effect, f.Canary(), from)
-	fmt.Fprintf(w, "  load balancer  %s  (pool %s, %g requests/s%s)\n", f.DataURL(), f.PoolID(), sc.Load.Rate, wave)
+	if f.HostedZoneID() != "" {
+		fmt.Fprintf(w, "  clients        %s  (resolving %s A in hosted zone %s by weight, %g requests/s%s)\n", f.DataURL(), f.RecordName(), f.HostedZoneID(), sc.Load.Rate, wave)
+	} else {
+		fmt.Fprintf(w, "  load balancer  %s  (pool %s, %g requests/s%s)\n", f.DataURL(), f.PoolID(), sc.Load.Rate, wave)
+	}
 	fmt.Fprintf(w, "  Prometheus     %s  (scrapes every %s)\n", f.PrometheusURL(), sc.ScrapeInterval.D())
 	fmt.Fprintf(w, "  experiment     %s\n", f.ExperimentFile())
 	fmt.Fprintf(w, "  pool file      %s\n", f.PoolFile())

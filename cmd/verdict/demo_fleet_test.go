@@ -6,13 +6,20 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	r53 "github.com/aws/aws-sdk-go-v2/service/route53"
+
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/internal/motoserver"
+	"github.com/verdict-dev/verdict/store"
 	"github.com/verdict-dev/verdict/traffic"
+	"github.com/verdict-dev/verdict/traffic/route53"
 )
 
 // syncBuffer is a bytes.Buffer safe for the fleet's goroutine to write while the test reads.
@@ -213,4 +220,129 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestDemoDNS runs `verdict demo --scenario dns` end to end against a moto_server the
+// test keeps: the regression behind Route 53 must be rolled back with the records' seeded
+// weights restored, the good release promoted with the records at the run's final
+// weights, and each fleet's record outside the set untouched.
+func TestDemoDNS(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("runs two experiments for about five minutes in real time; skipped with -short, and under -race, where it would take most of the race run's 10m budget (the plain run covers it)")
+	}
+	moto := motoserver.Start(t)
+	saved := startMoto
+	startMoto = func(context.Context) (*motoserver.Server, func(), error) { return moto, func() {}, nil }
+	t.Cleanup(func() { startMoto = saved })
+
+	state := t.TempDir()
+	var out, errb bytes.Buffer
+	code := run([]string{"--state", state, "demo", "--scenario", "dns", "--no-ui"}, strings.NewReader(""), &out, &errb)
+	if code != exitOK {
+		t.Fatalf("demo exit %d\nstderr: %s\nstdout tail: %s", code, errb.String(), tail(out.String(), 3000))
+	}
+	if strings.Contains(out.String()+errb.String(), motoserver.SecretAccessKey) {
+		t.Error("the AWS secret appeared in the demo's output")
+	}
+	results := map[string]demoOutcome{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		var m struct {
+			Type   string      `json:"type"`
+			Result demoOutcome `json:"result"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && m.Type == "demo_result" {
+			results[m.Result.Scenario] = m.Result
+		}
+	}
+	if r := results["dns-regression"]; r.Verdict != "rolled_back" || !r.AsExpect {
+		t.Errorf("dns-regression: %+v", r)
+	}
+	if r := results["dns-good"]; r.Verdict != "promoted" || !r.AsExpect {
+		t.Errorf("dns-good: %+v", r)
+	}
+
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(state, "demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	admin := moto.Route53()
+	zones, err := admin.ListHostedZones(context.Background(), &r53.ListHostedZonesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeded := map[string]int64{"prod-use1-snorlax-ambassador": 122, "prod-use1-squirtle-ambassador": 120, "prod-use1-staryu-ambassador": 13}
+	checked := 0
+	for _, z := range zones.HostedZones {
+		zname := aws.ToString(z.Name)
+		scenario := ""
+		for _, sc := range []string{"dns-regression", "dns-good"} {
+			if strings.HasPrefix(zname, "sim-"+sc+"-") {
+				scenario = sc
+			}
+		}
+		if scenario == "" {
+			continue
+		}
+		zone := strings.TrimPrefix(aws.ToString(z.Id), "/hostedzone/")
+		recs := motoserver.MustRecords(t, admin, zone)
+		units := map[string]int64{}
+		for _, r := range recs {
+			if aws.ToString(r.Name) == "api."+zname && r.SetIdentifier != nil {
+				units[aws.ToString(r.SetIdentifier)] = aws.ToInt64(r.Weight)
+			}
+		}
+		if r, ok := recs["www."+zname+"/A/"]; !ok || aws.ToString(r.ResourceRecords[0].Value) != "192.0.2.80" {
+			t.Errorf("%s: the record outside the set changed: %+v", scenario, r)
+		}
+		rec, err := st.Run(context.Background(), results[scenario].Run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := seeded
+		if scenario == "dns-good" {
+			want = map[string]int64{}
+			for o, w := range rec.Current {
+				want[o] = route53.Units(w)
+			}
+			if want["prod-use1-staryu-ambassador"] <= seeded["prod-use1-staryu-ambassador"] {
+				t.Errorf("dns-good promoted at %v: the canary did not gain weight", rec.Current)
+			}
+		}
+		for o, u := range want {
+			if units[o] != u {
+				t.Errorf("%s ended %s with record weights %v, want %v", scenario, rec.State, units, want)
+				break
+			}
+		}
+		t.Logf("%s: %s after %s, record weights %v: %s", scenario, rec.State, results[scenario].Decided.Round(time.Second), units, rec.Reason)
+		checked++
+	}
+	if checked != 2 {
+		t.Errorf("found %d demo hosted zones in moto, want 2", checked)
+	}
+}
+
+// TestDemoDNSWithoutMoto: without moto_server the dns scenarios fail at once saying what
+// to install, and --list shows them.
+func TestDemoDNSWithoutMoto(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	for _, args := range [][]string{
+		{"--state", t.TempDir(), "demo", "--scenario", "dns"},
+		{"demo", "--fleet-only", "--scenario", "dns-good"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(args, strings.NewReader(""), &out, &errb)
+		if code != exitError || !strings.Contains(errb.String(), "moto_server") || !strings.Contains(errb.String(), "pip install 'moto[server]'") {
+			t.Errorf("%v without moto_server: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"demo", "--list"}, strings.NewReader(""), &out, &errb); code != exitOK || !strings.Contains(out.String(), "dns  ") {
+		t.Errorf("--list: exit %d:\n%s", code, out.String())
+	}
+	var errb2 bytes.Buffer
+	if code := run([]string{"--state", t.TempDir(), "demo", "--scenario", "dns-nope"}, strings.NewReader(""), &out, &errb2); code != exitInvalid || !strings.Contains(errb2.String(), `"nope"`) {
+		t.Errorf("dns-nope: exit %d: %s", code, errb2.String())
+	}
 }
