@@ -181,34 +181,7 @@ func (dr *DrillRun) Evaluation() *DrillEvaluation { return dr.last }
 
 // Step moves the drill one phase on at time now, from its persisted state.
 func (dr *DrillRun) Step(ctx context.Context, now time.Time) error {
-	r := dr.r
-	if r.Done() {
-		return nil
-	}
-	defer r.publish()
-	if r.renew {
-		r.renew = false
-		if err := r.renewClaim(ctx, now); err != nil {
-			return err
-		}
-	}
-	if r.rec.Intent != nil {
-		return r.reconcile(ctx, now)
-	}
-	if err := r.commands(ctx, now); err != nil || r.Done() || r.rec.Intent != nil {
-		return err
-	}
-	switch r.rec.State {
-	case store.StatePending, store.StatePreflight:
-		return dr.checks(ctx, now)
-	case store.StateRamping:
-		return dr.hold(ctx, now)
-	case store.StatePromoting:
-		return r.writeFinal(ctx, now, "promote", r.promoteTarget())
-	case store.StateRollingBack:
-		return r.writeFinal(ctx, now, "rollback", r.book.Rollback)
-	}
-	return nil // Paused: only commands move it
+	return dr.r.stepWith(ctx, now, dr.checks, dr.hold)
 }
 
 // Drive steps the drill every tick until it ends or ctx is cancelled.

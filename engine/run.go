@@ -243,6 +243,13 @@ func (r *Run) transition(ctx context.Context, now time.Time, to store.State, why
 // refused API token, which fails the run (nothing changed yet) or pauses it. While a weight
 // write is being retried, a ramping run keeps collecting and judging its KPIs.
 func (r *Run) Step(ctx context.Context, now time.Time) error {
+	return r.stepWith(ctx, now, r.preflight, r.ramp)
+}
+
+// stepWith is Step with the two phases that differ between an experiment and a drill:
+// what is checked before the first weight moves, and what is judged while it holds. Intent
+// reconciliation, commands, claims and the endings are the same for both.
+func (r *Run) stepWith(ctx context.Context, now time.Time, preflight, ramp func(context.Context, time.Time) error) error {
 	if r.Done() {
 		return nil
 	}
@@ -261,9 +268,9 @@ func (r *Run) Step(ctx context.Context, now time.Time) error {
 	}
 	switch r.rec.State {
 	case store.StatePending, store.StatePreflight:
-		return r.preflight(ctx, now)
+		return preflight(ctx, now)
 	case store.StateRamping:
-		return r.ramp(ctx, now)
+		return ramp(ctx, now)
 	case store.StatePromoting:
 		return r.writeFinal(ctx, now, "promote", r.promoteTarget())
 	case store.StateRollingBack:
