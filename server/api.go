@@ -416,7 +416,25 @@ func SummaryOf(rec *store.Run) RunSummary {
 			sum.CanaryShare = &v
 		}
 	}
+	sum.Resume = ResumeArgs(rec)
 	return sum
+}
+
+// ResumeArgs is the command line (without global flags) that drives rec again, or nil
+// for an ended run.
+func ResumeArgs(rec *store.Run) []string {
+	if rec.State.Terminal() {
+		return nil
+	}
+	file := rec.SpecFile
+	if file == "" {
+		file = "FILE"
+	}
+	var exp experiments.Experiment
+	if err := json.Unmarshal(rec.Spec, &exp); err != nil {
+		return []string{"run", file, "--resume", rec.ID}
+	}
+	return experiments.DriveArgs(&exp, file, rec.ID)
 }
 
 func (r *runner) isDone() bool {

@@ -60,20 +60,23 @@ type ErrorDoc struct {
 
 // RunSummary is a run as lists and the run view show it.
 type RunSummary struct {
-	ID         string        `json:"id"`
-	Experiment string        `json:"experiment"`
-	Pool       string        `json:"pool"`
-	File       string        `json:"file,omitempty"`
-	State      store.State   `json:"state"`
-	Step       int           `json:"step"`
-	Steps      int           `json:"steps"`
-	Verdict    string        `json:"verdict,omitempty"`
-	Reason     string        `json:"reason,omitempty"`
-	EndedBy    string        `json:"endedBy,omitempty"`
-	Canary     string        `json:"canary,omitempty"`
-	Baselines  []string      `json:"baselines,omitempty"`
-	Weights    store.Weights `json:"weights,omitempty"`
-	Original   store.Weights `json:"original,omitempty"`
+	ID         string `json:"id"`
+	Experiment string `json:"experiment"`
+	Pool       string `json:"pool"`
+	File       string `json:"file,omitempty"`
+	// Resume is the verdict command line (without global flags) that drives the unfinished
+	// run again: drills and switchovers are resumed by the command that derived them.
+	Resume    []string      `json:"resume,omitempty"`
+	State     store.State   `json:"state"`
+	Step      int           `json:"step"`
+	Steps     int           `json:"steps"`
+	Verdict   string        `json:"verdict,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
+	EndedBy   string        `json:"endedBy,omitempty"`
+	Canary    string        `json:"canary,omitempty"`
+	Baselines []string      `json:"baselines,omitempty"`
+	Weights   store.Weights `json:"weights,omitempty"`
+	Original  store.Weights `json:"original,omitempty"`
 	// ActualWeights are the experiment's origins' weights as the pool had them when the
 	// run last saw drift, while that drift is the latest word on the pool (no weights were
 	// confirmed since): Weights are then what the run expects, not where traffic goes.

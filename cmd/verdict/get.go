@@ -177,8 +177,8 @@ func renderRunDetail(w io.Writer, flags string, r server.RunSummary, recent []se
 	case r.Supervised:
 		fmt.Fprintln(w, "Driven by this server")
 	case r.DrivenBy == "nobody" && r.Orphan == nil && !strings.Contains(flags, "--server"):
-		fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Roll it back with: verdict abort %s%s (no file needed), or resume it with: verdict run %s --resume %s%s\n",
-			safeText(r.ID), flags, safeText(shellQuote(fileOr(r.File))), safeText(r.ID), flags)
+		fmt.Fprintf(w, "Driven by nobody: no live process holds its lease. Roll it back with: verdict abort %s%s (no file needed), or resume it with: verdict %s%s\n",
+			safeText(r.ID), flags, safeText(resumeLine(r)), flags)
 	case r.DrivenBy == "nobody":
 		// The server's orphan line below says how to finish it.
 		fmt.Fprintln(w, "Driven by nobody: no live process holds its lease")
@@ -258,4 +258,17 @@ func renderWeights(w io.Writer, r server.RunSummary) {
 		}
 	}
 	tw.Flush()
+}
+
+// resumeLine is the command (after "verdict ") that drives r again.
+func resumeLine(r server.RunSummary) string {
+	args := r.Resume
+	if len(args) == 0 {
+		args = []string{"run", fileOr(r.File), "--resume", r.ID}
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	return strings.Join(quoted, " ")
 }

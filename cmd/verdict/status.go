@@ -275,7 +275,7 @@ func runAction(ctx context.Context, g *globals, a actionArgs) error {
 		} else if leases {
 			driver = "Nobody drives the run now: it is applied when the run is next driven."
 			if a.action == engine.ActionResume {
-				driver = fmt.Sprintf("Nobody drives the run now: drive it with: verdict%s run %s --resume %s", storeFlags(g), safeText(shellQuote(fileOr(r.SpecFile))), safeText(r.ID))
+				driver = fmt.Sprintf("Nobody drives the run now: drive it with: verdict%s %s", storeFlags(g), safeText(resumeLine(server.SummaryOf(r))))
 			}
 		}
 		say("%s\n", driver)
