@@ -181,7 +181,7 @@ func (dr *DrillRun) Evaluation() *DrillEvaluation { return dr.last }
 
 // Step moves the drill one phase on at time now, from its persisted state.
 func (dr *DrillRun) Step(ctx context.Context, now time.Time) error {
-	return dr.r.stepWith(ctx, now, dr.checks, dr.hold)
+	return dr.r.stepWith(ctx, now, dr.checks, dr.hold, nil)
 }
 
 // Drive steps the drill every tick until it ends or ctx is cancelled.

@@ -45,9 +45,16 @@ type book struct {
 	LastDataAt time.Time `json:"lastDataAt,omitzero"` // when complete data last arrived
 	RampStart  time.Time `json:"rampStart,omitzero"`
 	StepStart  time.Time `json:"stepStart,omitzero"`
-	Outage     bool      `json:"outage,omitempty"` // inside a no-data streak, so it is reported once
-	Faults     int       `json:"faults,omitempty"` // consecutive failed pool operations
-	HookFails  int       `json:"hookFails,omitempty"`
+	// PausedAt is when the current pause began and PausedFor the ramp time spent paused
+	// before it: maxDuration bounds the time a run is left to judge, and a person's pause
+	// must not use it up. DriftPaused marks a pause on drift, when the pool holds weights
+	// the run did not set and intervals cannot be judged against its shares.
+	PausedAt    time.Time     `json:"pausedAt,omitzero"`
+	PausedFor   time.Duration `json:"pausedFor,omitempty"`
+	DriftPaused bool          `json:"driftPaused,omitempty"`
+	Outage      bool          `json:"outage,omitempty"` // inside a no-data streak, so it is reported once
+	Faults      int           `json:"faults,omitempty"` // consecutive failed pool operations
+	HookFails   int           `json:"hookFails,omitempty"`
 	// End is what the run becomes once the rollback or promotion write is confirmed.
 	EndState   store.State `json:"endState,omitempty"`
 	EndVerdict string      `json:"endVerdict,omitempty"`
@@ -233,8 +240,33 @@ func (r *Run) save(ctx context.Context, events ...store.Event) error {
 func (r *Run) transition(ctx context.Context, now time.Time, to store.State, why string, extra ...store.Event) error {
 	from := r.rec.State
 	r.rec.State = to
+	switch {
+	case to == store.StatePaused && from != store.StatePaused:
+		r.book.PausedAt = now
+	case from == store.StatePaused && to != store.StatePaused:
+		r.book.PausedFor += r.pausedSinceRamp(now)
+		r.book.PausedAt, r.book.DriftPaused = time.Time{}, false
+	}
 	ev := r.event(EventStateChanged, now, fmt.Sprintf("%s → %s: %s", from, to, why), map[string]any{"from": from, "to": to, "reason": why, "step": r.rec.Step})
 	return r.save(ctx, append([]store.Event{ev}, extra...)...)
+}
+
+// pausedSinceRamp is how much of the current pause lies after the ramp began.
+func (r *Run) pausedSinceRamp(now time.Time) time.Duration {
+	if r.book.PausedAt.IsZero() || r.book.RampStart.IsZero() {
+		return 0
+	}
+	start := r.book.PausedAt
+	if r.book.RampStart.After(start) {
+		start = r.book.RampStart
+	}
+	return max(0, now.Sub(start))
+}
+
+// rampElapsed is the time since the ramp began, less the time spent paused: what
+// maxDuration bounds.
+func (r *Run) rampElapsed(now time.Time) time.Duration {
+	return now.Sub(r.book.RampStart) - r.book.PausedFor - r.pausedSinceRamp(now)
 }
 
 // Step moves the run one phase on at time now. An error means the run could not be
@@ -243,13 +275,13 @@ func (r *Run) transition(ctx context.Context, now time.Time, to store.State, why
 // refused API token, which fails the run (nothing changed yet) or pauses it. While a weight
 // write is being retried, a ramping run keeps collecting and judging its KPIs.
 func (r *Run) Step(ctx context.Context, now time.Time) error {
-	return r.stepWith(ctx, now, r.preflight, r.ramp)
+	return r.stepWith(ctx, now, r.preflight, r.ramp, r.watchPaused)
 }
 
 // stepWith is Step with the two phases that differ between an experiment and a drill:
 // what is checked before the first weight moves, and what is judged while it holds. Intent
 // reconciliation, commands, claims and the endings are the same for both.
-func (r *Run) stepWith(ctx context.Context, now time.Time, preflight, ramp func(context.Context, time.Time) error) error {
+func (r *Run) stepWith(ctx context.Context, now time.Time, preflight, ramp, paused func(context.Context, time.Time) error) error {
 	if r.Done() {
 		return nil
 	}
@@ -275,8 +307,42 @@ func (r *Run) stepWith(ctx context.Context, now time.Time, preflight, ramp func(
 		return r.writeFinal(ctx, now, "promote", r.promoteTarget())
 	case store.StateRollingBack:
 		return r.writeFinal(ctx, now, "rollback", r.book.Rollback)
+	case store.StatePaused:
+		if paused != nil {
+			return paused(ctx, now)
+		}
 	}
-	return nil // Paused: only commands move it
+	return nil
+}
+
+// watchPaused keeps the guardrails of a paused run: a person decides when it moves on,
+// but the canary still carries its share, and an absolute limit broken meanwhile rolls it
+// back as it would while ramping. Nothing else is decided while paused. Not while paused
+// on drift: the pool then holds weights the run did not set, and intervals would be judged
+// against the wrong shares.
+func (r *Run) watchPaused(ctx context.Context, now time.Time) error {
+	if r.rec.PausedFrom != store.StateRamping || r.book.DriftPaused || r.rec.Current == nil {
+		return nil
+	}
+	fresh, err := r.collect(ctx, now)
+	if err != nil || fresh == 0 {
+		return err
+	}
+	d := r.decide(now)
+	var broken []string
+	for _, k := range d.KPIs {
+		if k.Interval.GuardrailBreached {
+			broken = append(broken, k.Name)
+		}
+	}
+	if len(broken) == 0 {
+		return nil
+	}
+	if err := r.recordDecision(ctx, now, d); err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("guardrail broken while paused (%s): %s", strings.Join(broken, ", "), d.Reason)
+	return r.rollback(ctx, now, VerdictRolledBack, r.dropIntent(reason), r.e.opts.Who, store.StateRolledBack)
 }
 
 // fault records a failure that will be retried. A refused API token is not retried: see
@@ -887,6 +953,7 @@ func (r *Run) drifted(ctx context.Context, now time.Time, during string, cause e
 		return r.save(ctx, ev)
 	default:
 		r.book.PauseNote = msg
+		r.book.DriftPaused = true
 		if r.rec.State != store.StatePaused {
 			r.rec.PausedFrom = r.rec.State
 			if r.rec.PausedFrom == store.StatePreflight || r.rec.PausedFrom == store.StatePending {
@@ -985,7 +1052,7 @@ func (r *Run) ramp(ctx context.Context, now time.Time) error {
 		return err
 	}
 	a := &r.exp.Spec.Analysis
-	maxed := now.Sub(r.book.RampStart) >= a.MaxDuration.Std()
+	maxed := r.rampElapsed(now) >= a.MaxDuration.Std()
 	switch d.Action {
 	case analysis.Advance:
 		if r.rec.Step >= r.exp.Spec.Traffic.JudgedSteps() {
@@ -1040,7 +1107,7 @@ func (r *Run) assess(ctx context.Context, now time.Time) (d analysis.Decision, s
 		return d, false, nil
 	}
 	verdict := VerdictRolledBack
-	if now.Sub(r.book.RampStart) >= a.MaxDuration.Std() && !anyHarm(d) {
+	if r.rampElapsed(now) >= a.MaxDuration.Std() && !anyHarm(d) {
 		verdict = VerdictInconclusive
 	}
 	return d, true, r.rollback(ctx, now, verdict, r.dropIntent(d.Reason), r.e.opts.Who, store.StateRolledBack)
@@ -1171,7 +1238,7 @@ func onInconclusive(a *experiments.Analysis) analysis.Action {
 }
 
 func (r *Run) decide(now time.Time) analysis.Decision {
-	d := r.ev.Decide(Position{Step: r.rec.Step, StepElapsed: r.rec.StepElapsed, Elapsed: now.Sub(r.book.RampStart)})
+	d := r.ev.Decide(Position{Step: r.rec.Step, StepElapsed: r.rec.StepElapsed, Elapsed: r.rampElapsed(now)})
 	r.last = &d
 	return d
 }
@@ -1423,10 +1490,14 @@ type Snapshot struct {
 	Share    analysis.ShareResult `json:"share"`
 	Noise    []KPINoise           `json:"noise,omitempty"`
 	// Phases are the run's phases (experiments.Spec.Phases) and Phase the one it is in.
-	Phases      []string      `json:"phases,omitempty"`
-	Phase       string        `json:"phase,omitempty"`
-	PauseNote   string        `json:"pauseNote,omitempty"`
-	RampStart   time.Time     `json:"rampStart,omitzero"`
+	Phases    []string  `json:"phases,omitempty"`
+	Phase     string    `json:"phase,omitempty"`
+	PauseNote string    `json:"pauseNote,omitempty"`
+	RampStart time.Time `json:"rampStart,omitzero"`
+	// PausedFor and PausedAt are the book's: the ramp time spent paused, which maxDuration
+	// does not count (PausedAt the start of a pause still going on).
+	PausedFor   time.Duration `json:"pausedFor,omitempty"`
+	PausedAt    time.Time     `json:"pausedAt,omitzero"`
 	MaxDuration time.Duration `json:"maxDuration"`
 	// TTL is the pool's DNS TTL (Route 53), the minimum wait after a weight change before
 	// an interval counts; 0 for a load balancer pool.
@@ -1442,7 +1513,7 @@ func (r *Run) Snapshot() Snapshot { return *r.snap.Load() }
 // stepping goroutine only.
 func (r *Run) publish() {
 	s := &Snapshot{Run: cloneRun(r.rec), Steps: len(r.exp.Spec.Traffic.Steps), Values: r.latestValues(),
-		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std(), TTL: r.book.TTL}
+		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, PausedFor: r.book.PausedFor, PausedAt: r.book.PausedAt, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std(), TTL: r.book.TTL}
 	if r.last != nil {
 		d := *r.last
 		d.KPIs = slices.Clone(d.KPIs)
@@ -1459,6 +1530,7 @@ func (r *Run) publish() {
 func (r *Run) publishRecord() {
 	s := *r.snap.Load()
 	s.Run, s.Phase, s.PauseNote, s.RampStart, s.TTL = cloneRun(r.rec), r.phase(), r.book.PauseNote, r.book.RampStart, r.book.TTL
+	s.PausedFor, s.PausedAt = r.book.PausedFor, r.book.PausedAt
 	s.Hold = 0
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {
 		s.Hold = r.exp.Spec.Traffic.Steps[r.rec.Step-1].Hold.Std()

@@ -45,6 +45,9 @@ type liveModel struct {
 	Hold        time.Duration
 	StepElapsed time.Duration
 	RampStart   time.Time
+	// PausedFor and PausedAt: ramp time spent paused, which maxDuration does not count.
+	PausedFor   time.Duration
+	PausedAt    time.Time
 	MaxDuration time.Duration
 	PauseNote   string
 	Stalled     string
@@ -119,7 +122,7 @@ func renderSnapshotFit(w io.Writer, banner string, exp *experiments.Experiment, 
 // liveFromSnapshot is the model of a run this process drives.
 func liveFromSnapshot(banner string, exp *experiments.Experiment, s engine.Snapshot, recent []engine.Event) liveModel {
 	rec := s.Run
-	m := liveModel{Banner: banner, Steps: s.Steps, Hold: s.Hold, Phases: s.Phases, Phase: s.Phase, RampStart: s.RampStart,
+	m := liveModel{Banner: banner, Steps: s.Steps, Hold: s.Hold, Phases: s.Phases, Phase: s.Phase, RampStart: s.RampStart, PausedFor: s.PausedFor, PausedAt: s.PausedAt,
 		MaxDuration: s.MaxDuration, PauseNote: s.PauseNote, Decided: s.Decision != nil}
 	liveRecord(&m, exp, &rec)
 	if s.Share.Mismatch {
@@ -258,11 +261,13 @@ func liveFromStore(rec *store.Run, last *store.Decision, events []store.Event) l
 		exp = nil
 	}
 	var book struct {
-		PauseNote string    `json:"pauseNote"`
-		RampStart time.Time `json:"rampStart"`
+		PauseNote string        `json:"pauseNote"`
+		RampStart time.Time     `json:"rampStart"`
+		PausedFor time.Duration `json:"pausedFor"`
+		PausedAt  time.Time     `json:"pausedAt"`
 	}
 	_ = json.Unmarshal(rec.Data, &book)
-	m := liveModel{RampStart: book.RampStart}
+	m := liveModel{RampStart: book.RampStart, PausedFor: book.PausedFor, PausedAt: book.PausedAt}
 	if rec.State == store.StatePaused {
 		m.PauseNote = book.PauseNote
 	}
@@ -425,7 +430,7 @@ func liveLines(m liveModel, now time.Time, width, height int) []string {
 		add("%s", line)
 	}
 	if !m.RampStart.IsZero() && !m.State.Terminal() && m.MaxDuration > 0 {
-		el := max(now.Sub(m.RampStart), 0)
+		el := max(now.Sub(m.RampStart)-m.pausedFor(now), 0)
 		add("Elapsed    %s of at most %s, %s left", shortDuration(el), shortDuration(m.MaxDuration), shortDuration(max(m.MaxDuration-el, 0)))
 	}
 	if m.PauseNote != "" && m.State == store.StatePaused {
@@ -810,3 +815,17 @@ func num(x float64) string {
 func pctText(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
 
 func signedPct(f float64) string { return fmt.Sprintf("%+.1f%%", f*100) }
+
+// pausedFor is the ramp time spent paused up to now, as the engine counts it for
+// maxDuration.
+func (m *liveModel) pausedFor(now time.Time) time.Duration {
+	d := m.PausedFor
+	if !m.PausedAt.IsZero() {
+		start := m.PausedAt
+		if m.RampStart.After(start) {
+			start = m.RampStart
+		}
+		d += max(0, now.Sub(start))
+	}
+	return d
+}
