@@ -78,6 +78,8 @@ type book struct {
 	// token was refused mid-write): Current must be read from the pool before it is trusted.
 	Unconfirmed bool `json:"unconfirmed,omitempty"`
 	// Claimed: the pool carries this run's claim (the Steerer is a traffic.Claimer).
+	// Persisted so that a resumed run checks the claim as drift and releases it at the end,
+	// and a run on a steerer without claims never treats a missing claim as drift.
 	Claimed bool `json:"claimed,omitempty"`
 	// TTL is how long clients may cache the pool's answers (a DNS steerer's record TTL),
 	// read once in preflight: after a weight change, intervals count only from one TTL
@@ -85,8 +87,11 @@ type book struct {
 	// it was read (a TTL of 0 is a valid answer).
 	TTL     time.Duration `json:"ttl,omitempty"`
 	TTLRead bool          `json:"ttlRead,omitempty"`
-	Warned  bool          `json:"warned,omitempty"` // the preflight warnings were given
-	// SourceChecked: preflight compared the declared source of truth with the pool.
+	// Warned: the preflight warnings were given. Persisted so that a resumed or adopted
+	// run does not notify people twice about the same pool.
+	Warned bool `json:"warned,omitempty"`
+	// SourceChecked: preflight compared the declared source of truth with the pool; a
+	// resumed run must not compare again once it has moved weights itself.
 	SourceChecked bool `json:"sourceChecked,omitempty"`
 	// Sync is what the write-back into the source of truth did at the end of the run.
 	Sync *SourceSyncData `json:"sync,omitempty"`
@@ -95,7 +100,8 @@ type book struct {
 	// names the origins a step or promotion is being held for (see health.go).
 	Health     []healthMark `json:"health,omitempty"`
 	HealthHold string       `json:"healthHold,omitempty"`
-	// FreshChecked: the preflight found every cluster's KPI series fresh (stale.go).
+	// FreshChecked: the preflight found every cluster's KPI series fresh (stale.go); the
+	// check runs before any weight moves and is not repeated by a resumed run.
 	FreshChecked bool `json:"freshChecked,omitempty"`
 	// Pending is the newest interval read but not judged yet, waiting for its counts to
 	// settle (settle.go).
