@@ -186,20 +186,7 @@ func (dr *DrillRun) Step(ctx context.Context, now time.Time) error {
 
 // Drive steps the drill every tick until it ends or ctx is cancelled.
 func (dr *DrillRun) Drive(ctx context.Context, clk Clock, tick time.Duration) error {
-	for !dr.Done() {
-		if err := dr.Step(ctx, clk.Now()); err != nil {
-			return err
-		}
-		if dr.Done() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-clk.After(tick):
-		}
-	}
-	return nil
+	return driveLoop(ctx, clk, tick, dr.Step, dr.Done, nil)
 }
 
 // block ends a drill that never started, with nothing changed.

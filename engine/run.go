@@ -1580,11 +1580,26 @@ func (r *Run) phase() string {
 // Drive steps the run every tick until it ends or ctx is cancelled. It returns the first
 // error that makes continuing unsafe (the run is then left for a later resume).
 func (r *Run) Drive(ctx context.Context, clk Clock, tick time.Duration) error {
-	for !r.Done() {
-		if err := r.Step(ctx, clk.Now()); err != nil {
+	return r.DriveEach(ctx, clk, tick, nil)
+}
+
+// DriveEach is Drive calling after (when set) after every step, failed or not: a live view
+// draws each step's outcome, the last one included.
+func (r *Run) DriveEach(ctx context.Context, clk Clock, tick time.Duration, after func()) error {
+	return driveLoop(ctx, clk, tick, r.Step, r.Done, after)
+}
+
+// driveLoop steps until done, every tick, until ctx is cancelled.
+func driveLoop(ctx context.Context, clk Clock, tick time.Duration, step func(context.Context, time.Time) error, done func() bool, after func()) error {
+	for !done() {
+		err := step(ctx, clk.Now())
+		if after != nil {
+			after()
+		}
+		if err != nil {
 			return err
 		}
-		if r.Done() {
+		if done() {
 			return nil
 		}
 		select {

@@ -520,7 +520,9 @@ func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSe
 	failures := 0
 	for {
 		dctx, done := ls.scope(ctx)
-		err := drive(dctx, r, s.clock, s.tick, view)
+		// The view gets a snapshot after every step from this goroutine, so its render loop
+		// never reads the run while it steps.
+		err := r.DriveEach(dctx, s.clock, s.tick, func() { view.publish(r) })
 		done()
 		if r.Done() || ctx.Err() != nil {
 			return r, err
@@ -566,28 +568,6 @@ func keepDriving(ctx context.Context, eng *engine.Engine, r *engine.Run, s runSe
 			err = rerr
 		}
 	}
-}
-
-// drive steps r every tick until it ends or ctx ends, as engine.Run.Drive does, and hands
-// the view a snapshot after every step from this goroutine, so the render loop never reads
-// the run while it steps.
-func drive(ctx context.Context, r *engine.Run, clk engine.Clock, tick time.Duration, view *runView) error {
-	for !r.Done() {
-		err := r.Step(ctx, clk.Now())
-		view.publish(r)
-		if err != nil {
-			return err
-		}
-		if r.Done() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-clk.After(tick):
-		}
-	}
-	return nil
 }
 
 // exitCode maps a finished run to the CLI contract's exit status.
