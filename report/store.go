@@ -163,6 +163,14 @@ func timeline(r *Report, run *store.Run, exp *experiments.Experiment, evs []stor
 				}
 				r.Steps = append(r.Steps, s)
 			}
+		case engine.EventDrift:
+			// The pool held other weights from here until the next confirmed write: the
+			// chart shows where the traffic went, not where the run meant it to go.
+			d, err := engine.DecodeEventData[engine.DriftData](ev.Data)
+			if err != nil || len(d.Actual) == 0 {
+				continue
+			}
+			r.Weights = append(r.Weights, WeightPoint{At: at, Why: "pool changed outside Verdict", Shares: shares(d.Actual)})
 		case engine.EventSourceSynced:
 			d, err := engine.DecodeEventData[engine.SourceSyncData](ev.Data)
 			if err != nil {
