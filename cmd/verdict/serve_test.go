@@ -29,9 +29,10 @@ func TestServeRefusesNonLoopbackWithoutToken(t *testing.T) {
 	if code != exitInvalid || !strings.Contains(errOut, "--dir") {
 		t.Errorf("serve without --dir: exit %d, %q", code, errOut)
 	}
-	code, _, errOut = runCLI(t, "watch", "some-run")
-	if code != exitInvalid || !strings.Contains(errOut, "VERDICT_SERVER") {
-		t.Errorf("watch without a server: exit %d, %q", code, errOut)
+	// watch follows a local run without a server; an unknown one says where else to look.
+	code, _, errOut = runCLI(t, "watch", "some-run", "--state", t.TempDir())
+	if code != exitInvalid || !strings.Contains(errOut, "--server") {
+		t.Errorf("watch of an unknown local run: exit %d, %q", code, errOut)
 	}
 }
 
