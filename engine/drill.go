@@ -271,6 +271,10 @@ func (dr *DrillRun) checks(ctx context.Context, now time.Time) error {
 		}
 		return dr.block(ctx, now, msg)
 	}
+	// A survivor whose series went stale (a dead federation leaf) would be judged blind.
+	if ok, err := r.checkFresh(ctx, now); err != nil || !ok {
+		return err
+	}
 	// The before window: every survivor must have data for every KPI, or the hold could
 	// never be judged.
 	r.book.ApplyAt = now // for a drill: when the drain was decided, the end of the before window

@@ -352,3 +352,26 @@ func TestDrillAbortedThroughTheExperimentPath(t *testing.T) {
 	}
 	sameOrigins(t, w.PoolWeights(), before)
 }
+
+// TestDrillWithADeadLeafNeverDrains: a survivor's samples stopped (its federation leaf
+// died); draining would push traffic onto a cluster nobody can see. The drill stops before
+// any weight moves, naming the cluster.
+func TestDrillWithADeadLeafNeverDrains(t *testing.T) {
+	w := newWorld(t)
+	w.Dead = map[string]bool{"c3": true}
+	w.Advance(w.Now().Add(2 * time.Minute))
+	before := w.PoolWeights()
+	dr, err := w.engine().StartDrill(context.Background(), w.drill(), "c1", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Drive(dr, 10*time.Minute, nil)
+	rec := dr.Run().Record()
+	if rec.State != store.StateFailed || rec.Verdict != VerdictCheckFailed || !strings.Contains(rec.Reason, "cluster c3") {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+	if w.eventTypes()[EventWeightsIntent] != 0 {
+		t.Error("a drain was intended while c3's series were stale")
+	}
+}
