@@ -162,7 +162,12 @@ func TestDrillFileIsNotAnInvalidExperiment(t *testing.T) {
 	w.write("weekly-drill.yaml", string(data))
 	w.write("broken.yaml", "apiVersion: verdict.dev/v1alpha1\nkind: Experiment\n")
 	s.Rescan()
-	files := c.files()
+	// The scan runs in the server's own goroutine: wait until it has listed both files.
+	var files map[string]FileStatus
+	eventually(t, "both files scanned", func() bool {
+		files = c.files()
+		return files["weekly-drill.yaml"].Status != "" && files["broken.yaml"].Status != ""
+	})
 	if f := files["weekly-drill.yaml"]; f.Status != "drill" || len(f.Errors) != 0 {
 		t.Errorf("drill file status: %+v", f)
 	}
