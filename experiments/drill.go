@@ -184,20 +184,7 @@ func LoadDrill(name string, data []byte, opts LoadOptions) ([]*Drill, error) {
 		dr.positions, dr.nulls = d.positions, d.nulls
 		errs = append(errs, d.errs...)
 		if n.Kind == yaml.MappingNode {
-			bad := map[string]bool{}
-			for _, fe := range d.errs {
-				bad[fe.Path] = true
-			}
-			more := dr.checkExplicitZeros()
-			dr.SetDefaults()
-			if !opts.SkipValidation {
-				more = append(more, dr.Validate()...)
-			}
-			for _, fe := range more {
-				if !bad[fe.Path] {
-					errs = append(errs, fe)
-				}
-			}
+			errs = append(errs, checkDocument(dr, d.errs, opts.SkipValidation)...)
 		}
 		drills = append(drills, dr)
 		last = n

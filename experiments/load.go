@@ -123,22 +123,7 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		}
 		errs = append(errs, d.errs...)
 		if n.Kind == yaml.MappingNode {
-			// Validate even after decoding errors, so one run shows every problem; a field
-			// that could not be decoded is reported once, by the decoder.
-			bad := map[string]bool{}
-			for _, fe := range d.errs {
-				bad[fe.Path] = true
-			}
-			more := e.checkExplicitZeros()
-			e.SetDefaults()
-			if !opts.SkipValidation {
-				more = append(more, e.Validate()...)
-			}
-			for _, fe := range more {
-				if !bad[fe.Path] {
-					errs = append(errs, fe)
-				}
-			}
+			errs = append(errs, checkDocument(e, d.errs, opts.SkipValidation)...)
 		}
 		exps = append(exps, e)
 		last = n
@@ -300,4 +285,33 @@ func duplicateNames(exps []*Experiment) ErrorList {
 		seen[e.Metadata.Name] = true
 	}
 	return errs
+}
+
+// document is a decoded experiment or drill.
+type document interface {
+	checkExplicitZeros() ErrorList
+	SetDefaults()
+	Validate() ErrorList
+}
+
+// checkDocument applies doc's defaults and validates it, even after decoding errors so
+// that one run shows every problem; a field the decoder could not decode (in decodeErrs)
+// is reported once, by the decoder.
+func checkDocument(doc document, decodeErrs ErrorList, skipValidation bool) ErrorList {
+	bad := map[string]bool{}
+	for _, fe := range decodeErrs {
+		bad[fe.Path] = true
+	}
+	more := doc.checkExplicitZeros()
+	doc.SetDefaults()
+	if !skipValidation {
+		more = append(more, doc.Validate()...)
+	}
+	var out ErrorList
+	for _, fe := range more {
+		if !bad[fe.Path] {
+			out = append(out, fe)
+		}
+	}
+	return out
 }
