@@ -160,35 +160,21 @@ func (sv *supervisor) resumeDrill(ctx context.Context, rec *store.Run) (*runner,
 			}
 		}
 	}
-	hold, err := sv.acquire(ctx, rec.ID)
-	if err != nil {
-		return nil, err
-	}
 	exp := &experiments.Experiment{}
 	if d != nil {
 		exp = d.Experiment(drain)
 	} else if err := json.Unmarshal(rec.Spec, exp); err != nil {
-		sv.release(hold)
 		return nil, fmt.Errorf("resume %s: stored drill: %w", rec.ID, err)
 	}
-	eng, closeSrc, setRun, err := sv.engineFor(exp)
-	if err != nil {
-		sv.release(hold)
-		return nil, err
-	}
-	setRun(rec.ID)
-	dr, err := eng.ResumeDrill(ctx, rec.ID, d)
-	if err != nil {
-		closeSrc()
-		sv.release(hold)
-		return nil, err
-	}
-	if dr.Done() {
-		closeSrc()
-		sv.release(hold)
-		return nil, fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)
-	}
-	return sv.launchDrill(dr, rec.SpecFile, closeSrc, hold), nil
+	return sv.resumeWith(ctx, rec, exp, func(eng *engine.Engine) (bool, func(func(), *store.Hold) *runner, error) {
+		dr, err := eng.ResumeDrill(ctx, rec.ID, d)
+		if err != nil {
+			return false, nil, err
+		}
+		return dr.Done(), func(closeSrc func(), hold *store.Hold) *runner {
+			return sv.launchDrill(dr, rec.SpecFile, closeSrc, hold)
+		}, nil
+	})
 }
 
 // launchDrill drives a drill as launch drives a run; the runner steps the drill.

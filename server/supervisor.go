@@ -222,6 +222,19 @@ func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experimen
 			return nil, fmt.Errorf("resume %s: stored experiment: %w", rec.ID, err)
 		}
 	}
+	return sv.resumeWith(ctx, rec, build, func(eng *engine.Engine) (bool, func(func(), *store.Hold) *runner, error) {
+		run, err := eng.Resume(ctx, rec.ID, exp)
+		if err != nil {
+			return false, nil, err
+		}
+		return run.Done(), func(closeSrc func(), hold *store.Hold) *runner { return sv.launch(run, rec.SpecFile, closeSrc, hold) }, nil
+	})
+}
+
+// resumeWith takes rec's lease, builds the engine for build and has open resume the run in
+// it; on any failure, or when the run turns out to have ended, the lease and the metrics
+// source are given back. open returns whether the run has ended and how to launch it.
+func (sv *supervisor) resumeWith(ctx context.Context, rec *store.Run, build *experiments.Experiment, open func(*engine.Engine) (bool, func(func(), *store.Hold) *runner, error)) (*runner, error) {
 	// With leases, the lease comes first: the run is read (and its in-flight intent
 	// reconciled, at the first step) only by its owner.
 	hold, err := sv.acquire(ctx, rec.ID)
@@ -234,19 +247,19 @@ func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experimen
 		return nil, err
 	}
 	setRun(rec.ID)
-	run, err := eng.Resume(ctx, rec.ID, exp)
+	done, launch, err := open(eng)
 	if err != nil {
 		closeSrc()
 		sv.release(hold)
 		return nil, err
 	}
-	if run.Done() {
+	if done {
 		// Ended by another replica since it was listed.
 		closeSrc()
 		sv.release(hold)
 		return nil, fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)
 	}
-	return sv.launch(run, rec.SpecFile, closeSrc, hold), nil
+	return launch(closeSrc, hold), nil
 }
 
 func (sv *supervisor) launch(run *engine.Run, file string, closeSrc func(), hold *store.Hold) *runner {
