@@ -50,6 +50,31 @@ func artifactDir(t *testing.T) string {
 	return t.TempDir()
 }
 
+// chromiumProfile is a profile directory removed after the test. Not t.TempDir: Chromium's
+// helper processes outlive a killed browser by a moment and still write into the profile,
+// which made t.TempDir's cleanup fail a passing test.
+func chromiumProfile(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "verdict-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Logf("chromium profile %s left behind: %v", dir, err)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	return dir
+}
+
 func chromiumFlags(profile string) []string {
 	return []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--user-data-dir=" + profile}
@@ -61,7 +86,7 @@ func screenshot(t *testing.T, bin, url, file string, w, h int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	args := append(chromiumFlags(t.TempDir()), fmt.Sprintf("--window-size=%d,%d", w, h), "--virtual-time-budget=3000", "--screenshot="+file, url)
+	args := append(chromiumFlags(chromiumProfile(t)), fmt.Sprintf("--window-size=%d,%d", w, h), "--virtual-time-budget=3000", "--screenshot="+file, url)
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("screenshot of %s: %v\n%s", url, err, out)
@@ -239,7 +264,7 @@ func TestDashboardInChromium(t *testing.T) {
 	// The interactive part, with Chromium's console on stderr.
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	args := append(chromiumFlags(t.TempDir()), "--enable-logging=stderr", "--v=0", "--window-size=1280,1700", ts.URL+"/__test/harness.html")
+	args := append(chromiumFlags(chromiumProfile(t)), "--enable-logging=stderr", "--v=0", "--window-size=1280,1700", ts.URL+"/__test/harness.html")
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -370,7 +395,7 @@ func TestDashboardAsksForTheToken(t *testing.T) {
 	defer ts.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append(chromiumFlags(t.TempDir()), ts.URL+"/__test/harness.html#"+token)...)
+	cmd := exec.CommandContext(ctx, bin, append(chromiumFlags(chromiumProfile(t)), ts.URL+"/__test/harness.html#"+token)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +572,7 @@ func TestDashboardLayout(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
 	defer cancel()
-	args := append(chromiumFlags(t.TempDir()), "--enable-logging=stderr", "--v=0", "--window-size=1500,1500", ts.URL+"/__test/harness.html?widths=1400,390&run="+long)
+	args := append(chromiumFlags(chromiumProfile(t)), "--enable-logging=stderr", "--v=0", "--window-size=1500,1500", ts.URL+"/__test/harness.html?widths=1400,390&run="+long)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
