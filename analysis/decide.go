@@ -206,6 +206,10 @@ func Decide(kpis []KPI, step Step) Decision {
 		}
 	}
 	d.ShareMismatch = step.Share != nil && step.Share.Mismatch
+	// A promotion rests on the shares having been checked at the final weights, not on the
+	// check not having found anything yet: a pool that ignores the weights must not pass
+	// because each step ended before the check could see it.
+	unchecked := step.Final && step.Share != nil && !step.Share.Mismatch && !step.Share.Checked
 	switch {
 	case len(harmful) > 0:
 		d.Action = Rollback
@@ -215,13 +219,13 @@ func Decide(kpis []KPI, step Step) Decision {
 		if step.MaxDurationReached {
 			d.Action, d.Reason = onInc, fmt.Sprintf("%s: the maximum duration was reached with no KPIs to judge.", actionWord(onInc))
 		}
-	case step.MaxDurationReached && (len(missing) > 0 || len(pending) > 0 || d.ShareMismatch):
+	case step.MaxDurationReached && (len(missing) > 0 || len(pending) > 0 || d.ShareMismatch || unchecked):
 		d.Action = onInc
-		d.Reason = fmt.Sprintf("%s: the maximum duration was reached and %s.", actionWord(onInc), openIssues(missing, pending, d.ShareMismatch, step.Share))
+		d.Reason = fmt.Sprintf("%s: the maximum duration was reached and %s.", actionWord(onInc), openIssues(missing, pending, d.ShareMismatch || unchecked, step.Share))
 	case len(missing) > 0:
 		d.Action = Continue
 		d.Reason = fmt.Sprintf("Continue: %s no data; no verdict without data.", verbList(missing, "has", "have"))
-	case !step.HoldComplete && !step.MaxDurationReached && step.MinHoldComplete && len(pending) == 0 && !d.ShareMismatch:
+	case !step.HoldComplete && !step.MaxDurationReached && step.MinHoldComplete && len(pending) == 0 && !d.ShareMismatch && !unchecked:
 		d.Action = Advance
 		d.Reason = "Advance early: every KPI is already within its tolerance and the step's minimum hold is over."
 		if step.Final {
@@ -245,15 +249,18 @@ func Decide(kpis []KPI, step Step) Decision {
 		if len(pending) > 0 {
 			d.Reason = fmt.Sprintf("Advance: the hold is over and no KPI shows harm (%s still inconclusive).", verbList(pending, "is", "are"))
 		}
-	case len(pending) == 0 && !d.ShareMismatch:
+	case len(pending) == 0 && !d.ShareMismatch && !unchecked:
 		d.Action = Promote
 		d.Reason = "Promote: every KPI is within its tolerance and the traffic shares match the weights."
 		if step.Share == nil {
 			d.Reason = "Promote: every KPI is within its tolerance."
 		}
+	case len(pending) == 0 && !d.ShareMismatch:
+		d.Action = Continue
+		d.Reason = fmt.Sprintf("Continue: every KPI is within its tolerance, but %s.", openIssues(nil, nil, true, step.Share))
 	default:
 		d.Action = Continue
-		d.Reason = fmt.Sprintf("Continue: the final step needs every KPI non-inferior, but %s.", openIssues(nil, pending, d.ShareMismatch, step.Share))
+		d.Reason = fmt.Sprintf("Continue: the final step needs every KPI non-inferior, but %s.", openIssues(nil, pending, d.ShareMismatch || unchecked, step.Share))
 	}
 	return d
 }
@@ -285,8 +292,12 @@ func openIssues(missing, pending []string, mismatch bool, share *ShareResult) st
 	if len(pending) > 0 {
 		parts = append(parts, verbList(pending, "is", "are")+" still inconclusive")
 	}
-	if mismatch && share != nil {
+	switch {
+	case !mismatch || share == nil:
+	case share.Mismatch:
 		parts = append(parts, share.Reason)
+	default:
+		parts = append(parts, share.uncheckedReason())
 	}
 	return strings.Join(parts, "; ")
 }
@@ -294,4 +305,16 @@ func openIssues(missing, pending []string, mismatch bool, share *ShareResult) st
 // confText prints a confidence level the way people write it: 95, 98.3, 99.5.
 func confText(alpha float64) string {
 	return strconv.FormatFloat(math.Round(1000*(1-alpha))/10, 'f', -1, 64)
+}
+
+// uncheckedReason says why a share check that found nothing is no evidence yet.
+func (s *ShareResult) uncheckedReason() string {
+	if s.Intervals == 0 {
+		return "the traffic shares have not been checked at the current weights (no interval had request counts for every cluster with known weights)"
+	}
+	n := fmt.Sprintf("%d intervals", s.Intervals)
+	if s.Intervals == 1 {
+		n = "1 interval"
+	}
+	return "the traffic shares are not yet checked at the current weights (" + n + " so far, too few to find a mismatch)"
 }

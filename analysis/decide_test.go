@@ -66,8 +66,28 @@ func TestDecide(t *testing.T) {
 		},
 		"promote when all non-inferior": {
 			kpis: []KPI{{Name: "error rate", State: fine, Harm: Increase, Tolerance: 0.1}, {Name: "latency", State: fine, Harm: Increase, Tolerance: 0.05}},
-			step: Step{HoldComplete: true, Final: true, Share: &ShareResult{}},
+			step: Step{HoldComplete: true, Final: true, Share: &ShareResult{Checked: true, Intervals: 12}},
 			want: Promote, wantStatus: []Status{NonInferior, NonInferior}, wantReason: []string{"traffic shares match"},
+		},
+		"unchecked shares block promotion": {
+			kpis: []KPI{{Name: "error rate", State: fine, Harm: Increase, Tolerance: 0.1}},
+			step: Step{HoldComplete: true, Final: true, Share: &ShareResult{Intervals: 6}},
+			want: Continue, wantReason: []string{"not yet checked", "6 intervals"},
+		},
+		"unchecked shares block early promotion": {
+			kpis: []KPI{{Name: "error rate", State: fine, Harm: Increase, Tolerance: 0.1}},
+			step: Step{MinHoldComplete: true, Final: true, Share: &ShareResult{Intervals: 6}},
+			want: Continue,
+		},
+		"unchecked shares do not block an advance": {
+			kpis: []KPI{{Name: "error rate", State: fine, Harm: Increase, Tolerance: 0.1}},
+			step: Step{HoldComplete: true, Share: &ShareResult{Intervals: 3}},
+			want: Advance,
+		},
+		"unchecked shares at max duration are inconclusive": {
+			kpis: []KPI{{Name: "error rate", State: fine, Harm: Increase, Tolerance: 0.1}},
+			step: Step{HoldComplete: true, Final: true, MaxDurationReached: true, Share: &ShareResult{}},
+			want: Rollback, wantReason: []string{"maximum duration", "have not been checked"},
 		},
 		"final step waits for inconclusive": {
 			kpis: []KPI{{Name: "error rate", State: unsure, Harm: Increase, Tolerance: 0.1}},

@@ -1160,6 +1160,7 @@ type ShareCheck struct {
 	zeroWeightHit bool
 	intervals     int
 	invalid       int
+	segIntervals  int // valid intervals at the current weights
 }
 
 // ShareResult is the state of the traffic-share check.
@@ -1180,7 +1181,14 @@ type ShareResult struct {
 	// Deviation is, per cluster, the estimated relative difference between its observed
 	// and configured share over the whole check (0.02: 2% more than configured), with
 	// DeviationLower and DeviationUpper its anytime-valid bounds; empty with Tolerance 0.
-	Deviation      []float64 `json:"deviation,omitempty"`
+	Deviation []float64 `json:"deviation,omitempty"`
+	// Checked is true once the current weights have had enough intervals for a mismatch to
+	// be found (with a tolerance, every cluster's sequence has its minimum of intervals).
+	// A check that is not Checked has found nothing because it could not yet: "no
+	// mismatch" is then no evidence that the shares match, and a canary is not promoted on it.
+	Checked bool `json:"checked"`
+	// Intervals is how many intervals the current weights have had.
+	Intervals      int       `json:"intervals"`
 	DeviationLower []float64 `json:"deviation_lower,omitempty"`
 	DeviationUpper []float64 `json:"deviation_upper,omitempty"`
 }
@@ -1245,7 +1253,9 @@ func (s *ShareCheck) Add(counts, weights []float64) error {
 		s.counts = make([]float64, len(w))
 		s.seqs = nil
 		s.segment++
+		s.segIntervals = 0
 	}
+	s.segIntervals++
 	var total float64
 	for i, c := range counts {
 		s.counts[i] += c
@@ -1344,7 +1354,7 @@ func (s *ShareCheck) segmentLogBF() float64 {
 // ignores this one.
 func (s *ShareCheck) Result(alpha float64) ShareResult {
 	alpha = validAlpha(alpha)
-	res := ShareResult{LogBayesFactor: s.logBFDone + s.segmentLogBF(), Expected: append([]float64(nil), s.weights...)}
+	res := ShareResult{LogBayesFactor: s.logBFDone + s.segmentLogBF(), Expected: append([]float64(nil), s.weights...), Intervals: s.segIntervals}
 	var total float64
 	for _, c := range s.counts {
 		total += c
@@ -1357,6 +1367,7 @@ func (s *ShareCheck) Result(alpha float64) ShareResult {
 	}
 	if s.tol > 0 {
 		res.Tolerance = s.tol
+		res.Checked = s.segIntervals > 0
 		s.tolerance(&res, s.alpha*math.Pow(0.5, float64(s.segment)))
 		if s.flagged != "" {
 			res.Mismatch, res.Reason = true, s.flagged
@@ -1367,6 +1378,8 @@ func (s *ShareCheck) Result(alpha float64) ShareResult {
 		}
 		return res
 	}
+	// the Bayes factor weighs every interval as it comes: one is a check
+	res.Checked = s.segIntervals > 0
 	switch {
 	case s.zeroWeightHit:
 		res.Mismatch = true
@@ -1403,6 +1416,9 @@ func (s *ShareCheck) tolerance(res *ShareResult, alpha float64) {
 		}
 		w := s.weights[i]
 		iv := q.Interval(a)
+		if !iv.Ready {
+			res.Checked = false
+		}
 		res.Deviation[i] = toDelta(1+iv.Estimate, w)
 		res.DeviationLower[i] = toDelta(1+iv.Lower, w)
 		res.DeviationUpper[i] = toDelta(1+iv.Upper, w)

@@ -81,3 +81,47 @@ func TestShareMismatchStaysFound(t *testing.T) {
 		t.Error("mismatch never found")
 	}
 }
+
+// TestShareCheckedOnlyWithEnoughIntervals: a check that has not had its minimum of intervals
+// at the current weights has found nothing because it could not; it says so, every weight
+// change starts the count again, and a cut-over (weights 0 and 1 only) is checked by its
+// first interval, since all it can find is traffic to a cluster at weight 0.
+func TestShareCheckedOnlyWithEnoughIntervals(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	sc := NewShareCheckTolerance(0.05, 0.05)
+	feed := func(w []float64, n int) ShareResult {
+		for range n {
+			counts := make([]float64, len(w))
+			for i := range w {
+				counts[i] = poissonRand(r, 10000*w[i])
+			}
+			if err := sc.Add(counts, w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return sc.Result(0.05)
+	}
+	if res := sc.Result(0.05); res.Checked || res.Intervals != 0 {
+		t.Fatalf("empty check: checked %v after %d intervals", res.Checked, res.Intervals)
+	}
+	step1 := []float64{0.1, 0.45, 0.45}
+	if res := feed(step1, 9); res.Checked || res.Intervals != 9 || res.Mismatch {
+		t.Fatalf("9 intervals: checked %v, %d intervals, mismatch %v; want unchecked", res.Checked, res.Intervals, res.Mismatch)
+	}
+	if res := feed(step1, 1); !res.Checked || res.Mismatch {
+		t.Fatalf("10 intervals: checked %v, mismatch %v (%s); want checked, no mismatch", res.Checked, res.Mismatch, res.Reason)
+	}
+	if res := feed([]float64{0.25, 0.375, 0.375}, 3); res.Checked || res.Intervals != 3 {
+		t.Fatalf("3 intervals at new weights: checked %v after %d", res.Checked, res.Intervals)
+	}
+	if res := feed([]float64{1, 0, 0}, 1); !res.Checked || res.Mismatch {
+		t.Fatalf("cut-over: checked %v, mismatch %v (%s)", res.Checked, res.Mismatch, res.Reason)
+	}
+	bf := NewShareCheck(0)
+	if err := bf.Add([]float64{100, 900}, []float64{0.1, 0.9}); err != nil {
+		t.Fatal(err)
+	}
+	if res := bf.Result(0.05); !res.Checked {
+		t.Fatal("the Bayes-factor check weighs every interval; one interval is a check")
+	}
+}

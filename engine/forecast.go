@@ -103,6 +103,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 	// The complete intervals of history: every KPI has the canary and a baseline.
 	var hist [][]Observation
 	var canaryReq, allReq float64
+	reqBy := map[string]float64{}
 	for _, e := range rng.Ends() {
 		row := make([]Observation, len(kpis))
 		full := true
@@ -123,6 +124,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 				for _, c := range clusters {
 					if n, ok := k.requests(row[i], c); ok {
 						allReq += n
+						reqBy[c] += n
 						if c == canary {
 							canaryReq += n
 						}
@@ -158,9 +160,19 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 	for i := 0; i < 1_000_000; i++ {
 		share := float64(steps[step-1].Weight)
 		row := hist[i%len(hist)]
+		// The pool is assumed to honour the weights: each cluster is expected to get what
+		// the scaled history gives it, so the share check sees a faithful pool.
+		weights := map[string]float64{canary: share}
+		if baseReq := allReq - canaryReq; baseReq > 0 {
+			for _, b := range baselines {
+				weights[b] = (1 - share) * reqBy[b] / baseReq
+			}
+		}
 		obs := map[string]Observation{}
 		for j, k := range kpis {
-			obs[k.spec.Name] = scaleObservation(row[j], k.spec.Type, canary, share/f.CanaryShare, (1-share)/(1-f.CanaryShare))
+			o := scaleObservation(row[j], k.spec.Type, canary, share/f.CanaryShare, (1-share)/(1-f.CanaryShare))
+			o.Weights = weights
+			obs[k.spec.Name] = o
 		}
 		ev.AddInterval(obs, rng.End.Add(t))
 		t += iv

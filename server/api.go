@@ -598,7 +598,7 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 	if rr, ok := s.sup.get(rec.ID); ok {
 		snap := rr.snapshot()
 		out.Values, out.Hold, out.StepElapsed = snap.Values, snap.Hold.String(), snap.Run.StepElapsed.String()
-		out.Share = &Share{Mismatch: snap.Share.Mismatch, Expected: snap.Share.Expected, Observed: snap.Share.Observed, Reason: snap.Share.Reason}
+		out.Share = &Share{Mismatch: snap.Share.Mismatch, Checked: snap.Share.Checked, Intervals: snap.Share.Intervals, Expected: snap.Share.Expected, Observed: snap.Share.Observed, Reason: snap.Share.Reason}
 		out.RampStart, out.MaxDuration = snap.RampStart, snap.MaxDuration.String()
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -182,10 +182,15 @@ func StoredDecisionOf(d store.Decision) *Decision {
 // Share is the traffic-share check as the API shows it: the configured and observed
 // shares of each cluster (canary first) in the current segment.
 type Share struct {
-	Mismatch bool      `json:"mismatch"`
-	Expected []float64 `json:"expected"`
-	Observed []float64 `json:"observed"`
-	Reason   string    `json:"reason,omitempty"`
+	Mismatch bool `json:"mismatch"`
+	// Checked is true once the current weights have had enough intervals for a mismatch
+	// to be found; a run is not promoted on a check that is not.
+	Checked bool `json:"checked"`
+	// Intervals is how many intervals the current weights have had.
+	Intervals int       `json:"intervals"`
+	Expected  []float64 `json:"expected"`
+	Observed  []float64 `json:"observed"`
+	Reason    string    `json:"reason,omitempty"`
 }
 
 // RunList is GET /api/v1/runs, verdict list and verdict status without an argument.
