@@ -54,8 +54,11 @@ const (
 // ErrorDoc is the API's error answer.
 type ErrorDoc struct {
 	TypeMeta
-	Error  string `json:"error"`
-	Status int    `json:"status"`
+	Error string `json:"error"`
+	// Status is the HTTP status of an API error.
+	Status int `json:"status,omitempty"`
+	// ExitCode is the CLI's exit code, when the CLI printed the error (under -o json).
+	ExitCode int `json:"exitCode,omitempty"`
 }
 
 // RunSummary is a run as lists and the run view show it.

@@ -238,7 +238,7 @@ func (v *drillView) Observe(e engine.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.json {
-		writeJSON(v.out, map[string]any{"type": e.Type, "version": jsonVersion, "run": e.RunID, "at": e.At, "message": e.Message, "data": e.Data})
+		writeJSON(v.out, newEventJSON(e))
 		return
 	}
 	fmt.Fprintf(v.out, "%s  %-18s %s\n", e.At.Local().Format(time.TimeOnly), e.Type, safeText(e.Message))
@@ -248,7 +248,7 @@ func (v *drillView) finish(rec store.Run) error {
 	code := drillExitCode(rec)
 	v.mu.Lock()
 	if v.json {
-		writeJSON(v.out, map[string]any{"type": "drill_result", "version": jsonVersion, "run": rec.ID, "state": rec.State, "verdict": rec.Verdict, "reason": rec.Reason, "exitCode": code, "weights": rec.Current})
+		writeJSON(v.out, newResultJSON("drill_result", rec, code))
 	} else {
 		fmt.Fprintf(v.out, "\n%s: %s — %s\nRun %s; report: verdict report %s\n", safeText(rec.Experiment), strings.ToUpper(safeText(rec.Verdict)), safeText(rec.Reason), safeText(rec.ID), safeText(rec.ID))
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/verdict-dev/verdict/server"
 	"io"
 	"os"
 	"os/signal"
@@ -43,18 +44,33 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	// Under -o json a failure is a JSON document too, on stderr (stdout keeps whatever
+	// the command printed before it failed), so a script parses one format either way.
+	asJSON := false
+	if f := root.PersistentFlags().Lookup("output"); f != nil && f.Value.String() == "json" {
+		asJSON = true
+	}
+	report := func(code int, msg string, usage bool) int {
+		if asJSON {
+			writeJSON(stderr, server.ErrorDoc{TypeMeta: server.Meta(server.KindError), Error: msg, ExitCode: code})
+			return code
+		}
+		fmt.Fprintln(stderr, "verdict:", msg)
+		if usage {
+			fmt.Fprintln(stderr, "Run 'verdict --help' for usage.")
+		}
+		return code
+	}
 	var ee *exitErr
 	if errors.As(err, &ee) {
 		if ee.err != nil && !ee.silent {
-			fmt.Fprintln(stderr, "verdict:", ee.err)
+			return report(ee.code, ee.err.Error(), false)
 		}
 		return ee.code
 	}
 	// Commands wrap every runtime failure in an exitErr, so anything else comes from cobra
 	// itself rejecting the command line (unknown command, bad flag, wrong argument count).
-	fmt.Fprintln(stderr, "verdict:", err)
-	fmt.Fprintln(stderr, "Run 'verdict --help' for usage.")
-	return exitInvalid
+	return report(exitInvalid, err.Error(), true)
 }
 
 type streams struct {

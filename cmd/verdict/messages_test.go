@@ -167,3 +167,57 @@ func TestOutFlag(t *testing.T) {
 		t.Errorf("VERDICT_OUT must not redirect output: exit %d %q", code, out)
 	}
 }
+
+// TestJSONErrors: under -o json a failure is an Error document on stderr with the exit code
+// the command returns, and nothing else there; without it, the usual "verdict: …" line.
+func TestJSONErrors(t *testing.T) {
+	state := goldenStore(t)
+	t.Setenv("VERDICT_SERVER", "")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"get", "no-such-run", "--state", state, "-o", "json"}, exitInvalid, `no run or experiment \"no-such-run\"`},
+		{[]string{"-o", "json", "get", "--no-such-flag"}, exitInvalid, "unknown flag: --no-such-flag"},
+	} {
+		code, out, errOut := runCLI(t, tc.args...)
+		if code != tc.code {
+			t.Fatalf("%v: exit %d, want %d\n%s%s", tc.args, code, tc.code, out, errOut)
+		}
+		var doc struct {
+			APIVersion, Kind, Error string
+			ExitCode                int
+		}
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if len(lines) != 1 {
+			t.Fatalf("%v: stderr is %d lines, want one JSON document:\n%s", tc.args, len(lines), errOut)
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &doc); err != nil {
+			t.Fatalf("%v: stderr is not JSON: %v\n%s", tc.args, err, errOut)
+		}
+		if doc.APIVersion != "verdict.dev/v1" || doc.Kind != "Error" || doc.ExitCode != tc.code || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%v: error document %s, want kind Error, exitCode %d, %q", tc.args, lines[0], tc.code, tc.want)
+		}
+	}
+	code, _, errOut := runCLI(t, "get", "no-such-run", "--state", state)
+	if code != exitInvalid || !strings.HasPrefix(errOut, "verdict: no run or experiment") {
+		t.Errorf("text error: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestStreamMessagesTyped: the events and the result that run, watch, drill and replay
+// stream are the typed messages, with their field names.
+func TestStreamMessagesTyped(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	writeJSON(&b, newEventJSON(engine.Event{Type: engine.EventDecision, RunID: "r-1", At: at, Message: "continue", Data: json.RawMessage(`{"step":1}`)}))
+	rec := store.Run{ID: "r-1", State: store.StateRolledBack, Verdict: "rolled_back", Reason: "harm", Current: store.Weights{"o1": 0.5, "o2": 0.5}}
+	writeJSON(&b, newResultJSON("run_result", rec, exitRolledBack))
+	want := `{"type":"decision","version":1,"run":"r-1","at":"2026-03-01T12:00:00Z","message":"continue","data":{"step":1}}
+{"type":"run_result","version":1,"run":"r-1","state":"RolledBack","verdict":"rolled_back","reason":"harm","exitCode":3,"weights":{"o1":0.5,"o2":0.5}}
+`
+	if b.String() != want {
+		t.Errorf("stream messages:\n%s\nwant\n%s", b.String(), want)
+	}
+}

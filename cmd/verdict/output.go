@@ -7,7 +7,11 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
+
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/store"
 )
 
 // jsonVersion is the version of every JSON message the CLI prints; consumers check it the
@@ -69,4 +73,40 @@ func unsafeRune(r rune) bool {
 		return true
 	}
 	return false
+}
+
+// eventJSON is one event of a run as run, watch, drill and replay stream it under -o json,
+// one per line: the engine's event types (step, decision, rollback, …) with the version
+// every CLI message carries. ID is the server's event ID, when the events come from one.
+type eventJSON struct {
+	Type    string          `json:"type"`
+	Version int             `json:"version"`
+	ID      string          `json:"id,omitempty"`
+	Run     string          `json:"run"`
+	At      time.Time       `json:"at"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// resultJSON is the last line of run, watch and drill under -o json: how the run ended,
+// the exit code the command returns with, and the weights it left.
+type resultJSON struct {
+	Type     string        `json:"type"` // run_result or drill_result
+	Version  int           `json:"version"`
+	Run      string        `json:"run"`
+	State    store.State   `json:"state"`
+	Verdict  string        `json:"verdict,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+	ExitCode int           `json:"exitCode"`
+	Weights  store.Weights `json:"weights"`
+}
+
+// newEventJSON is e as a streamed message.
+func newEventJSON(e engine.Event) eventJSON {
+	return eventJSON{Type: e.Type, Version: jsonVersion, Run: e.RunID, At: e.At, Message: e.Message, Data: e.Data}
+}
+
+// newResultJSON is how rec ended, as the last streamed message.
+func newResultJSON(kind string, rec store.Run, code int) resultJSON {
+	return resultJSON{Type: kind, Version: jsonVersion, Run: rec.ID, State: rec.State, Verdict: rec.Verdict, Reason: rec.Reason, ExitCode: code, Weights: rec.Current}
 }

@@ -376,7 +376,7 @@ func (v *replayView) Observe(e engine.Event) {
 		return
 	}
 	if v.events {
-		writeJSON(v.out, map[string]any{"type": e.Type, "version": jsonVersion, "run": e.RunID, "at": e.At, "message": e.Message, "data": e.Data})
+		writeJSON(v.out, newEventJSON(e))
 	}
 }
 

@@ -654,7 +654,7 @@ func (v *runView) Observe(e engine.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.json {
-		writeJSON(v.out, map[string]any{"type": e.Type, "version": jsonVersion, "run": e.RunID, "at": e.At, "message": e.Message, "data": e.Data})
+		writeJSON(v.out, newEventJSON(e))
 		return
 	}
 	if v.compact {
@@ -725,7 +725,7 @@ func (v *runView) finish(r *engine.Run) error {
 	code := exitCode(rec)
 	if v.json {
 		v.mu.Lock()
-		writeJSON(v.out, map[string]any{"type": "run_result", "version": jsonVersion, "run": rec.ID, "state": rec.State, "verdict": rec.Verdict, "reason": rec.Reason, "exitCode": code, "weights": rec.Current})
+		writeJSON(v.out, newResultJSON("run_result", rec, code))
 		v.mu.Unlock()
 	} else {
 		v.mu.Lock()

@@ -338,7 +338,7 @@ func (v *watchView) render(m *server.Message) {
 	switch {
 	case v.g.json():
 		if m != nil {
-			writeJSON(v.g.stdout, map[string]any{"type": m.Type, "version": jsonVersion, "id": m.ID, "run": m.RunID, "at": m.At, "message": m.Message, "data": m.Data})
+			writeJSON(v.g.stdout, eventJSON{Type: m.Type, Version: jsonVersion, ID: m.ID, Run: m.RunID, At: m.At, Message: m.Message, Data: m.Data})
 		}
 	case v.tty:
 		if v.model == nil {
@@ -379,8 +379,8 @@ func (v *watchView) final() {
 	defer v.mu.Unlock()
 	r := v.detail.Run
 	if v.g.json() {
-		writeJSON(v.g.stdout, map[string]any{"type": "run_result", "version": jsonVersion, "run": r.ID, "state": r.State, "verdict": r.Verdict,
-			"reason": r.Reason, "exitCode": exitCode(store.Run{State: r.State, Verdict: r.Verdict}), "weights": r.Weights})
+		writeJSON(v.g.stdout, resultJSON{Type: "run_result", Version: jsonVersion, Run: r.ID, State: r.State, Verdict: r.Verdict,
+			Reason: r.Reason, ExitCode: exitCode(store.Run{State: r.State, Verdict: r.Verdict}), Weights: r.Weights})
 		return
 	}
 	if v.tty && v.model != nil {
