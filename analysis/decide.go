@@ -53,15 +53,15 @@ var (
 // KPI is one key performance indicator as the decision sees it.
 type KPI struct {
 	// Name is shown to people ("error rate", "p50 latency").
-	Name string `json:"name"`
+	Name string
 	// State is the KPI's live sequence; nil means no data.
-	State IntervalSource `json:"-"`
+	State IntervalSource
 	// Harm is the harmful direction: Increase (errors, latency) or
 	// Decrease (success rate, throughput). Either is treated as Increase.
-	Harm Direction `json:"harm"`
+	Harm Direction
 	// Tolerance is the margin m: a relative change for relative sequences
 	// (0.10 = 10%), an absolute difference otherwise. Negative is taken as 0.
-	Tolerance float64 `json:"tolerance"`
+	Tolerance float64
 }
 
 // Step describes where the experiment is, so the decision knows which
@@ -69,52 +69,52 @@ type KPI struct {
 type Step struct {
 	// Alpha is the family-wise error level (default 0.05), split equally
 	// over the KPIs (Bonferroni, valid for confidence sequences).
-	Alpha float64 `json:"alpha"`
+	Alpha float64
 	// HoldComplete is true when the step's hold has elapsed.
-	HoldComplete bool `json:"hold_complete"`
+	HoldComplete bool
 	// MinHoldComplete is true when the step's minimum hold has elapsed: from then on the
 	// step advances (or, the final step, promotes) as soon as every KPI is non-inferior
 	// and the traffic shares match, without waiting for the rest of its hold.
-	MinHoldComplete bool `json:"min_hold_complete,omitempty"`
+	MinHoldComplete bool
 	// Final is true on the last step (after which the canary is promoted).
-	Final bool `json:"final"`
+	Final bool
 	// MaxDurationReached is true when the experiment's time is up.
-	MaxDurationReached bool `json:"max_duration_reached"`
+	MaxDurationReached bool
 	// OnInconclusive is the action at MaxDuration when the KPIs are not
 	// all non-inferior (default Rollback).
-	OnInconclusive Action `json:"on_inconclusive,omitempty"`
+	OnInconclusive Action
 	// Share is the traffic-share check, when one is run.
-	Share *ShareResult `json:"share,omitempty"`
+	Share *ShareResult
 }
 
 // KPIVerdict is one KPI's status with the numbers behind it.
 type KPIVerdict struct {
 	// Name is the KPI's name.
-	Name string `json:"name"`
+	Name string
 	// Status is harm, non-inferior, inconclusive or no data.
-	Status Status `json:"status"`
+	Status Status
 	// Interval is the confidence sequence at the KPI's share of α.
-	Interval Interval `json:"interval"`
+	Interval Interval
 	// Tolerance and Harm repeat the KPI's margin and harmful direction.
-	Tolerance float64 `json:"tolerance"`
+	Tolerance float64
 	// Harm is the harmful direction.
-	Harm Direction `json:"harm"`
+	Harm Direction
 	// Reason explains the status in one sentence.
-	Reason string `json:"reason"`
+	Reason string
 }
 
 // Decision is the outcome of Decide: an action, why, and the per-KPI numbers.
 type Decision struct {
 	// Action is what to do now.
-	Action Action `json:"action"`
+	Action Action
 	// Reason is a sentence a person can read.
-	Reason string `json:"reason"`
+	Reason string
 	// KPIs holds each KPI's verdict, in input order.
-	KPIs []KPIVerdict `json:"kpis"`
+	KPIs []KPIVerdict
 	// AlphaPerKPI is the error level each KPI was judged at.
-	AlphaPerKPI float64 `json:"alpha_per_kpi"`
+	AlphaPerKPI float64
 	// ShareMismatch is true when the traffic-share check failed.
-	ShareMismatch bool `json:"share_mismatch"`
+	ShareMismatch bool
 }
 
 // Judge classifies one KPI's interval against its tolerance (statistics.md

@@ -42,16 +42,16 @@ func (a Alternative) String() string {
 // and the means differ (the evidence is then unbounded, and PValue is 0).
 type TestResult struct {
 	// Statistic is Welch's t, or the Mann-Whitney U of x.
-	Statistic float64 `json:"statistic"`
+	Statistic float64
 	// PValue is the p-value under Alternative, in [0, 1].
-	PValue float64 `json:"p_value"`
+	PValue float64
 	// DF is Welch's degrees of freedom (0 for Mann-Whitney).
-	DF float64 `json:"df,omitempty"`
+	DF float64
 	// Z is the continuity- and tie-corrected normal deviate of Mann-Whitney
 	// (0 for Welch).
-	Z float64 `json:"z,omitempty"`
+	Z float64
 	// Alternative is the hypothesis the p-value refers to.
-	Alternative Alternative `json:"alternative"`
+	Alternative Alternative
 }
 
 func pickAlt(alt []Alternative) Alternative {
@@ -315,13 +315,13 @@ func mannWhitneySorted(xs, ys []float64, a Alternative) TestResult {
 // confidence interval, in the units of the data.
 type ShiftEstimate struct {
 	// Estimate is the Hodges–Lehmann shift x − y.
-	Estimate float64 `json:"estimate"`
+	Estimate float64
 	// Lower and Upper bound the shift at ConfLevel.
-	Lower float64 `json:"lower"`
+	Lower float64
 	// Upper is the upper end of the interval.
-	Upper float64 `json:"upper"`
+	Upper float64
 	// ConfLevel is the interval's confidence level.
-	ConfLevel float64 `json:"conf_level"`
+	ConfLevel float64
 }
 
 // HodgesLehmann estimates the location shift of x (experiment) relative to y
@@ -478,12 +478,12 @@ func withinOneULPOfZero(x float64) bool {
 // shift and its interval: what a report shows for a latency or gauge KPI.
 type RankComparison struct {
 	// Test is the two-sided Mann-Whitney U test of x against y.
-	Test TestResult `json:"test"`
+	Test TestResult
 	// Shift is the Hodges–Lehmann shift x − y with its interval; zero when
 	// every value is tied (ShiftOK false).
-	Shift ShiftEstimate `json:"shift"`
+	Shift ShiftEstimate
 	// ShiftOK is false when the shift could not be estimated (all tied).
-	ShiftOK bool `json:"shift_ok"`
+	ShiftOK bool
 }
 
 // CompareRanks runs MannWhitneyUTest and HodgesLehmann on one sort of each

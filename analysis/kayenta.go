@@ -64,48 +64,48 @@ const (
 type ClassifierOptions struct {
 	// Tolerance is the fraction of |Hodges–Lehmann estimate| the interval must
 	// clear.
-	Tolerance float64 `json:"tolerance"`
+	Tolerance float64
 	// ConfLevel is the Mann-Whitney interval's confidence level.
-	ConfLevel float64 `json:"conf_level"`
+	ConfLevel float64
 	// AllowedDecrease and AllowedIncrease are the effect-size thresholds
 	// (Kayenta's effectSizeThresholds); nil takes the default.
-	AllowedDecrease *float64 `json:"allowed_decrease,omitempty"`
+	AllowedDecrease *float64
 	// AllowedIncrease is the upper effect-size threshold.
-	AllowedIncrease *float64 `json:"allowed_increase,omitempty"`
+	AllowedIncrease *float64
 	// CriticalDecrease and CriticalIncrease are the critical thresholds;
 	// nil means 1.0.
-	CriticalDecrease *float64 `json:"critical_decrease,omitempty"`
+	CriticalDecrease *float64
 	// CriticalIncrease is the upper critical threshold.
-	CriticalIncrease *float64 `json:"critical_increase,omitempty"`
+	CriticalIncrease *float64
 	// Effect selects meanRatio (default) or cles.
-	Effect EffectMeasure `json:"effect,omitempty"`
+	Effect EffectMeasure
 	// Direction selects which changes fail (default Either).
-	Direction Direction `json:"direction,omitempty"`
+	Direction Direction
 	// NaN selects how NaN values are handled (default Remove).
-	NaN NaNStrategy `json:"nan_strategy,omitempty"`
+	NaN NaNStrategy
 	// Critical marks a metric whose failure fails the whole canary.
-	Critical bool `json:"critical,omitempty"`
+	Critical bool
 	// NoiseSeed seeds the Gaussian jitter Kayenta adds when both samples are
 	// constant; fixed by default so classification is reproducible.
-	NoiseSeed uint64 `json:"noise_seed,omitempty"`
+	NoiseSeed uint64
 }
 
 // MetricResult is a Kayenta-compatible classification of one metric.
 type MetricResult struct {
 	// Classification is Pass, High, Low or Nodata.
-	Classification Classification `json:"classification"`
+	Classification Classification
 	// Critical is true when a critical metric failed (or had no data).
-	Critical bool `json:"critical"`
+	Critical bool
 	// Deviation is the effect size (meanRatio or CLES); NaN when undefined
 	// (a zero mean), encoded as null in JSON by DeviationOK.
-	Deviation float64 `json:"-"`
+	Deviation float64
 	// DeviationOK is false when Deviation is undefined.
-	DeviationOK bool `json:"deviation_ok"`
+	DeviationOK bool
 	// Reason says why, for a person.
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Interval is the Mann-Whitney interval and Hodges–Lehmann estimate of
 	// canary − baseline, when computed.
-	Interval *ShiftEstimate `json:"interval,omitempty"`
+	Interval *ShiftEstimate
 }
 
 func orDefault(p *float64, d float64) float64 {
@@ -317,23 +317,23 @@ func RemoveOutliers(v []float64, factor float64, reduceSensitivity bool) []float
 // ScoredMetric is one classified metric fed to the weighted group score.
 type ScoredMetric struct {
 	// Name identifies the metric in the score's explanation.
-	Name string `json:"name"`
+	Name string
 	// Classification is the metric's label.
-	Classification Classification `json:"classification"`
+	Classification Classification
 	// Groups are the metric's groups (Kayenta uses the first).
-	Groups []string `json:"groups"`
+	Groups []string
 	// Critical is true when the metric's failure is critical.
-	Critical bool `json:"critical"`
+	Critical bool
 }
 
 // Score is Kayenta's weighted-sum canary score.
 type Score struct {
 	// Summary is the score in [0, 100], rounded to 2 decimals as Kayenta does.
-	Summary float64 `json:"summary"`
+	Summary float64
 	// Groups holds each group's score (percentage of its metrics that passed).
-	Groups map[string]float64 `json:"groups"`
+	Groups map[string]float64
 	// CriticalFailure is true when a critical metric failed or had no data.
-	CriticalFailure bool `json:"critical_failure"`
+	CriticalFailure bool
 }
 
 // KayentaScore rolls metric labels up into Kayenta's weighted group score:

@@ -24,38 +24,38 @@ const MinHistoryIntervals = 30
 // (or difference) of interval values for gauges.
 type NoiseModel struct {
 	// Kind is "ratio" or "gauge".
-	Kind string `json:"kind"`
+	Kind string
 	// Intervals is the number of history intervals that carried information.
-	Intervals int `json:"intervals"`
+	Intervals int
 	// Offset is the canary's pre-existing effect against the baselines (log scale for
 	// ratios and log-ratio gauges) and OffsetSE its standard error, correlation included.
-	Offset   float64 `json:"offset"`
-	OffsetSE float64 `json:"offset_se"`
+	Offset   float64
+	OffsetSE float64
 	// ClusterVar is the per-interval variance of the comparison beyond sampling noise
 	// (τ²); LongRunVar is the variance per interval of long sums of it (τ² times the
 	// integrated autocorrelation), the figure live sequences use. LongRunVar ≥ ClusterVar.
-	ClusterVar float64 `json:"cluster_var"`
-	LongRunVar float64 `json:"long_run_var"`
+	ClusterVar float64
+	LongRunVar float64
 	// Correlation is the lag-1 autocorrelation of the cluster-level noise.
-	Correlation float64 `json:"correlation"`
+	Correlation float64
 	// SamplingVar is the mean per-interval sampling variance in the history.
-	SamplingVar float64 `json:"sampling_var"`
+	SamplingVar float64
 	// Dispersion is (sampling + long-run cluster variance) / sampling at the history's
 	// traffic: 1 means Poisson-like counts; 5 means intervals five times noisier than
 	// their counts explain, and a verdict that much slower at that traffic.
-	Dispersion float64 `json:"dispersion"`
+	Dispersion float64
 	// BatchSize is the batch length (in intervals) whose batch means gave the largest
 	// long-run variance; 1 means no serial correlation was seen.
-	BatchSize int `json:"batch_size"`
+	BatchSize int
 	// Events is the mean number of events per interval in the history, canary and
 	// baselines together (ratio KPIs), and CanaryShare the canary's mean share of the
 	// requests then: ProofTime scales the sampling noise from them to each step's share.
-	Events      float64 `json:"events_per_interval,omitempty"`
-	CanaryShare float64 `json:"canary_share,omitempty"`
+	Events      float64
+	CanaryShare float64
 	// OffsetIgnored keeps the offset for display but makes sequences compare against no
 	// offset: when the history may already contain the variant (its arrival was not
 	// declared), subtracting the offset would subtract the variant's own effect.
-	OffsetIgnored bool `json:"offset_ignored,omitempty"`
+	OffsetIgnored bool
 }
 
 // offset is the offset sequences subtract, and its standard error.

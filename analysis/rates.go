@@ -15,19 +15,19 @@ import (
 type RateRatioResult struct {
 	// RateRatio is (c/Tc)/(b/Tb); 0 when c = 0, and the upper interval end
 	// stays finite only when b > 0 (otherwise it is +Inf, shown as "unbounded").
-	RateRatio float64 `json:"rate_ratio"`
+	RateRatio float64
 	// Lower and Upper bound the rate ratio (Clopper–Pearson, inverted).
-	Lower float64 `json:"lower"`
+	Lower float64
 	// Upper is the upper end of the interval; +Inf when b = 0.
-	Upper float64 `json:"upper"`
+	Upper float64
 	// PValue tests RateRatio = Ratio0 under Alternative.
-	PValue float64 `json:"p_value"`
+	PValue float64
 	// Ratio0 is the null rate ratio.
-	Ratio0 float64 `json:"ratio0"`
+	Ratio0 float64
 	// ConfLevel is the interval's confidence level.
-	ConfLevel float64 `json:"conf_level"`
+	ConfLevel float64
 	// Alternative is the hypothesis the p-value refers to.
-	Alternative Alternative `json:"alternative"`
+	Alternative Alternative
 }
 
 // RateRatioTest is the exact conditional binomial test for two Poisson rates:

@@ -12,56 +12,56 @@ import (
 // differences. All fields are finite so the value can be stored as JSON.
 type Interval struct {
 	// Estimate is the point estimate of the effect.
-	Estimate float64 `json:"estimate"`
+	Estimate float64
 	// Lower bounds the effect from below, simultaneously over all intervals,
 	// with probability ≥ 1 − Alpha (a one-sided confidence sequence). Harm is
 	// decided on Lower alone, so a false rollback has probability ≤ Alpha.
-	Lower float64 `json:"lower"`
+	Lower float64
 	// Upper is the matching one-sided upper bound at Alpha, used alone for
 	// non-inferiority. Together [Lower, Upper] is a two-sided confidence
 	// sequence at level 1 − 2·Alpha.
-	Upper float64 `json:"upper"`
+	Upper float64
 	// LowerBounded and UpperBounded are false when that end reached the edge
 	// of what can be represented (grid edge, e^±700): "unbounded" on that
 	// side.
-	LowerBounded bool `json:"lower_bounded"`
+	LowerBounded bool
 	// UpperBounded reports whether Upper is a real bound.
-	UpperBounded bool `json:"upper_bounded"`
+	UpperBounded bool
 	// Relative is true when the numbers are relative changes.
-	Relative bool `json:"relative"`
+	Relative bool
 	// Alpha is the error level the sequence was computed at.
-	Alpha float64 `json:"alpha"`
+	Alpha float64
 	// Intervals counts the intervals added; Informative counts those that
 	// carried information (events for ratios, valid values for gauges).
-	Intervals int `json:"intervals"`
+	Intervals int
 	// Informative counts intervals that carried information.
-	Informative int `json:"informative"`
+	Informative int
 	// Ready is true once Informative reaches the minimum (default 10); before
 	// that the interval is reported but no verdict may be drawn from it,
 	// because the variance is a plug-in estimate.
-	Ready bool `json:"ready"`
+	Ready bool
 	// Dispersion is the observed variance of the per-interval statistic over
 	// what a Poisson (binomial) process would give; 1 means Poisson, 5 means
 	// the counts are five times noisier and a verdict takes that much longer.
 	// Gauges report 1.
-	Dispersion float64 `json:"dispersion"`
+	Dispersion float64
 	// PValue is the running (anytime-valid) p-value for "no difference".
-	PValue float64 `json:"p_value"`
+	PValue float64
 	// PreAdjusted is true when a pre-period was subtracted
 	// (difference-in-differences), its own uncertainty included.
-	PreAdjusted bool `json:"pre_adjusted"`
+	PreAdjusted bool
 	// Noise is the noise model learned from history that the sequence used, if any:
 	// why a verdict takes the time it takes.
-	Noise *NoiseModel `json:"noise,omitempty"`
+	Noise *NoiseModel
 	// GuardrailStreak is the number of consecutive latest intervals beyond the
 	// KPI's absolute guardrail; GuardrailBreached is true once it reaches the
 	// configured count.
-	GuardrailStreak int `json:"guardrail_streak"`
+	GuardrailStreak int
 	// GuardrailBreached reports an absolute-limit breach.
-	GuardrailBreached bool `json:"guardrail_breached"`
+	GuardrailBreached bool
 	// CanaryValue is the latest canary value (rate for ratios, value for
 	// gauges) for display.
-	CanaryValue float64 `json:"canary_value"`
+	CanaryValue float64
 }
 
 // Guardrail is an absolute limit on the canary's own value (error rate 2%,
@@ -69,11 +69,11 @@ type Interval struct {
 // whatever the comparison says.
 type Guardrail struct {
 	// Limit is the absolute limit.
-	Limit float64 `json:"limit"`
+	Limit float64
 	// Below makes values below Limit the breach (for success rates).
-	Below bool `json:"below,omitempty"`
+	Below bool
 	// Consecutive is how many intervals in a row must breach (default 1).
-	Consecutive int `json:"consecutive,omitempty"`
+	Consecutive int
 }
 
 type guardState struct {
@@ -162,31 +162,31 @@ type RatioOptions struct {
 	// GridPoints is the number of log rate-ratio values tracked (default
 	// 201, or 1201 with a usable noise model, spanning ±GridHalfWidth so that 0
 	// is on the grid).
-	GridPoints int `json:"grid_points,omitempty"`
+	GridPoints int
 	// GridHalfWidth bounds log φ (default 3: φ from 0.05 to 20).
-	GridHalfWidth float64 `json:"grid_half_width,omitempty"`
+	GridHalfWidth float64
 	// PriorSD is the sd of the normal mixing distribution of the binomial
 	// e-process on log φ (default 1).
-	PriorSD float64 `json:"prior_sd,omitempty"`
+	PriorSD float64
 	// MinIntervals is the number of intervals with events before the
 	// sequence is Ready (default 10).
-	MinIntervals int `json:"min_intervals,omitempty"`
+	MinIntervals int
 	// Precisions are the mixing precisions ρ (1/prior variance of log φ) of
 	// the robust sequence, mixed with equal weights so that it is tight for
 	// large effects early and for small effects late (default 1, 10, 100,
 	// 1000: prior sds of 1, 0.32, 0.1 and 0.03 on log φ).
-	Precisions []float64 `json:"precisions,omitempty"`
+	Precisions []float64
 	// PreAlphaShare is the part of α spent on the pre-period's interval when
 	// a pre-period is given (default 0.2).
-	PreAlphaShare float64 `json:"pre_alpha_share,omitempty"`
+	PreAlphaShare float64
 	// Guardrail optionally limits the canary's own rate (events/total).
-	Guardrail *Guardrail `json:"guardrail,omitempty"`
+	Guardrail *Guardrail
 	// Noise is the KPI's noise learned from history. When usable, each interval's score
 	// is weighted by its inverse variance at the current share (counts plus cluster-level
 	// noise), the variance is the model's rather than a plug-in estimate (so a verdict
 	// may be drawn from the first intervals), and the model's offset replaces the
 	// pre-period. AddPre is then ignored.
-	Noise *NoiseModel `json:"noise,omitempty"`
+	Noise *NoiseModel
 }
 
 func (o *RatioOptions) defaults() {
@@ -826,25 +826,25 @@ const (
 // GaugeOptions configures a GaugeSequence. Zero fields take the defaults.
 type GaugeOptions struct {
 	// Scale selects LogRatio (default) or Difference.
-	Scale GaugeScale `json:"scale,omitempty"`
+	Scale GaugeScale
 	// MinIntervals is the number of valid intervals before the sequence is
 	// Ready (default 10).
-	MinIntervals int `json:"min_intervals,omitempty"`
+	MinIntervals int
 	// PlannedIntervals is where the boundary is tightest (default 60).
-	PlannedIntervals int `json:"planned_intervals,omitempty"`
+	PlannedIntervals int
 	// VarianceFloor bounds the per-interval variance from below (default
 	// 1e-8 on the log scale: 0.01% noise), so constant data cannot produce a
 	// zero-width sequence.
-	VarianceFloor float64 `json:"variance_floor,omitempty"`
+	VarianceFloor float64
 	// PreAlphaShare is the part of α spent on the pre-period (default 0.2).
-	PreAlphaShare float64 `json:"pre_alpha_share,omitempty"`
+	PreAlphaShare float64
 	// Guardrail optionally limits the canary's own value.
-	Guardrail *Guardrail `json:"guardrail,omitempty"`
+	Guardrail *Guardrail
 	// Noise is the KPI's noise learned from history. When usable, intervals are weighted
 	// by their inverse variance (sampling variance at the current traffic plus the
 	// model's long-run cluster variance), the variance is the model's rather than a
 	// plug-in, and the model's offset replaces the pre-period (AddPre is ignored).
-	Noise *NoiseModel `json:"noise,omitempty"`
+	Noise *NoiseModel
 }
 
 // welford is a running mean and variance.
@@ -1166,31 +1166,31 @@ type ShareCheck struct {
 // ShareResult is the state of the traffic-share check.
 type ShareResult struct {
 	// LogBayesFactor is the log evidence for a mismatch (≥ log(1/α) flags).
-	LogBayesFactor float64 `json:"log_bayes_factor"`
+	LogBayesFactor float64
 	// Mismatch is true when the shares do not match the weights.
-	Mismatch bool `json:"mismatch"`
+	Mismatch bool
 	// Expected and Observed are the current segment's configured and
 	// observed shares, per cluster.
-	Expected []float64 `json:"expected"`
+	Expected []float64
 	// Observed is the observed request share per cluster in this segment.
-	Observed []float64 `json:"observed"`
+	Observed []float64
 	// Reason says why for a person, when Mismatch.
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Tolerance is the relative share difference that counts as a mismatch (0: exact).
-	Tolerance float64 `json:"tolerance,omitempty"`
+	Tolerance float64
 	// Deviation is, per cluster, the estimated relative difference between its observed
 	// and configured share over the whole check (0.02: 2% more than configured), with
 	// DeviationLower and DeviationUpper its anytime-valid bounds; empty with Tolerance 0.
-	Deviation []float64 `json:"deviation,omitempty"`
+	Deviation      []float64
+	DeviationLower []float64
+	DeviationUpper []float64
 	// Checked is true once the current weights have had enough intervals for a mismatch to
 	// be found (with a tolerance, every cluster's sequence has its minimum of intervals).
 	// A check that is not Checked has found nothing because it could not yet: "no
 	// mismatch" is then no evidence that the shares match, and a canary is not promoted on it.
-	Checked bool `json:"checked"`
+	Checked bool
 	// Intervals is how many intervals the current weights have had.
-	Intervals      int       `json:"intervals"`
-	DeviationLower []float64 `json:"deviation_lower,omitempty"`
-	DeviationUpper []float64 `json:"deviation_upper,omitempty"`
+	Intervals int
 }
 
 // NewShareCheck returns a share check with Dirichlet concentration k
@@ -1447,13 +1447,13 @@ func fmtShares(v []float64) string {
 // RatioObservation is one interval of a ratio KPI as the engine persists it.
 type RatioObservation struct {
 	// CanaryEvents and CanaryTotal are the canary's events and requests.
-	CanaryEvents float64 `json:"canary_events"`
+	CanaryEvents float64
 	// CanaryTotal is the canary's request count.
-	CanaryTotal float64 `json:"canary_total"`
+	CanaryTotal float64
 	// BaselineEvents and BaselineTotal are the baselines' summed counts.
-	BaselineEvents float64 `json:"baseline_events"`
+	BaselineEvents float64
 	// BaselineTotal is the baselines' summed request count.
-	BaselineTotal float64 `json:"baseline_total"`
+	BaselineTotal float64
 }
 
 // ReplayRatio rebuilds a RatioSequence from persisted observations (the
@@ -1473,12 +1473,12 @@ func ReplayRatio(opt RatioOptions, pre, obs []RatioObservation) *RatioSequence {
 // GaugeObservation is one interval of a gauge KPI as the engine persists it.
 type GaugeObservation struct {
 	// Canary is the canary's value for the interval.
-	Canary float64 `json:"canary"`
+	Canary float64
 	// Baseline is the baselines' value for the interval.
-	Baseline float64 `json:"baseline"`
+	Baseline float64
 	// SamplingVar is the sampling variance of the interval's comparison when known (a
 	// latency mean: per-request variance over request count, both sides), else 0.
-	SamplingVar float64 `json:"sampling_var,omitempty"`
+	SamplingVar float64
 }
 
 // ReplayGauge rebuilds a GaugeSequence from persisted observations.

@@ -53,7 +53,7 @@ type DrillRun struct {
 // DrillKPI is one survivor's KPI compared between the hold and its own window before it.
 type DrillKPI struct {
 	Cluster string `json:"cluster"`
-	analysis.KPIVerdict
+	KPIVerdict
 	// GuardrailOnly: from spec.guardrails, judged by its absolute limit only.
 	GuardrailOnly bool `json:"guardrailOnly,omitempty"`
 }
@@ -442,7 +442,7 @@ func (dr *DrillRun) recordEvaluation(ctx context.Context, now time.Time, ev *Dri
 	dr.judged = ev.Intervals
 	// The event carries an experiment decision too, with one KPI per survivor, so live
 	// views and watchers that know only experiments still show what the drill concluded.
-	d := analysis.Decision{Action: action, Reason: reason}
+	d := Decision{Action: action, Reason: reason}
 	for _, k := range ev.KPIs {
 		v := k.KPIVerdict
 		v.Name += " on " + k.Cluster
@@ -592,7 +592,7 @@ func (dr *DrillRun) evaluate(ctx context.Context, now time.Time) (*DrillEvaluati
 		if v.Status == analysis.Harm {
 			ev.Harm = append(ev.Harm, j.cluster+": "+v.Reason)
 		}
-		ev.KPIs = append(ev.KPIs, DrillKPI{Cluster: j.cluster, KPIVerdict: v, GuardrailOnly: j.only})
+		ev.KPIs = append(ev.KPIs, DrillKPI{Cluster: j.cluster, KPIVerdict: KPIVerdictOf(v), GuardrailOnly: j.only})
 	}
 	return ev, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/store"
 )
 
@@ -98,8 +97,8 @@ type WeightsData = store.Intent
 
 // DecisionData is the data of EventDecision, also stored as the decision's details.
 type DecisionData struct {
-	Decision analysis.Decision `json:"decision"`
-	Step     int               `json:"step"`
+	Decision Decision `json:"decision"`
+	Step     int      `json:"step"`
 	// StepElapsed is a time.Duration in its String form ("1m30s").
 	StepElapsed string     `json:"stepElapsed"`
 	Values      []KPIValue `json:"values"`

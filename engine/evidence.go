@@ -206,8 +206,8 @@ func (e *Evidence) Share(alpha float64) analysis.ShareResult { return e.share.Re
 
 // KPINoise is one judged KPI's learned noise, for check, live views and reports.
 type KPINoise struct {
-	KPI   string               `json:"kpi"`
-	Model *analysis.NoiseModel `json:"model,omitempty"`
+	KPI   string      `json:"kpi"`
+	Model *NoiseModel `json:"model,omitempty"`
 	// HistoryIntervals is how many history intervals the KPI had, model or not.
 	HistoryIntervals int `json:"historyIntervals"`
 	// Fallback says why no model is used, when none is.

@@ -54,7 +54,7 @@ type KPIForecast struct {
 	NonInferiorAfter time.Duration `json:"nonInferiorAfter,omitempty"`
 	Reached          bool          `json:"reached"`
 	// Final is its verdict when the replay ended.
-	Final analysis.KPIVerdict `json:"final"`
+	Final KPIVerdict `json:"final"`
 	// Proof is how long a healthy canary takes to be proven non-inferior under the noise
 	// learned from the window, at the plan's shares (nil without a usable noise model).
 	Proof *ProofForecast `json:"proof,omitempty"`
@@ -198,7 +198,7 @@ func ForecastRun(ctx context.Context, exp *experiments.Experiment, src KPISource
 			f.Action, f.After, f.Step, f.Reason = d.Action, t, step, d.Reason
 			proofs := proofForecasts(exp, ev, f.CanaryShare)
 			for i, kv := range d.KPIs {
-				kf := KPIForecast{Name: kv.Name, Tolerance: kv.Tolerance, Final: kv}
+				kf := KPIForecast{Name: kv.Name, Tolerance: kv.Tolerance, Final: KPIVerdictOf(kv)}
 				kf.NonInferiorAfter, kf.Reached = first[kv.Name]
 				if i < len(proofs) {
 					kf.Proof = proofs[i]
@@ -250,7 +250,7 @@ func proofForecasts(exp *experiments.Experiment, ev *Evidence, canaryShare float
 		if iv := k.State.Interval(alpha); iv.Relative {
 			tol = math.Log1p(tol)
 		}
-		p := analysis.ProofTime(m, tol, alpha, gauge, canaryShare, steps, maxIv, analysis.RatioOptions{}, planned)
+		p := analysis.ProofTime(m.Analysis(), tol, alpha, gauge, canaryShare, steps, maxIv, analysis.RatioOptions{}, planned)
 		out[i] = &ProofForecast{Median: time.Duration(p.Median) * iv, P90: time.Duration(p.P90) * iv, Reached: p.Reached, Limit: p.Limit}
 	}
 	return out

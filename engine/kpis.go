@@ -209,7 +209,7 @@ func (k *kpiState) fit() {
 func (k *kpiState) noise() []KPINoise {
 	var out []KPINoise
 	one := func(name string, m *analysis.NoiseModel, have, minIv int) {
-		n := KPINoise{KPI: name, Model: m, HistoryIntervals: have}
+		n := KPINoise{KPI: name, Model: NoiseModelOf(m), HistoryIntervals: have}
 		if m == nil {
 			n.Fallback = fmt.Sprintf("%d history intervals, fewer than the %d a noise model needs: noise is estimated from the run, after %d intervals",
 				have, analysis.MinHistoryIntervals, max(minIv, 1))

@@ -1250,7 +1250,7 @@ func (r *Run) decide(now time.Time) analysis.Decision {
 }
 
 func (r *Run) recordDecision(ctx context.Context, now time.Time, d analysis.Decision) error {
-	details := map[string]any{"decision": d, "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues(),
+	details := map[string]any{"decision": DecisionOf(d), "step": r.rec.Step, "stepElapsed": r.rec.StepElapsed.String(), "values": r.latestValues(),
 		decidedThroughKey: r.book.LastEnd}
 	dec := &store.Decision{RunID: r.rec.ID, At: now, Step: r.rec.Step, Action: string(d.Action), Reason: d.Reason, Details: mustJSON(details), Fence: r.token()}
 	if err := r.e.opts.Store.AddDecision(ctx, dec); err != nil {
@@ -1488,13 +1488,13 @@ func (r *Run) replay(ctx context.Context) error {
 
 // Snapshot is what a live view shows about a run.
 type Snapshot struct {
-	Run      store.Run            `json:"run"`
-	Steps    int                  `json:"steps"`
-	Hold     time.Duration        `json:"hold"`
-	Decision *analysis.Decision   `json:"decision,omitempty"`
-	Values   []KPIValue           `json:"values"`
-	Share    analysis.ShareResult `json:"share"`
-	Noise    []KPINoise           `json:"noise,omitempty"`
+	Run      store.Run     `json:"run"`
+	Steps    int           `json:"steps"`
+	Hold     time.Duration `json:"hold"`
+	Decision *Decision     `json:"decision,omitempty"`
+	Values   []KPIValue    `json:"values"`
+	Share    ShareResult   `json:"share"`
+	Noise    []KPINoise    `json:"noise,omitempty"`
 	// Phases are the run's phases (experiments.Spec.Phases) and Phase the one it is in.
 	Phases    []string  `json:"phases,omitempty"`
 	Phase     string    `json:"phase,omitempty"`
@@ -1519,10 +1519,9 @@ func (r *Run) Snapshot() Snapshot { return *r.snap.Load() }
 // stepping goroutine only.
 func (r *Run) publish() {
 	s := &Snapshot{Run: cloneRun(r.rec), Steps: len(r.exp.Spec.Traffic.Steps), Values: r.latestValues(),
-		Share: r.ev.Share(r.exp.Spec.Analysis.Alpha), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, PausedFor: r.book.PausedFor, PausedAt: r.book.PausedAt, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std(), TTL: r.book.TTL}
+		Share: ShareResultOf(r.ev.Share(r.exp.Spec.Analysis.Alpha)), Noise: r.ev.Noise(), Phases: r.exp.Spec.Phases(), Phase: r.phase(), PauseNote: r.book.PauseNote, RampStart: r.book.RampStart, PausedFor: r.book.PausedFor, PausedAt: r.book.PausedAt, MaxDuration: r.exp.Spec.Analysis.MaxDuration.Std(), TTL: r.book.TTL}
 	if r.last != nil {
-		d := *r.last
-		d.KPIs = slices.Clone(d.KPIs)
+		d := DecisionOf(*r.last) // a copy: nothing in it aliases what Step changes
 		s.Decision = &d
 	}
 	if r.rec.Step >= 1 && r.rec.Step <= s.Steps {

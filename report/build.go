@@ -471,8 +471,8 @@ func crossCheck(decs []store.Decision, path *replayed, judged []analysis.KPI) []
 	first := time.Time{}
 	for _, d := range decs {
 		var det struct {
-			Decision analysis.Decision `json:"decision"`
-			Through  time.Time         `json:"decidedThrough"`
+			Decision engine.Decision `json:"decision"`
+			Through  time.Time       `json:"decidedThrough"`
 		}
 		if json.Unmarshal(d.Details, &det) != nil || det.Through.IsZero() {
 			continue
@@ -489,7 +489,7 @@ func crossCheck(decs []store.Decision, path *replayed, judged []analysis.KPI) []
 				}
 				continue
 			}
-			if !sameInterval(ivs[i], kv.Interval) && !slices.Contains(differ, kv.Name) {
+			if !sameInterval(ivs[i], kv.Interval.Analysis()) && !slices.Contains(differ, kv.Name) {
 				differ = append(differ, kv.Name)
 				if first.IsZero() {
 					first = d.At

@@ -128,7 +128,7 @@ func TestOneEvidence(t *testing.T) {
 				}
 				continue
 			}
-			if !samePoint(kv.Interval, p) {
+			if !samePoint(kv.Interval.Analysis(), p) {
 				t.Errorf("%s at %s: engine %+v, report %+v", kv.Name, det.Through.Format(time.TimeOnly), kv.Interval, p)
 			}
 		}
@@ -182,7 +182,7 @@ func TestOneEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var atStep1 *analysis.Decision
+	var atStep1 *engine.Decision
 	for _, d := range decs {
 		det := decisionDetails(t, d)
 		if !det.Through.IsZero() && !det.Through.After(last) {
@@ -216,7 +216,7 @@ func TestOneEvidence(t *testing.T) {
 		if !k.Sequence[n-1].End.Equal(last) {
 			t.Errorf("%s: analyze ends at %s, want %s", k.Name, k.Sequence[n-1].End.Format(time.TimeOnly), last.Format(time.TimeOnly))
 		}
-		var kv *analysis.KPIVerdict
+		var kv *engine.KPIVerdict
 		for x := range atStep1.KPIs {
 			if atStep1.KPIs[x].Name == k.Name {
 				kv = &atStep1.KPIs[x]
@@ -235,8 +235,8 @@ func TestOneEvidence(t *testing.T) {
 }
 
 type decisionDetail struct {
-	Decision analysis.Decision `json:"decision"`
-	Through  time.Time         `json:"decidedThrough"`
+	Decision engine.Decision `json:"decision"`
+	Through  time.Time       `json:"decidedThrough"`
 }
 
 func decisionDetails(t *testing.T, d store.Decision) decisionDetail {
@@ -272,12 +272,12 @@ func sameSeqPoint(a, b SeqPoint) bool {
 	return a.End.Equal(b.End) && a.Estimate == b.Estimate && eqPtr(a.Lower, b.Lower) && eqPtr(a.Upper, b.Upper) && a.Ready == b.Ready
 }
 
-func sameEffect(iv analysis.Interval, e Effect) bool {
+func sameEffect(iv engine.Interval, e Effect) bool {
 	return eqPtr(fptr(iv.Estimate), e.Estimate) && eqPtr(boundPtr(iv.Lower, iv.LowerBounded), e.CILow) && eqPtr(boundPtr(iv.Upper, iv.UpperBounded), e.CIHigh) &&
 		iv.Intervals == e.Intervals && iv.PreAdjusted == e.PreAdjusted && iv.Relative == e.Relative
 }
 
-func sameShare(a, b analysis.ShareResult) bool {
+func sameShare(a, b engine.ShareResult) bool {
 	return a.Mismatch == b.Mismatch && a.LogBayesFactor == b.LogBayesFactor && a.Reason == b.Reason
 }
 

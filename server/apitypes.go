@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
@@ -109,8 +108,7 @@ type RunSummary struct {
 	ReportURL string    `json:"reportURL,omitempty"`
 }
 
-// Decision is a decision as the API shows it; analysis.Decision is its source, but the
-// API's names are its own.
+// Decision is a decision as the API shows it; engine.Decision is its source.
 type Decision struct {
 	At          time.Time    `json:"at,omitzero"`
 	Step        int          `json:"step,omitempty"`
@@ -154,8 +152,8 @@ type Interval struct {
 	GuardrailBreached bool    `json:"guardrailBreached,omitempty"`
 }
 
-// DecisionOf is the API's view of an analysis decision.
-func DecisionOf(d *analysis.Decision) *Decision {
+// DecisionOf is the API's view of an engine decision.
+func DecisionOf(d *engine.Decision) *Decision {
 	if d == nil {
 		return nil
 	}

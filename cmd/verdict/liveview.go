@@ -234,7 +234,7 @@ func setActual(m *liveModel, actual store.Weights, at time.Time) {
 
 // liveKPIs pairs each KPI's verdict with the latest interval's values (a latency KPI
 // judged twice is measured once: "latency (mean)" takes the values of "latency").
-func liveKPIs(ks []analysis.KPIVerdict, values []engine.KPIValue) []liveKPI {
+func liveKPIs(ks []engine.KPIVerdict, values []engine.KPIValue) []liveKPI {
 	vals := map[string]engine.KPIValue{}
 	for _, v := range values {
 		vals[v.KPI] = v

@@ -37,7 +37,8 @@ func goldenRun(t *testing.T) liveModel {
 		{Name: "p99-latency", Status: analysis.NonInferior, Interval: iv(-0.021, -0.08, 0.04), Tolerance: 0.05, Harm: analysis.Increase},
 		{Name: "pending-pods", Status: analysis.Inconclusive, Interval: analysis.Interval{Estimate: 0.1, Informative: 2, Alpha: 0.025}, Tolerance: 0.2, Harm: analysis.Increase},
 	}}
-	snap := engine.Snapshot{Run: rec, Steps: 3, Hold: 5 * time.Minute, Decision: dec, Phases: []string{"ramp"}, Phase: "ramp",
+	sd := engine.DecisionOf(*dec)
+	snap := engine.Snapshot{Run: rec, Steps: 3, Hold: 5 * time.Minute, Decision: &sd, Phases: []string{"ramp"}, Phase: "ramp",
 		RampStart: liveT0.Add(-14 * time.Minute), MaxDuration: exp.Spec.Analysis.MaxDuration.Std(),
 		Values: []engine.KPIValue{{KPI: "error-rate", Canary: 0.0242, Baseline: 0.0161}, {KPI: "p99-latency", Canary: 0.412, Baseline: 0.421}, {KPI: "pending-pods", Canary: 3, Baseline: 2}},
 		Noise:  []engine.KPINoise{{KPI: "error-rate", HistoryIntervals: 3, Fallback: "too little history"}}}

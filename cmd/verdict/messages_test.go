@@ -38,7 +38,7 @@ func goldenStore(t *testing.T) string {
 	dec := analysis.Decision{Action: analysis.Rollback, Reason: "error-rate: harm", KPIs: []analysis.KPIVerdict{{Name: "error-rate", Status: analysis.Harm,
 		Interval:  analysis.Interval{Estimate: 0.5, Lower: 0.2, Upper: 0.9, LowerBounded: true, UpperBounded: false, Relative: true, Alpha: 0.05, Intervals: 12, Informative: 12, Ready: true},
 		Tolerance: 0.1, Reason: "the canary's error rate is 20% to unbounded higher"}}}
-	details, _ := json.Marshal(engine.DecisionData{Decision: dec, Step: 1, StepElapsed: "10m0s"})
+	details, _ := json.Marshal(engine.DecisionData{Decision: engine.DecisionOf(dec), Step: 1, StepElapsed: "10m0s"})
 	if err := st.AddDecision(ctx, &store.Decision{RunID: ended.ID, At: t0.Add(19 * time.Minute), Step: 1, Action: "rollback", Reason: dec.Reason, Details: details}); err != nil {
 		t.Fatal(err)
 	}

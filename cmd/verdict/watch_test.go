@@ -52,9 +52,9 @@ func newWatchFixture(t *testing.T) *watchFixture {
 	if err := f.st.CreateRun(context.Background(), rec, store.Event{RunID: f.id, At: f.at, Type: engine.EventRunStarted, Message: "run started"}); err != nil {
 		t.Fatal(err)
 	}
-	details, _ := json.Marshal(engine.DecisionData{Step: 2, StepElapsed: "2m0s", Decision: analysis.Decision{Action: analysis.Continue, Reason: "not proven yet",
-		KPIs: []analysis.KPIVerdict{{Name: "error-rate", Status: analysis.Inconclusive, Tolerance: 0.1,
-			Interval: analysis.Interval{Estimate: 0.3, Lower: 0.1, Upper: 0.6, LowerBounded: true, UpperBounded: true, Ready: true, Alpha: 0.025}}}},
+	details, _ := json.Marshal(engine.DecisionData{Step: 2, StepElapsed: "2m0s", Decision: engine.Decision{Action: analysis.Continue, Reason: "not proven yet",
+		KPIs: []engine.KPIVerdict{{Name: "error-rate", Status: analysis.Inconclusive, Tolerance: 0.1,
+			Interval: engine.Interval{Estimate: 0.3, Lower: 0.1, Upper: 0.6, LowerBounded: true, UpperBounded: true, Ready: true, Alpha: 0.025}}}},
 		Values: []engine.KPIValue{{KPI: "error-rate", Canary: 0.0242, Baseline: 0.0161}}})
 	if err := f.st.AddDecision(context.Background(), &store.Decision{RunID: f.id, At: f.at.Add(time.Minute), Step: 2, Action: "continue", Reason: "not proven yet", Details: details}); err != nil {
 		t.Fatal(err)
