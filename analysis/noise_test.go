@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/verdict-dev/verdict/internal/randx"
 )
 
 // noiseWorld is a fleet of three clusters whose error rates carry cluster-level noise, the
@@ -40,7 +42,7 @@ func (c *clusterNoise) next(r *rand.Rand) float64 {
 	w := c.w
 	switch w.process {
 	case "gamma", "offset":
-		return gammaRand(r, w.gammaK) / w.gammaK
+		return randx.Gamma(r, w.gammaK) / w.gammaK
 	case "bursts":
 		if c.burst > 0 {
 			c.burst--
@@ -85,7 +87,7 @@ func (w *noiseWorld) run(r *rand.Rand, alpha, tol float64) noiseRun {
 			if i == 0 {
 				m *= canaryX * effect
 			}
-			ev[i] = poissonRand(r, n[i]*w.rate*m)
+			ev[i] = randx.Poisson(r, n[i]*w.rate*m)
 		}
 		return RatioObservation{CanaryEvents: ev[0], CanaryTotal: n[0], BaselineEvents: ev[1] + ev[2], BaselineTotal: n[1] + n[2]}
 	}
@@ -229,8 +231,8 @@ func TestLearnRatioNoiseRecoversTheModel(t *testing.T) {
 			m[i] = math.Exp(sd*r.NormFloat64() - sd*sd/2)
 		}
 		obs = append(obs, RatioObservation{
-			CanaryEvents: poissonRand(r, 100000*0.01*1.2*m[0]), CanaryTotal: 100000,
-			BaselineEvents: poissonRand(r, 100000*0.01*m[1]) + poissonRand(r, 100000*0.01*m[2]), BaselineTotal: 200000,
+			CanaryEvents: randx.Poisson(r, 100000*0.01*1.2*m[0]), CanaryTotal: 100000,
+			BaselineEvents: randx.Poisson(r, 100000*0.01*m[1]) + randx.Poisson(r, 100000*0.01*m[2]), BaselineTotal: 200000,
 		})
 	}
 	m := LearnRatioNoise(obs)

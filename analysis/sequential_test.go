@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/verdict-dev/verdict/internal/randx"
 )
 
 func finiteInterval(t *testing.T, iv Interval) {
@@ -28,7 +30,7 @@ func finiteInterval(t *testing.T, iv Interval) {
 func feedRatio(r *RatioSequence, rng *rand.Rand, n int, share, phi, rate, load float64) {
 	for range n {
 		nc, nb := load*share, load*(1-share)
-		r.Add(poissonRand(rng, nc*rate*phi), nc, poissonRand(rng, nb*rate), nb)
+		r.Add(randx.Poisson(rng, nc*rate*phi), nc, randx.Poisson(rng, nb*rate), nb)
 	}
 }
 
@@ -87,8 +89,8 @@ func TestRatioSequenceDispersionReported(t *testing.T) {
 	r := NewRatioSequence(RatioOptions{})
 	for range 100 {
 		nc, nb := 2000.0, 18000.0
-		m := gammaRand(rng, 2) / 2 // strongly overdispersed canary
-		r.Add(poissonRand(rng, nc*0.01*m), nc, poissonRand(rng, nb*0.01), nb)
+		m := randx.Gamma(rng, 2) / 2 // strongly overdispersed canary
+		r.Add(randx.Poisson(rng, nc*0.01*m), nc, randx.Poisson(rng, nb*0.01), nb)
 	}
 	iv := r.Interval(0.05)
 	if iv.Dispersion < 2 {
@@ -161,7 +163,7 @@ func TestReplayIsDeterministic(t *testing.T) {
 	live := NewRatioSequence(RatioOptions{})
 	glive := NewGaugeSequence(GaugeOptions{})
 	for i := range 40 {
-		o := RatioObservation{poissonRand(rng, 30), 3000, poissonRand(rng, 270), 27000}
+		o := RatioObservation{randx.Poisson(rng, 30), 3000, randx.Poisson(rng, 270), 27000}
 		g := GaugeObservation{Canary: 100 * math.Exp(0.05*rng.NormFloat64()), Baseline: 100 * math.Exp(0.05*rng.NormFloat64())}
 		if i < 10 {
 			pre = append(pre, o)
@@ -195,11 +197,11 @@ func TestPrePeriodWidensInterval(t *testing.T) {
 	for range 20 {
 		nc, nb := 4000.0, 8000.0
 		// the canary cluster runs 30% hotter before the change
-		did.AddPre(poissonRand(rng, nc*0.01*1.3), nc, poissonRand(rng, nb*0.01), nb)
+		did.AddPre(randx.Poisson(rng, nc*0.01*1.3), nc, randx.Poisson(rng, nb*0.01), nb)
 	}
 	for range 60 {
 		nc, nb := 2000.0, 18000.0
-		c, b := poissonRand(rng, nc*0.01*1.3), poissonRand(rng, nb*0.01)
+		c, b := randx.Poisson(rng, nc*0.01*1.3), randx.Poisson(rng, nb*0.01)
 		plain.Add(c, nc, b, nb)
 		did.Add(c, nc, b, nb)
 	}
@@ -410,7 +412,7 @@ func BenchmarkRatioAdd(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	obs := make([][2]float64, 1024)
 	for i := range obs {
-		obs[i] = [2]float64{poissonRand(rng, 10), poissonRand(rng, 90)}
+		obs[i] = [2]float64{randx.Poisson(rng, 10), randx.Poisson(rng, 90)}
 	}
 	b.ResetTimer()
 	i := 0

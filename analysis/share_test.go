@@ -3,6 +3,8 @@ package analysis
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/verdict-dev/verdict/internal/randx"
 )
 
 // shareRun feeds n intervals of perMin requests split as the weights say, the canary
@@ -18,7 +20,7 @@ func shareRun(r *rand.Rand, perMin, honour float64, n int) (bool, ShareResult) {
 		p := []float64{c, (1 - c) / 2, (1 - c) / 2}
 		counts := make([]float64, 3)
 		for i := range counts {
-			counts[i] = poissonRand(r, perMin*p[i])
+			counts[i] = randx.Poisson(r, perMin*p[i])
 		}
 		if err := sc.Add(counts, weights); err != nil {
 			panic(err)
@@ -67,7 +69,7 @@ func TestShareMismatchStaysFound(t *testing.T) {
 		if k >= 20 {
 			c = 0.33
 		}
-		counts := []float64{poissonRand(r, 12000*c), poissonRand(r, 12000*(1-c)/2), poissonRand(r, 12000*(1-c)/2)}
+		counts := []float64{randx.Poisson(r, 12000*c), randx.Poisson(r, 12000*(1-c)/2), randx.Poisson(r, 12000*(1-c)/2)}
 		if err := sc.Add(counts, weights); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +95,7 @@ func TestShareCheckedOnlyWithEnoughIntervals(t *testing.T) {
 		for range n {
 			counts := make([]float64, len(w))
 			for i := range w {
-				counts[i] = poissonRand(r, 10000*w[i])
+				counts[i] = randx.Poisson(r, 10000*w[i])
 			}
 			if err := sc.Add(counts, w); err != nil {
 				t.Fatal(err)

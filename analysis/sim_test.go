@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/verdict-dev/verdict/internal/randx"
 )
 
 // The simulation follows statistics.md §3a: one-minute intervals, 12,000
@@ -64,69 +66,10 @@ type simOutcome struct {
 	dispersion    float64
 }
 
-func gammaRand(r *rand.Rand, k float64) float64 {
-	// Marsaglia–Tsang, k ≥ 1
-	d := k - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		x := r.NormFloat64()
-		v := 1 + c*x
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		u := r.Float64()
-		if u < 1-0.0331*x*x*x*x || math.Log(u) < 0.5*x*x+d*(1-v+math.Log(v)) {
-			return d * v
-		}
-	}
-}
-
-// poissonRand is numpy's generator: multiplication for small λ, PTRS
-// (Hörmann 1993) otherwise. Exact, so A/A counts are really A/A.
-func poissonRand(r *rand.Rand, lam float64) float64 {
-	if lam <= 0 {
-		return 0
-	}
-	if lam < 10 {
-		l := math.Exp(-lam)
-		k, p := 0.0, 1.0
-		for {
-			p *= r.Float64()
-			if p <= l {
-				return k
-			}
-			k++
-		}
-	}
-	slam := math.Sqrt(lam)
-	loglam := math.Log(lam)
-	b := 0.931 + 2.53*slam
-	a := -0.059 + 0.02483*b
-	invalpha := 1.1239 + 1.1328/(b-3.4)
-	vr := 0.9277 - 3.6224/(b-2)
-	for {
-		u := r.Float64() - 0.5
-		v := r.Float64()
-		us := 0.5 - math.Abs(u)
-		k := math.Floor((2*a/us+b)*u + lam + 0.43)
-		if us >= 0.07 && v <= vr {
-			return k
-		}
-		if k < 0 || (us < 0.013 && v > us) {
-			continue
-		}
-		lg, _ := math.Lgamma(k + 1)
-		if math.Log(v)+math.Log(invalpha)-math.Log(a/(us*us)+b) <= -lam+k*loglam-lg {
-			return k
-		}
-	}
-}
-
 func (p errorProcess) multiplier(r *rand.Rand) float64 {
 	m := 1.0
 	if p.gammaK > 0 {
-		m = gammaRand(r, p.gammaK) / p.gammaK
+		m = randx.Gamma(r, p.gammaK) / p.gammaK
 	}
 	if p.bursts && r.Float64() < 0.02 {
 		m *= 2 + 4*r.Float64()
@@ -162,7 +105,7 @@ func runSim(cfg simConfig, seed uint64) simOutcome {
 		nb1 := math.Round(load * (1 - share) / 2)
 		nb2 := nb1
 		clusterErr := func(n, eff float64) float64 {
-			return poissonRand(r, n*cfg.errRate*eff*cfg.proc.multiplier(r))
+			return randx.Poisson(r, n*cfg.errRate*eff*cfg.proc.multiplier(r))
 		}
 		clusterLat := func(n, eff float64) float64 {
 			wobble := math.Exp(0.03 * r.NormFloat64())

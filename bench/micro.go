@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/verdict-dev/verdict/internal/randx"
+
 	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/experiments"
 )
@@ -35,7 +37,7 @@ func micros() ([]micro, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	feed := func(r *analysis.RatioSequence, n int) {
 		for range n {
-			r.Add(poissonRand(rng, 24), 2400, poissonRand(rng, 96), 9600)
+			r.Add(randx.Poisson(rng, 24), 2400, randx.Poisson(rng, 96), 9600)
 		}
 	}
 	lognormal := func(n int, m float64) []float64 {

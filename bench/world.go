@@ -3,6 +3,8 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
+
+	"github.com/verdict-dev/verdict/internal/randx"
 )
 
 // Kind says what the truth of a world is, and so which figures mean what.
@@ -284,7 +286,7 @@ func (p *process) next(r *rand.Rand) (errMult, latMult float64) {
 	nz := &p.nz
 	m := 1.0
 	if nz.GammaK > 0 {
-		m = gammaRand(r, nz.GammaK) / nz.GammaK
+		m = randx.Gamma(r, nz.GammaK) / nz.GammaK
 	}
 	if nz.DriftSD > 0 {
 		p.a = nz.DriftPhi*p.a + math.Sqrt(1-nz.DriftPhi*nz.DriftPhi)*nz.DriftSD*r.NormFloat64()
@@ -361,10 +363,10 @@ func (d *drawer) draw(t int, w [nClusters]float64) Interval {
 		actual[2] = (1 - real) * w[2] / rest
 	}
 	for j := range nClusters {
-		n := poissonRand(r, l.load[t]*actual[j])
+		n := randx.Poisson(r, l.load[t]*actual[j])
 		m, lm := l.errMult[j][t], l.latMult[j][t]
 		iv.Requests[j] = n
-		iv.Errors[j] = poissonRand(r, n*math.Min(1, l.sc.ErrorRate*m))
+		iv.Errors[j] = randx.Poisson(r, n*math.Min(1, l.sc.ErrorRate*m))
 		iv.CV2[j] = l.cv2[j][t]
 		if n <= 200 {
 			// few requests: draw each one, so that slow counts and sums agree
@@ -383,69 +385,8 @@ func (d *drawer) draw(t int, w [nClusters]float64) Interval {
 			iv.Sum[j], iv.Slow[j] = sum, slow
 			continue
 		}
-		iv.Slow[j] = poissonRand(r, n*slowShareAt(lm))
+		iv.Slow[j] = randx.Poisson(r, n*slowShareAt(lm))
 		iv.Sum[j] = math.Max(0, lm*(n*latMean1+math.Sqrt(n)*latSD1*r.NormFloat64()))
 	}
 	return iv
-}
-
-// gammaRand draws Gamma(k, 1) by Marsaglia and Tsang's method.
-func gammaRand(r *rand.Rand, k float64) float64 {
-	if k < 1 {
-		return gammaRand(r, k+1) * math.Pow(r.Float64(), 1/k)
-	}
-	d := k - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		x := r.NormFloat64()
-		v := 1 + c*x
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		u := r.Float64()
-		if u < 1-0.0331*x*x*x*x || math.Log(u) < 0.5*x*x+d*(1-v+math.Log(v)) {
-			return d * v
-		}
-	}
-}
-
-// poissonRand is an exact Poisson draw: multiplication below 10, Hörmann's PTRS above.
-func poissonRand(r *rand.Rand, lam float64) float64 {
-	if !(lam > 0) {
-		return 0
-	}
-	if lam < 10 {
-		l := math.Exp(-lam)
-		k, p := 0.0, 1.0
-		for {
-			p *= r.Float64()
-			if p <= l {
-				return k
-			}
-			k++
-		}
-	}
-	slam := math.Sqrt(lam)
-	loglam := math.Log(lam)
-	b := 0.931 + 2.53*slam
-	a := -0.059 + 0.02483*b
-	invalpha := 1.1239 + 1.1328/(b-3.4)
-	vr := 0.9277 - 3.6224/(b-2)
-	for {
-		u := r.Float64() - 0.5
-		v := r.Float64()
-		us := 0.5 - math.Abs(u)
-		k := math.Floor((2*a/us+b)*u + lam + 0.43)
-		if us >= 0.07 && v <= vr {
-			return k
-		}
-		if k < 0 || (us < 0.013 && v > us) {
-			continue
-		}
-		lg, _ := math.Lgamma(k + 1)
-		if math.Log(v)+math.Log(invalpha)-math.Log(a/(us*us)+b) <= -lam+k*loglam-lg {
-			return k
-		}
-	}
 }

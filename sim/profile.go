@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/verdict-dev/verdict/internal/randx"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -276,7 +278,7 @@ func (b *behaviour) draw(now time.Time, route string) outcome {
 		b.latMult = math.Exp(p.LatencyNoise * b.rng.NormFloat64())
 		b.errMult = 1
 		if p.ErrorDispersion > 0 {
-			b.errMult = gamma(b.rng, p.ErrorDispersion) / p.ErrorDispersion
+			b.errMult = randx.Gamma(b.rng, p.ErrorDispersion) / p.ErrorDispersion
 		}
 		b.burst = p.BurstProbability > 0 && b.rng.Float64() < p.BurstProbability
 		if b.burst {
@@ -331,25 +333,4 @@ func (b *behaviour) draw(now time.Time, route string) outcome {
 	o.latency = time.Duration(lat * float64(time.Second))
 	o.cpu = p.CPUPerRequest.D().Seconds() * rf * drift(2) * math.Exp(0.2*b.rng.NormFloat64()-0.02)
 	return o
-}
-
-// gamma draws from Gamma(k, 1) by Marsaglia and Tsang's method.
-func gamma(r *mrand.Rand, k float64) float64 {
-	if k < 1 {
-		return gamma(r, k+1) * math.Pow(r.Float64(), 1/k)
-	}
-	d := k - 1.0/3
-	c := 1 / math.Sqrt(9*d)
-	for {
-		x := r.NormFloat64()
-		v := 1 + c*x
-		if v <= 0 {
-			continue
-		}
-		v = v * v * v
-		u := r.Float64()
-		if u < 1-0.0331*x*x*x*x || math.Log(u) < 0.5*x*x+d*(1-v+math.Log(v)) {
-			return d * v
-		}
-	}
 }
