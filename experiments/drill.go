@@ -2,9 +2,7 @@ package experiments
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"reflect"
 	"slices"
@@ -141,73 +139,15 @@ func LoadDrillFile(path string, opts LoadOptions) ([]*Drill, error) {
 
 // LoadDrill is LoadDrillFile on bytes already read; name is used in error positions.
 func LoadDrill(name string, data []byte, opts LoadOptions) ([]*Drill, error) {
-	if opts.LookupEnv == nil {
-		opts.LookupEnv = osLookupEnv
-	}
-	if err := checkText(name, data); err != nil {
-		return nil, ErrorList{err}
-	}
-	var (
-		drills []*Drill
-		errs   ErrorList
-		last   *yaml.Node
-	)
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var root yaml.Node
-		err := dec.Decode(&root)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			errs = append(errs, syntaxError(name, err))
-			break
-		}
-		n := &root
-		if n.Kind == yaml.DocumentNode {
-			if len(n.Content) == 0 {
-				continue
-			}
-			n = n.Content[0]
-		}
-		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-			continue
-		}
-		d := &decoder{file: name, lookupEnv: opts.LookupEnv, positions: map[string]Pos{}, nulls: map[string]bool{}}
+	return loadDocuments(name, data, opts, "drill", func(n *yaml.Node, d *decoder, mapping bool) *Drill {
 		dr := &Drill{Source: Pos{File: name, Line: n.Line, Column: n.Column}}
-		if n.Kind != yaml.MappingNode {
-			d.errorf(n, "", "a drill document must be a mapping with apiVersion, kind, metadata and spec; got %s", kindName(n))
-		} else {
+		if mapping {
 			drainAsList(n)
 			d.decode(n, reflect.ValueOf(dr).Elem(), "")
 		}
 		dr.positions, dr.nulls = d.positions, d.nulls
-		errs = append(errs, d.errs...)
-		if n.Kind == yaml.MappingNode {
-			errs = append(errs, checkDocument(dr, d.errs, opts.SkipValidation)...)
-		}
-		drills = append(drills, dr)
-		last = n
-	}
-	if fe := truncated(name, data, last); fe != nil && !syntaxFailed(errs) {
-		errs = append(errs, fe)
-	}
-	if len(drills) == 0 && len(errs) == 0 {
-		errs = append(errs, &FieldError{Pos: Pos{File: name, Line: 1, Column: 1}, Msg: "no drill in file (it is empty)"})
-	}
-	if len(drills) > 1 && len(errs) == 0 {
-		seen := map[string]bool{}
-		for _, dr := range drills {
-			if seen[dr.Metadata.Name] {
-				errs = append(errs, &FieldError{Pos: dr.Pos("metadata.name"), Path: "metadata.name", Msg: fmt.Sprintf("drill %q is defined more than once in this file", dr.Metadata.Name)})
-			}
-			seen[dr.Metadata.Name] = true
-		}
-	}
-	if err := errs.Err(); err != nil {
-		return drills, err
-	}
-	return drills, nil
+		return dr
+	}, func(dr *Drill) string { return dr.Metadata.Name })
 }
 
 // drainAsList rewrites `drain: c1` as `drain: [c1]` in the node tree, so the strict decoder

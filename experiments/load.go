@@ -78,6 +78,24 @@ var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
 // Load is LoadFile on bytes already read; name is used in error positions.
 func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
+	return loadDocuments(name, data, opts, "experiment", func(n *yaml.Node, d *decoder, mapping bool) *Experiment {
+		e := &Experiment{Source: Pos{File: name, Line: n.Line, Column: n.Column}}
+		if mapping {
+			d.decode(n, reflect.ValueOf(e).Elem(), "")
+		}
+		e.positions, e.nulls = d.positions, d.nulls
+		if sot := e.Spec.Traffic.SourceOfTruth; sot != nil {
+			sot.Dir = absDir(name)
+		}
+		return e
+	}, func(e *Experiment) string { return e.Metadata.Name })
+}
+
+// loadDocuments reads every YAML document of a file as one T (an experiment or a drill;
+// what names it in messages): decodeOne decodes a document's root node, and every document
+// gets the same checks after it (defaults and validation without follow-on errors), as
+// does the file (a syntax error stops it, cut short after a key, empty, a name twice).
+func loadDocuments[T document](name string, data []byte, opts LoadOptions, what string, decodeOne func(n *yaml.Node, d *decoder, mapping bool) T, nameOf func(T) string) ([]T, error) {
 	if opts.LookupEnv == nil {
 		opts.LookupEnv = osLookupEnv
 	}
@@ -85,12 +103,16 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 		return nil, ErrorList{err}
 	}
 	var (
-		exps []*Experiment
+		docs []T
 		errs ErrorList
+		last *yaml.Node // the last document's root
 	)
+	article := "a"
+	if strings.ContainsRune("aeiou", rune(what[0])) {
+		article = "an"
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var last *yaml.Node // the last document's root
-	for doc := 0; ; doc++ {
+	for {
 		var root yaml.Node
 		err := dec.Decode(&root)
 		if errors.Is(err, io.EOF) {
@@ -111,36 +133,37 @@ func Load(name string, data []byte, opts LoadOptions) ([]*Experiment, error) {
 			continue // an empty document, e.g. a trailing ---
 		}
 		d := &decoder{file: name, lookupEnv: opts.LookupEnv, positions: map[string]Pos{}, nulls: map[string]bool{}}
-		e := &Experiment{Source: Pos{File: name, Line: n.Line, Column: n.Column}}
-		if n.Kind != yaml.MappingNode {
-			d.errorf(n, "", "an experiment document must be a mapping with apiVersion, kind, metadata and spec; got %s", kindName(n))
-		} else {
-			d.decode(n, reflect.ValueOf(e).Elem(), "")
+		mapping := n.Kind == yaml.MappingNode
+		if !mapping {
+			d.errorf(n, "", "%s %s document must be a mapping with apiVersion, kind, metadata and spec; got %s", article, what, kindName(n))
 		}
-		e.positions, e.nulls = d.positions, d.nulls
-		if sot := e.Spec.Traffic.SourceOfTruth; sot != nil {
-			sot.Dir = absDir(name)
-		}
+		doc := decodeOne(n, d, mapping)
 		errs = append(errs, d.errs...)
-		if n.Kind == yaml.MappingNode {
-			errs = append(errs, checkDocument(e, d.errs, opts.SkipValidation)...)
+		if mapping {
+			errs = append(errs, checkDocument(doc, d.errs, opts.SkipValidation)...)
 		}
-		exps = append(exps, e)
+		docs = append(docs, doc)
 		last = n
 	}
 	if fe := truncated(name, data, last); fe != nil && !syntaxFailed(errs) {
 		errs = append(errs, fe)
 	}
-	if len(exps) == 0 && len(errs) == 0 {
-		errs = append(errs, &FieldError{Pos: Pos{File: name, Line: 1, Column: 1}, Msg: "no experiment in file (it is empty)"})
+	if len(docs) == 0 && len(errs) == 0 {
+		errs = append(errs, &FieldError{Pos: Pos{File: name, Line: 1, Column: 1}, Msg: fmt.Sprintf("no %s in file (it is empty)", what)})
 	}
-	if len(exps) > 1 && len(errs) == 0 {
-		errs = append(errs, duplicateNames(exps)...)
+	if len(docs) > 1 && len(errs) == 0 {
+		seen := map[string]bool{}
+		for _, doc := range docs {
+			if n := nameOf(doc); seen[n] {
+				errs = append(errs, &FieldError{Pos: doc.Pos("metadata.name"), Path: "metadata.name", Msg: fmt.Sprintf("%s %q is defined more than once in this file", what, n)})
+			}
+			seen[nameOf(doc)] = true
+		}
 	}
 	if err := errs.Err(); err != nil {
-		return exps, err
+		return docs, err
 	}
-	return exps, nil
+	return docs, nil
 }
 
 // absDir is the absolute directory of the experiment file name, against which a source of
@@ -275,20 +298,9 @@ func isParserError(msg string) bool {
 	return false
 }
 
-func duplicateNames(exps []*Experiment) ErrorList {
-	var errs ErrorList
-	seen := map[string]bool{}
-	for _, e := range exps {
-		if seen[e.Metadata.Name] {
-			errs = append(errs, &FieldError{Pos: e.Pos("metadata.name"), Path: "metadata.name", Msg: fmt.Sprintf("experiment %q is defined more than once in this file", e.Metadata.Name)})
-		}
-		seen[e.Metadata.Name] = true
-	}
-	return errs
-}
-
 // document is a decoded experiment or drill.
 type document interface {
+	Pos(path string) Pos
 	checkExplicitZeros() ErrorList
 	SetDefaults()
 	Validate() ErrorList
