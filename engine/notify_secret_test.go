@@ -17,9 +17,10 @@ func TestNotifierNeverReportsTheURL(t *testing.T) {
 	const path, query, password = "/services/T000/B000/pathsecret", "token=querysecret", "pwsecret"
 	secrets := []string{"pathsecret", "querysecret", "pwsecret", path, query}
 
-	refused := httptest.NewServer(http.NotFoundHandler())
-	refusedURL := refused.URL
-	refused.Close()
+	// Port 1 (tcpmux) is outside the ephemeral range: nothing listens there, and unlike the
+	// port of a closed test server no other test's server can be given it meanwhile (which
+	// once turned "connection refused" into a delivery in the race pass).
+	const refusedURL = "http://127.0.0.1:1"
 	failing := newNotifyServer(t, func(int, http.Header) int { return 500 })
 	hung := newNotifyServer(t, nil)
 	hung.hold = make(chan struct{})

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -18,6 +19,9 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // TestLiveViewRace, which is what the race pass is for, runs either way.
 // VERDICT_RACE_FULL=1 runs everything under -race.
 func TestMain(m *testing.M) {
+	// The text views print local times; the goldens are in UTC. Set here, before any test
+	// starts a goroutine: a test that swapped time.Local raced with servers left by others.
+	time.Local = time.UTC
 	flag.Parse()
 	if raceEnabled && os.Getenv("VERDICT_RACE_FULL") == "" {
 		flag.Set("test.short", "true")

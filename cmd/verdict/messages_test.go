@@ -103,9 +103,6 @@ func TestJSONMessagesGolden(t *testing.T) {
 // after drift, the KPI table, the hints with the flags that reach the same store.
 func TestRunViewsGolden(t *testing.T) {
 	state := goldenStore(t)
-	loc := time.Local
-	time.Local = time.UTC
-	defer func() { time.Local = loc }()
 	g := &globals{state: "/var/lib/verdict"}
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, state)
