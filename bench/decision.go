@@ -136,8 +136,9 @@ type cell struct {
 	runs      int
 	seed      uint64
 	fixed     [nKPIs]float64
-	busy      atomic.Int64 // nanoseconds spent judging its runs
-	done      atomic.Int64 // runs judged
+	learned   [nKPIs]float64 // fixed with the offset learned from the history
+	busy      atomic.Int64   // nanoseconds spent judging its runs
+	done      atomic.Int64   // runs judged
 }
 
 // runsFor is a world kind's number of runs.
@@ -203,6 +204,9 @@ type CellInfo struct {
 	// FixedSample is, per judged KPI, the intervals a fixed-sample non-inferiority test
 	// needs at the final share (α/K, 90% power, true variance): the physical limit.
 	FixedSample map[string]float64 `json:"fixedSample"`
+	// FixedSampleLearned is the same limit for a rule that learns the canary/baseline
+	// offset from the history window, as Verdict must (-1: never, however long the run).
+	FixedSampleLearned map[string]float64 `json:"fixedSampleLearned"`
 	// NoiseLR and NoiseMarg are the world's per-cluster long-run and marginal variance of
 	// the log error-rate multiplier (what the history must reveal).
 	NoiseLR   float64 `json:"noiseLongRunVar"`
@@ -258,7 +262,7 @@ func RunDecision(cfg DecisionConfig) ([]DecisionResult, []CellInfo, error) {
 		tr := truths[k.wi]
 		c := &cell{world: w, scale: sc, plan: plan, exp: exp, history: historyIntervals(exp), truth: tr, tolerance: tolerances(exp),
 			rules: Rules(), runs: w.runs(cfg.Runs), seed: seed}
-		c.fixed = tr.fixedSample(w, sc, plan.Steps[len(plan.Steps)-1].Share, c.tolerance, exp.Spec.Analysis.Alpha/nKPIs)
+		c.fixed, c.learned = tr.fixedSample(w, sc, plan.Steps[len(plan.Steps)-1].Share, c.tolerance, exp.Spec.Analysis.Alpha/nKPIs, c.history)
 		cells[i] = c
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -299,10 +303,14 @@ func RunDecision(cfg DecisionConfig) ([]DecisionResult, []CellInfo, error) {
 	var infos []CellInfo
 	for ci, c := range cells {
 		rows = append(rows, summarise(c, outcomes[ci])...)
-		info := CellInfo{World: c.world.Name, Scale: c.scale.Name, Plan: c.plan, FixedSample: map[string]float64{}, NoiseLR: c.truth.errLR, NoiseMarg: c.truth.errMarg,
+		info := CellInfo{World: c.world.Name, Scale: c.scale.Name, Plan: c.plan, FixedSample: map[string]float64{}, FixedSampleLearned: map[string]float64{}, NoiseLR: c.truth.errLR, NoiseMarg: c.truth.errMarg,
 			Seconds: math.Round(float64(c.busy.Load())/1e7) / 100}
 		for i, n := range kpiNames {
 			info.FixedSample[n] = math.Round(c.fixed[i])
+			info.FixedSampleLearned[n] = -1
+			if !math.IsInf(c.learned[i], 0) {
+				info.FixedSampleLearned[n] = math.Round(c.learned[i])
+			}
 		}
 		infos = append(infos, info)
 	}

@@ -372,8 +372,9 @@ func (r *Results) Markdown() string {
 
 	b.WriteString("\n## Plans and limits\n\n")
 	b.WriteString("Every plan is 5% for 10 minutes, 20% for 20 minutes, then 34% for a final hold sized the way an operator would with the check forecast: the noise models learned from a 6-hour history of the world (3 histories, the median plan), `analysis.ProofTime`'s P90 for every judged KPI of a healthy canary, the shortest final hold (10-minute steps) that covers them — at most a 5-hour plan; where the forecast says it cannot be done within that, the default one-hour plan is run (\"out of reach\"). Every step has a 10-minute minimum hold (`minHold`), so a run advances or promotes as soon as every KPI is non-inferior; maxDuration is the engine's default, twice the holds. " +
-		"The physical limit is the number of intervals a fixed-sample non-inferiority test at α/K with 90% power needs at the final share, with the true per-interval variance (sampling plus the long-run cluster noise) and the offset known: no rule can promote a healthy canary reliably sooner.\n\n")
-	b.WriteString("| world | scale | plan | forecast P90 per KPI (intervals; 0 = beyond the cap) | physical limit per KPI (intervals at 34%) | Verdict promoted: rate, median / p90 min | oracle promoted | timeouts (Verdict) |\n|---|---|---|---|---|---|---|---|\n")
+		"The physical limit is the number of intervals a fixed-sample non-inferiority test at α/K with 90% power needs at the final share, with the true per-interval variance (sampling plus the long-run cluster noise) and the offset known: no rule can promote a healthy canary reliably sooner. " +
+		"Verdict cannot know the offset: it learns it from the 6-hour history window, whose uncertainty adds to every verdict (never = no amount of live traffic makes up for it); the second limit is the fixed-sample size with that uncertainty.\n\n")
+	b.WriteString("| world | scale | plan | forecast P90 per KPI (intervals; 0 = beyond the cap) | physical limit per KPI (intervals at 34%) | limit with the offset learned from history | Verdict promoted: rate, median / p90 min | oracle promoted | timeouts (Verdict) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cells {
 		v, o := r.Row(c.World, c.Scale, RuleVerdict), r.Row(c.World, c.Scale, RuleOracle)
 		if v == nil || (v.Kind != KindAA && v.Kind != KindMismatch) {
@@ -383,7 +384,7 @@ func (r *Results) Markdown() string {
 		if !c.Plan.Reachable {
 			plan += " (out of reach)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s, %s / %s | %s, %s / %s | %s |\n", c.World, c.Scale, plan, kpiInts(c.Plan.Forecast), kpiFloats(c.FixedSample),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s, %s / %s | %s, %s / %s | %s |\n", c.World, c.Scale, plan, kpiInts(c.Plan.Forecast), kpiFloats(c.FixedSample), kpiFloats(c.FixedSampleLearned),
 			pct(v.PromoteRate), num(v.MedianPromote), num(v.P90Promote), pct(o.PromoteRate), num(o.MedianPromote), num(o.P90Promote), pct(v.TimeoutRate))
 	}
 
@@ -490,6 +491,10 @@ func kpiInts(m map[string]int) string {
 func kpiFloats(m map[string]float64) string {
 	var parts []string
 	for i, n := range kpiNames {
+		if x, ok := m[n]; ok && x < 0 {
+			parts = append(parts, kpiShort[i]+" never")
+			continue
+		}
 		parts = append(parts, fmt.Sprintf("%s %.0f", kpiShort[i], m[n]))
 	}
 	return strings.Join(parts, ", ")

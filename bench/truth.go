@@ -150,29 +150,45 @@ func (tr *truth) latVar(split float64) float64 { return tr.lat[tr.splitIdx(split
 // fixedSample is the physical limit: the intervals a fixed-sample non-inferiority test at
 // α/K with 90% power needs at the final share for a healthy canary, per judged KPI,
 // n = (z_{α/K} + z_{0.10})²·σ²/tol², σ² the true per-interval variance (sampling at the
-// mean load plus the long-run cluster noise) of the KPI's log-ratio estimate.
-func (tr *truth) fixedSample(w *World, sc Scale, share float64, tol [nKPIs]float64, alphaK float64) [nKPIs]float64 {
+// mean load plus the long-run cluster noise) of the KPI's log-ratio estimate. learned is
+// the same limit for a rule that must learn the canary/baseline offset from hist
+// intervals of history at the pool's original weights, as Verdict does:
+// σ²/n + σ_h²/hist ≤ tol²/z², σ_h² the history's per-interval variance; +Inf where no
+// amount of live traffic makes up for the history's uncertainty.
+func (tr *truth) fixedSample(w *World, sc Scale, share float64, tol [nKPIs]float64, alphaK float64, hist int) (limit, learned [nKPIs]float64) {
 	z := -normalQuantile(alphaK) + 1.2815515655446004
-	real := share * w.Honour
-	nc, nb := sc.RequestsPerMinute*real, sc.RequestsPerMinute*(1-real)
-	var out [nKPIs]float64
-	for i, p := range []float64{sc.ErrorRate * w.Offset, latSurv(slowerThan, w.Offset)} {
-		pb := sc.ErrorRate
-		tau2 := tr.errTau2(real, 0.5)
-		if i == kpiSlow {
-			pb, tau2 = latSurv(slowerThan, 1), tr.slowTau2(real, 0.5)
+	// perInterval is each KPI's per-interval variance with the canary at share r
+	perInterval := func(r float64) [nKPIs]float64 {
+		nc, nb := sc.RequestsPerMinute*r, sc.RequestsPerMinute*(1-r)
+		var out [nKPIs]float64
+		for i, p := range []float64{sc.ErrorRate * w.Offset, latSurv(slowerThan, w.Offset)} {
+			pb := sc.ErrorRate
+			tau2 := tr.errTau2(r, 0.5)
+			if i == kpiSlow {
+				pb, tau2 = latSurv(slowerThan, 1), tr.slowTau2(r, 0.5)
+			}
+			ec, eb := nc*p, nb*pb
+			e := ec + eb
+			pi := ec / e
+			v := e * pi * (1 - pi)
+			out[i] = 1/v + tau2
 		}
-		ec, eb := nc*p, nb*pb
-		e := ec + eb
-		pi := ec / e
-		v := e * pi * (1 - pi)
-		s2 := 1/v + tau2
-		out[i] = z * z * s2 / (math.Log1p(tol[i]) * math.Log1p(tol[i]))
+		cv2 := latSD1 * latSD1 / (latMean1 * latMean1)
+		out[kpiMean] = cv2/nc + cv2/nb + tr.latVar(0.5)
+		return out
 	}
-	cv2 := latSD1 * latSD1 / (latMean1 * latMean1)
-	s2 := cv2/nc + cv2/nb + tr.latVar(0.5)
-	out[kpiMean] = z * z * s2 / (math.Log1p(tol[kpiMean]) * math.Log1p(tol[kpiMean]))
-	return out
+	live, past := perInterval(share*w.Honour), perInterval(1.0/3)
+	for i := range limit {
+		t2 := math.Log1p(tol[i]) * math.Log1p(tol[i]) / (z * z)
+		limit[i] = live[i] / t2
+		learned[i] = math.Inf(1)
+		if hist > 0 {
+			if d := t2 - past[i]/float64(hist); d > 0 {
+				learned[i] = live[i] / d
+			}
+		}
+	}
+	return limit, learned
 }
 
 func normalQuantile(p float64) float64 { return -math.Sqrt2 * math.Erfcinv(2*p) }
