@@ -124,7 +124,7 @@ func TestModelOffsetCoverage(t *testing.T) {
 // TestLearnRatioNoiseGammaIID checks the learned variance against the exact truth of
 // independent Gamma(k=20) cluster-minute noise at high counts: on the log scale the
 // canary's comparison against two pooled baselines has variance ψ₁(20) + ψ₁(40) (the
-// baselines' sum is Gamma(40)), there is no correlation to find, and LongRunVar, an 80%
+// baselines' sum is Gamma(40)), there is no correlation to find, and LongRunVar, a 90%
 // upper confidence bound, covers the truth in about 90% of 6-hour histories.
 func TestLearnRatioNoiseGammaIID(t *testing.T) {
 	trigamma := func(x float64) float64 {
