@@ -8,7 +8,7 @@ const (
 	DefaultPrometheusTimeout  = 30 * time.Second
 	DefaultInterval           = time.Minute
 	DefaultAlpha              = 0.05
-	DefaultHistory            = 6 * time.Hour // same-code history read before the run
+	DefaultHistory            = 24 * time.Hour // same-code history read before the run
 	DefaultShareTolerance     = 0.05          // relative observed/configured share gap that is a mismatch
 	DefaultApplyHookTimeout   = 10 * time.Minute
 	DefaultReadinessTimeout   = 30 * time.Minute

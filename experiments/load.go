@@ -154,10 +154,11 @@ func loadDocuments[T document](name string, data []byte, opts LoadOptions, what 
 	if len(docs) > 1 && len(errs) == 0 {
 		seen := map[string]bool{}
 		for _, doc := range docs {
-			if n := nameOf(doc); seen[n] {
+			n := nameOf(doc)
+			if seen[n] {
 				errs = append(errs, &FieldError{Pos: doc.Pos("metadata.name"), Path: "metadata.name", Msg: fmt.Sprintf("%s %q is defined more than once in this file", what, n)})
 			}
-			seen[nameOf(doc)] = true
+			seen[n] = true
 		}
 	}
 	if err := errs.Err(); err != nil {

@@ -518,7 +518,7 @@ func TestLoadBadNewFields(t *testing.T) {
 		{"history shorter than two intervals", analysis("    history: 90s\n"), 35, "spec.analysis.history", "shorter than 2 analysis intervals (2m)"},
 		{"prePeriod shorter than two intervals", analysis("    prePeriod: 1m\n"), 35, "spec.analysis.prePeriod", "shorter than 2 analysis intervals"},
 		{"history longer than seven days", analysis("    history: 8d\n"), 35, "spec.analysis.history", "longer than 7 days"},
-		{"default history with a long interval", replace("interval: 1m", "interval: 4h\n    maxDuration: 1d"), 32, "spec.analysis.history", "the default history of 6h is shorter than 2 analysis intervals"},
+		{"default history with a long interval", replace("interval: 1m", "interval: 13h\n    maxDuration: 3d"), 32, "spec.analysis.history", "the default history of 1d is shorter than 2 analysis intervals"},
 		{"history negative", analysis("    history: -1h\n"), 35, "spec.analysis.history", "not a duration"},
 		{"history misspelt", analysis("    histroy: 6h\n"), 35, "spec.analysis.histroy", `did you mean "history"`},
 

@@ -22,7 +22,7 @@ func TestPlanDrainedApply(t *testing.T) {
 		"apply: terraform -chdir=clusters/prod-use1-monday-snorlax apply",
 		"APPLY (drained)",
 		"STEP 2 (5%, 15m, min 5m)",
-		"history: 6h before the run",
+		"history: 1d before the run",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan does not show %q", want)
@@ -53,7 +53,7 @@ func TestPlanDrainedApply(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &plan); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(plan.Phases, []string{"baseline", "apply", "ready", "ramp"}) || plan.ApplyDuring != "drained" || plan.History != "6h" || plan.ShareTolerance != 0.05 {
+	if !slices.Equal(plan.Phases, []string{"baseline", "apply", "ready", "ramp"}) || plan.ApplyDuring != "drained" || plan.History != "1d" || plan.ShareTolerance != 0.05 {
 		t.Errorf("unexpected header: %+v", plan)
 	}
 	if len(plan.Steps) != 5 || plan.Steps[2].MinHold != "5m" || plan.Steps[1].MinHold != "" {
