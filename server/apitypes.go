@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
@@ -108,48 +109,30 @@ type RunSummary struct {
 	ReportURL string    `json:"reportURL,omitempty"`
 }
 
-// Decision is a decision as the API shows it; engine.Decision is its source.
+// Decision is a decision as the API shows it: the engine's stored form (engine.Decision,
+// so the API, the store and the streams name every field alike) with when and at which
+// step it was taken.
 type Decision struct {
-	At          time.Time    `json:"at,omitzero"`
-	Step        int          `json:"step,omitempty"`
-	Action      string       `json:"action"`
-	Reason      string       `json:"reason"`
-	KPIs        []KPIVerdict `json:"kpis"`
-	AlphaPerKPI float64      `json:"alphaPerKPI,omitempty"`
-	// ShareMismatch is true when the observed traffic shares did not match the weights.
-	ShareMismatch bool `json:"shareMismatch,omitempty"`
+	At   time.Time `json:"at,omitzero"`
+	Step int       `json:"step,omitempty"`
+	engine.Decision
 }
 
-// KPIVerdict is one KPI's verdict in a decision.
-type KPIVerdict struct {
-	Name      string   `json:"name"`
-	Status    string   `json:"status"`
-	Reason    string   `json:"reason"`
-	Tolerance float64  `json:"tolerance"`
-	Harm      string   `json:"harm,omitempty"`
-	Interval  Interval `json:"interval"`
-}
-
-// Interval is a KPI's anytime-valid confidence sequence at the decision: the effect's
-// estimate and bounds, relative changes when Relative. A bound that is not LowerBounded
-// (UpperBounded) is unbounded on that side and its number means nothing.
-type Interval struct {
-	Estimate     float64 `json:"estimate"`
-	Lower        float64 `json:"lower"`
-	Upper        float64 `json:"upper"`
-	LowerBounded bool    `json:"lowerBounded"`
-	UpperBounded bool    `json:"upperBounded"`
-	Relative     bool    `json:"relative"`
-	Alpha        float64 `json:"alpha"`
-	Intervals    int     `json:"intervals"`
-	Informative  int     `json:"informative"`
-	// Ready is false while too few intervals carried information for a verdict.
-	Ready             bool    `json:"ready"`
-	Dispersion        float64 `json:"dispersion,omitempty"`
-	PValue            float64 `json:"pValue"`
-	PreAdjusted       bool    `json:"preAdjusted,omitempty"`
-	GuardrailStreak   int     `json:"guardrailStreak,omitempty"`
-	GuardrailBreached bool    `json:"guardrailBreached,omitempty"`
+// UnmarshalJSON decodes At and Step beside the embedded decision, whose own
+// UnmarshalJSON would otherwise be promoted and drop them.
+func (d *Decision) UnmarshalJSON(b []byte) error {
+	var when struct {
+		At   time.Time `json:"at"`
+		Step int       `json:"step"`
+	}
+	if err := json.Unmarshal(b, &when); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &d.Decision); err != nil {
+		return err
+	}
+	d.At, d.Step = when.At, when.Step
+	return nil
 }
 
 // DecisionOf is the API's view of an engine decision.
@@ -157,22 +140,14 @@ func DecisionOf(d *engine.Decision) *Decision {
 	if d == nil {
 		return nil
 	}
-	out := &Decision{Action: string(d.Action), Reason: d.Reason, KPIs: make([]KPIVerdict, 0, len(d.KPIs)), AlphaPerKPI: d.AlphaPerKPI, ShareMismatch: d.ShareMismatch}
-	for _, k := range d.KPIs {
-		iv := k.Interval
-		out.KPIs = append(out.KPIs, KPIVerdict{Name: k.Name, Status: string(k.Status), Reason: k.Reason, Tolerance: k.Tolerance, Harm: string(k.Harm),
-			Interval: Interval{Estimate: iv.Estimate, Lower: iv.Lower, Upper: iv.Upper, LowerBounded: iv.LowerBounded, UpperBounded: iv.UpperBounded,
-				Relative: iv.Relative, Alpha: iv.Alpha, Intervals: iv.Intervals, Informative: iv.Informative, Ready: iv.Ready, Dispersion: iv.Dispersion,
-				PValue: iv.PValue, PreAdjusted: iv.PreAdjusted, GuardrailStreak: iv.GuardrailStreak, GuardrailBreached: iv.GuardrailBreached}})
-	}
-	return out
+	return &Decision{Decision: *d}
 }
 
 // StoredDecisionOf is the API's view of a stored decision: its details are the engine's
 // DecisionData when they decode, else only the action and reason are known.
 func StoredDecisionOf(d store.Decision) *Decision {
 	var data engine.DecisionData
-	out := &Decision{Action: d.Action, Reason: d.Reason, KPIs: []KPIVerdict{}}
+	out := &Decision{Decision: engine.Decision{Action: analysis.Action(d.Action), Reason: d.Reason, KPIs: []engine.KPIVerdict{}}}
 	if len(d.Details) > 0 && json.Unmarshal(d.Details, &data) == nil && data.Decision.Action != "" {
 		out = DecisionOf(&data.Decision)
 	}

@@ -207,13 +207,13 @@ func renderRunDetail(w io.Writer, flags string, r server.RunSummary, recent []se
 		if !d.At.IsZero() {
 			fmt.Fprintf(w, " (%s, step %d)", d.At.Local().Format(time.TimeOnly), d.Step)
 		}
-		fmt.Fprintf(w, ": %s — %s\n", safeText(d.Action), safeText(d.Reason))
+		fmt.Fprintf(w, ": %s — %s\n", safeText(string(d.Action)), safeText(d.Reason))
 		if len(d.KPIs) > 0 {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "  KPI\tVERDICT\tEFFECT\tBOUNDS\tWHY")
 			for _, k := range d.KPIs {
 				iv := k.Interval
-				fmt.Fprintf(tw, "  %s\t%s\t%+.1f%%\t[%s, %s]\t%s\n", safeText(k.Name), safeText(k.Status), iv.Estimate*100,
+				fmt.Fprintf(tw, "  %s\t%s\t%+.1f%%\t[%s, %s]\t%s\n", safeText(k.Name), safeText(string(k.Status)), iv.Estimate*100,
 					boundText(iv.Lower, iv.LowerBounded), boundText(iv.Upper, iv.UpperBounded), safeText(firstLine(k.Reason)))
 			}
 			tw.Flush()

@@ -331,7 +331,7 @@ func liveFromServer(url string, d server.RunDetail, recent []server.Message) liv
 		}
 	}
 	if dec := r.Decision; dec != nil {
-		m.Decided, m.Action, m.ActionReason = true, dec.Action, dec.Reason
+		m.Decided, m.Action, m.ActionReason = true, string(dec.Action), dec.Reason
 		vals := map[string]engine.KPIValue{}
 		for _, v := range d.Values {
 			vals[v.KPI] = v
@@ -344,7 +344,7 @@ func liveFromServer(url string, d server.RunDetail, recent []server.Message) liv
 			iv := k.Interval
 			m.KPIs = append(m.KPIs, liveKPI{Name: k.Name, Status: statusText(analysis.Status(k.Status)), Canary: v.Canary, Baseline: v.Baseline, HasValues: ok,
 				Estimate: iv.Estimate, Lower: iv.Lower, Upper: iv.Upper, LowerBounded: iv.LowerBounded, UpperBounded: iv.UpperBounded,
-				Ready: iv.Ready, Informative: iv.Informative, Alpha: iv.Alpha, Tolerance: k.Tolerance, Decrease: k.Harm == string(analysis.Decrease)})
+				Ready: iv.Ready, Informative: iv.Informative, Alpha: iv.Alpha, Tolerance: k.Tolerance, Decrease: k.Harm == analysis.Decrease})
 		}
 	}
 	if d.Share != nil && d.Share.Mismatch {
