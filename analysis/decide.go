@@ -210,6 +210,11 @@ func Decide(kpis []KPI, step Step) Decision {
 	// check not having found anything yet: a pool that ignores the weights must not pass
 	// because each step ended before the check could see it.
 	unchecked := step.Final && step.Share != nil && !step.Share.Mismatch && !step.Share.Checked
+	// shareOpen is the share check when it stands in the way of a promotion, else nil.
+	var shareOpen *ShareResult
+	if d.ShareMismatch || unchecked {
+		shareOpen = step.Share
+	}
 	switch {
 	case len(harmful) > 0:
 		d.Action = Rollback
@@ -219,13 +224,13 @@ func Decide(kpis []KPI, step Step) Decision {
 		if step.MaxDurationReached {
 			d.Action, d.Reason = onInc, fmt.Sprintf("%s: the maximum duration was reached with no KPIs to judge.", actionWord(onInc))
 		}
-	case step.MaxDurationReached && (len(missing) > 0 || len(pending) > 0 || d.ShareMismatch || unchecked):
+	case step.MaxDurationReached && (len(missing) > 0 || len(pending) > 0 || shareOpen != nil):
 		d.Action = onInc
-		d.Reason = fmt.Sprintf("%s: the maximum duration was reached and %s.", actionWord(onInc), openIssues(missing, pending, d.ShareMismatch || unchecked, step.Share))
+		d.Reason = fmt.Sprintf("%s: the maximum duration was reached and %s.", actionWord(onInc), openIssues(missing, pending, shareOpen))
 	case len(missing) > 0:
 		d.Action = Continue
 		d.Reason = fmt.Sprintf("Continue: %s no data; no verdict without data.", verbList(missing, "has", "have"))
-	case !step.HoldComplete && !step.MaxDurationReached && step.MinHoldComplete && len(pending) == 0 && !d.ShareMismatch && !unchecked:
+	case !step.HoldComplete && !step.MaxDurationReached && step.MinHoldComplete && len(pending) == 0 && shareOpen == nil:
 		d.Action = Advance
 		d.Reason = "Advance early: every KPI is already within its tolerance and the step's minimum hold is over."
 		if step.Final {
@@ -249,7 +254,7 @@ func Decide(kpis []KPI, step Step) Decision {
 		if len(pending) > 0 {
 			d.Reason = fmt.Sprintf("Advance: the hold is over and no KPI shows harm (%s still inconclusive).", verbList(pending, "is", "are"))
 		}
-	case len(pending) == 0 && !d.ShareMismatch && !unchecked:
+	case len(pending) == 0 && shareOpen == nil:
 		d.Action = Promote
 		d.Reason = "Promote: every KPI is within its tolerance and the traffic shares match the weights."
 		if step.Share == nil {
@@ -257,10 +262,10 @@ func Decide(kpis []KPI, step Step) Decision {
 		}
 	case len(pending) == 0 && !d.ShareMismatch:
 		d.Action = Continue
-		d.Reason = fmt.Sprintf("Continue: every KPI is within its tolerance, but %s.", openIssues(nil, nil, true, step.Share))
+		d.Reason = fmt.Sprintf("Continue: every KPI is within its tolerance, but %s.", openIssues(nil, nil, shareOpen))
 	default:
 		d.Action = Continue
-		d.Reason = fmt.Sprintf("Continue: the final step needs every KPI non-inferior, but %s.", openIssues(nil, pending, d.ShareMismatch || unchecked, step.Share))
+		d.Reason = fmt.Sprintf("Continue: the final step needs every KPI non-inferior, but %s.", openIssues(nil, pending, shareOpen))
 	}
 	return d
 }
@@ -284,7 +289,9 @@ func verbList(names []string, one, many string) string {
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1] + " " + many
 }
 
-func openIssues(missing, pending []string, mismatch bool, share *ShareResult) string {
+// openIssues says what keeps a run from promoting: KPIs without data, KPIs not yet proven,
+// and the share check when it stands in the way (nil when it does not).
+func openIssues(missing, pending []string, share *ShareResult) string {
 	var parts []string
 	if len(missing) > 0 {
 		parts = append(parts, verbList(missing, "has", "have")+" no data")
@@ -293,7 +300,7 @@ func openIssues(missing, pending []string, mismatch bool, share *ShareResult) st
 		parts = append(parts, verbList(pending, "is", "are")+" still inconclusive")
 	}
 	switch {
-	case !mismatch || share == nil:
+	case share == nil:
 	case share.Mismatch:
 		parts = append(parts, share.Reason)
 	default:

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/server"
 	"github.com/verdict-dev/verdict/store"
 )
 
@@ -104,6 +105,11 @@ type resultJSON struct {
 // newEventJSON is e as a streamed message.
 func newEventJSON(e engine.Event) eventJSON {
 	return eventJSON{Type: e.Type, Version: jsonVersion, Run: e.RunID, At: e.At, Message: e.Message, Data: e.Data}
+}
+
+// messageJSON is a server's event message as a streamed message, with the server's ID.
+func messageJSON(m *server.Message) eventJSON {
+	return eventJSON{Type: m.Type, Version: jsonVersion, ID: m.ID, Run: m.RunID, At: m.At, Message: m.Message, Data: m.Data}
 }
 
 // newResultJSON is how rec ended, as the last streamed message.

@@ -338,7 +338,7 @@ func (v *watchView) render(m *server.Message) {
 	switch {
 	case v.g.json():
 		if m != nil {
-			writeJSON(v.g.stdout, eventJSON{Type: m.Type, Version: jsonVersion, ID: m.ID, Run: m.RunID, At: m.At, Message: m.Message, Data: m.Data})
+			writeJSON(v.g.stdout, messageJSON(m))
 		}
 	case v.tty:
 		if v.model == nil {
