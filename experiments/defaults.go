@@ -9,7 +9,7 @@ const (
 	DefaultInterval           = time.Minute
 	DefaultAlpha              = 0.05
 	DefaultHistory            = 24 * time.Hour // same-code history read before the run
-	DefaultShareTolerance     = 0.05          // relative observed/configured share gap that is a mismatch
+	DefaultShareTolerance     = 0.05           // relative observed/configured share gap that is a mismatch
 	DefaultApplyHookTimeout   = 10 * time.Minute
 	DefaultReadinessTimeout   = 30 * time.Minute
 	DefaultMinIntervals       = 10
