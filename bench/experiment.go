@@ -21,7 +21,7 @@ var rampStart = time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC)
 
 // benchExperiment is the experiment every world runs: an error-rate KPI and a latency KPI
 // with a slow threshold, as an operator would write them, and nothing in analysis: the
-// engine's defaults apply (history 6h, α 5%, minIntervals 10, share tolerance 5%, error
+// engine's defaults apply (history a day, α 5%, minIntervals 10, share tolerance 5%, error
 // rate tolerance 10%, latency mean 5%, slow share 20%, maxDuration twice the holds,
 // onInconclusive rollback).
 const benchExperiment = `apiVersion: verdict.dev/v1alpha1
