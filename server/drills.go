@@ -142,7 +142,7 @@ func (sv *supervisor) startDrill(d *experiments.Drill, file string) {
 		closeSrc() // recorded: whichever replica gets its lease drives it
 		return
 	}
-	sv.launchDrill(dr, file, closeSrc, hold)
+	sv.launch(dr.Run(), dr, file, closeSrc, hold)
 	sv.s.notice("drill_started", dr.ID(), fmt.Sprintf("scheduled drill %s started (run %s): drain %s for %s", d.Metadata.Name, dr.ID(), drain, d.Spec.Hold), map[string]any{"drill": d.Metadata.Name, "drain": drain})
 }
 
@@ -166,39 +166,13 @@ func (sv *supervisor) resumeDrill(ctx context.Context, rec *store.Run) (*runner,
 	} else if err := json.Unmarshal(rec.Spec, exp); err != nil {
 		return nil, fmt.Errorf("resume %s: stored drill: %w", rec.ID, err)
 	}
-	return sv.resumeWith(ctx, rec, exp, func(eng *engine.Engine) (bool, func(func(), *store.Hold) *runner, error) {
+	return sv.resumeWith(ctx, rec, exp, func(eng *engine.Engine) (*engine.Run, *engine.DrillRun, error) {
 		dr, err := eng.ResumeDrill(ctx, rec.ID, d)
 		if err != nil {
-			return false, nil, err
+			return nil, nil, err
 		}
-		return dr.Done(), func(closeSrc func(), hold *store.Hold) *runner {
-			return sv.launchDrill(dr, rec.SpecFile, closeSrc, hold)
-		}, nil
+		return dr.Run(), dr, nil
 	})
-}
-
-// launchDrill drives a drill as launch drives a run; the runner steps the drill.
-func (sv *supervisor) launchDrill(dr *engine.DrillRun, file string, closeSrc func(), hold *store.Hold) *runner {
-	run := dr.Run()
-	if hold != nil {
-		run.SetFence(hold)
-	}
-	r := &runner{id: run.ID(), experiment: run.Experiment().Metadata.Name, exp: run.Experiment(), file: file, run: run, drill: dr, hold: hold,
-		wake: make(chan struct{}, 1), done: make(chan struct{}), stepped: make(chan struct{}), close: closeSrc}
-	snap := run.Snapshot()
-	r.snap.Store(&snap)
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	if sv.stopping() {
-		close(r.done)
-		closeSrc()
-		go sv.release(hold)
-		return r
-	}
-	sv.runs[r.id] = r
-	sv.wg.Add(1)
-	go sv.drive(r)
-	return r
 }
 
 // step moves the runner's run on: a drill through its own state machine.

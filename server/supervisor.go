@@ -202,7 +202,7 @@ func (sv *supervisor) start(ctx context.Context, exp *experiments.Experiment, fi
 		closeSrc()
 		return nil, err
 	}
-	return sv.launch(run, file, closeSrc, hold), nil
+	return sv.launch(run, nil, file, closeSrc, hold), nil
 }
 
 // resume reloads an unfinished run. exp is the experiment as its file says now, for the
@@ -222,19 +222,16 @@ func (sv *supervisor) resume(ctx context.Context, rec *store.Run, exp *experimen
 			return nil, fmt.Errorf("resume %s: stored experiment: %w", rec.ID, err)
 		}
 	}
-	return sv.resumeWith(ctx, rec, build, func(eng *engine.Engine) (bool, func(func(), *store.Hold) *runner, error) {
+	return sv.resumeWith(ctx, rec, build, func(eng *engine.Engine) (*engine.Run, *engine.DrillRun, error) {
 		run, err := eng.Resume(ctx, rec.ID, exp)
-		if err != nil {
-			return false, nil, err
-		}
-		return run.Done(), func(closeSrc func(), hold *store.Hold) *runner { return sv.launch(run, rec.SpecFile, closeSrc, hold) }, nil
+		return run, nil, err
 	})
 }
 
 // resumeWith takes rec's lease, builds the engine for build and has open resume the run in
-// it; on any failure, or when the run turns out to have ended, the lease and the metrics
-// source are given back. open returns whether the run has ended and how to launch it.
-func (sv *supervisor) resumeWith(ctx context.Context, rec *store.Run, build *experiments.Experiment, open func(*engine.Engine) (bool, func(func(), *store.Hold) *runner, error)) (*runner, error) {
+// it (and the drill around it, for a drill); on any failure, or when the run turns out to
+// have ended, the lease and the metrics source are given back.
+func (sv *supervisor) resumeWith(ctx context.Context, rec *store.Run, build *experiments.Experiment, open func(*engine.Engine) (*engine.Run, *engine.DrillRun, error)) (*runner, error) {
 	// With leases, the lease comes first: the run is read (and its in-flight intent
 	// reconciled, at the first step) only by its owner.
 	hold, err := sv.acquire(ctx, rec.ID)
@@ -247,26 +244,27 @@ func (sv *supervisor) resumeWith(ctx context.Context, rec *store.Run, build *exp
 		return nil, err
 	}
 	setRun(rec.ID)
-	done, launch, err := open(eng)
+	run, drill, err := open(eng)
 	if err != nil {
 		closeSrc()
 		sv.release(hold)
 		return nil, err
 	}
-	if done {
+	if run.Done() {
 		// Ended by another replica since it was listed.
 		closeSrc()
 		sv.release(hold)
 		return nil, fmt.Errorf("run %s has ended: %w", rec.ID, store.ErrLeaseHeld)
 	}
-	return launch(closeSrc, hold), nil
+	return sv.launch(run, drill, rec.SpecFile, closeSrc, hold), nil
 }
 
-func (sv *supervisor) launch(run *engine.Run, file string, closeSrc func(), hold *store.Hold) *runner {
+// launch has the supervisor drive run, through drill's state machine when drill is not nil.
+func (sv *supervisor) launch(run *engine.Run, drill *engine.DrillRun, file string, closeSrc func(), hold *store.Hold) *runner {
 	if hold != nil {
 		run.SetFence(hold)
 	}
-	r := &runner{id: run.ID(), experiment: run.Experiment().Metadata.Name, exp: run.Experiment(), file: file, run: run, hold: hold,
+	r := &runner{id: run.ID(), experiment: run.Experiment().Metadata.Name, exp: run.Experiment(), file: file, run: run, drill: drill, hold: hold,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), stepped: make(chan struct{}), close: closeSrc}
 	snap := run.Snapshot()
 	r.snap.Store(&snap)
