@@ -6,10 +6,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/verdict-dev/verdict/analysis"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
@@ -100,5 +102,27 @@ func TestActualWeightsAfterDrift(t *testing.T) {
 	var e ErrorDoc
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != 404 || e.APIVersion != APIVersion || e.Kind != KindError || e.Status != 404 || e.Error == "" {
 		t.Errorf("error document: %d %+v %v", resp.StatusCode, e, err)
+	}
+}
+
+// TestDecisionRoundTrip: a decision the API writes decodes to the same value, when and at
+// which step included. The embedded engine.Decision has its own UnmarshalJSON, which
+// would be promoted and drop at and step; the CLI's remote status prints both.
+func TestDecisionRoundTrip(t *testing.T) {
+	want := Decision{At: time.Date(2026, 3, 1, 12, 5, 0, 0, time.UTC), Step: 2, Decision: engine.Decision{
+		Action: analysis.Rollback, Reason: "error-rate: harm", AlphaPerKPI: 0.0125,
+		KPIs: []engine.KPIVerdict{{Name: "error-rate", Status: analysis.Harm, Tolerance: 0.1, Harm: analysis.Increase,
+			Interval: engine.Interval{Estimate: 0.5, Lower: 0.2, Upper: 0.9, LowerBounded: true, UpperBounded: true, Relative: true, Alpha: 0.0125, Intervals: 12, Informative: 12, Ready: true}}},
+	}}
+	b, err := json.Marshal(RunSummary{Decision: &want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got RunSummary
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Decision == nil || !reflect.DeepEqual(*got.Decision, want) {
+		t.Fatalf("decoded %+v, want %+v (from %s)", got.Decision, want, b)
 	}
 }
