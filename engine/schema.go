@@ -131,6 +131,8 @@ type NoiseModel struct {
 	ClusterVar    float64 `json:"clusterVar"`
 	LongRunVar    float64 `json:"longRunVar"`
 	Correlation   float64 `json:"correlation"`
+	TailUp        float64 `json:"tailUp,omitempty"`
+	TailDown      float64 `json:"tailDown,omitempty"`
 	SamplingVar   float64 `json:"samplingVar"`
 	Dispersion    float64 `json:"dispersion"`
 	BatchSize     int     `json:"batchSize"`

@@ -231,6 +231,10 @@ type Noise struct {
 	// EventsPerInterval is the mean number of events per history interval, canary and
 	// baselines together (counts KPIs).
 	EventsPerInterval *float64 `json:"eventsPerInterval,omitempty"`
+	// HeavyTail names the side ("upper", "lower" or "both") on which the comparison's
+	// noise had a heavier tail than a Gaussian's over a few intervals (bursts): the live
+	// bound on that side is widened by a Bernstein term. Empty for Gaussian-like noise.
+	HeavyTail string `json:"heavyTail,omitempty"`
 	// Fallback says why no noise model is used, when none is: the sequences then estimate
 	// the noise from the run itself, after analysis.minIntervals.
 	Fallback string `json:"fallback,omitempty"`

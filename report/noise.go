@@ -39,7 +39,34 @@ func NoiseOf(n engine.KPINoise, history int, relative bool) *Noise {
 	if m.Events > 0 {
 		out.EventsPerInterval = fptr(m.Events)
 	}
+	out.HeavyTail = heavyTail(m.TailUp, m.TailDown)
 	return out
+}
+
+// heavyTail names the sides whose tails were heavier than a Gaussian's.
+func heavyTail(up, down float64) string {
+	switch {
+	case up > 0 && down > 0:
+		return "both"
+	case up > 0:
+		return "upper"
+	case down > 0:
+		return "lower"
+	}
+	return ""
+}
+
+// tailText says in words what a heavy tail means for the bounds, or "" without one.
+func (n *Noise) tailText() string {
+	switch n.HeavyTail {
+	case "both":
+		return "bursts in both directions, heavier-tailed than Gaussian noise, widen both bounds"
+	case "upper":
+		return "bursts upward on the canary, heavier-tailed than Gaussian noise, widen the lower bound"
+	case "lower":
+		return "bursts downward on the canary, heavier-tailed than Gaussian noise, widen the upper bound"
+	}
+	return ""
 }
 
 // offsetText is the offset ± its standard error, the offset shown no more precisely than
@@ -131,6 +158,9 @@ func (n *Noise) Sentence(interval time.Duration) string {
 		default:
 			b.WriteString(": this noise, not the traffic, sets how fast the bounds narrow")
 		}
+		if t := n.tailText(); t != "" {
+			b.WriteString("; " + t)
+		}
 	}
 	if n.Offset != nil && n.OffsetSE != nil {
 		fmt.Fprintf(&b, ". Before the variant the canary stood at %s against its baselines", n.offsetText())
@@ -165,6 +195,9 @@ func (n *Noise) Compact(interval time.Duration) string {
 			s += fmt.Sprintf(" (an interval counts like %s of its %s events)", countText(*n.EventsPerInterval / *n.Dispersion), countText(*n.EventsPerInterval))
 		}
 		parts = append(parts, s)
+	}
+	if n.HeavyTail != "" {
+		parts = append(parts, "heavy "+n.HeavyTail+" tail (bursts)")
 	}
 	if n.Offset != nil && n.OffsetSE != nil {
 		o := "offset " + n.offsetText()

@@ -1,0 +1,152 @@
+package analysis
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// burstNoise is a cluster-minute comparison with rare multi-minute bursts: a burst starts
+// in 1% of minutes, lasts a geometric number of minutes (mean 3) and lifts the canary's
+// log rate by log 3, over white noise of sd 0.05. It is the bench's burst world seen from
+// the canary's side alone.
+type burstNoise struct {
+	in bool
+}
+
+func (b *burstNoise) next(r *rand.Rand) float64 {
+	if b.in {
+		b.in = r.Float64() >= 1.0/3
+	} else {
+		b.in = r.Float64() < 0.01
+	}
+	x := 0.05 * r.NormFloat64()
+	if b.in {
+		x += math.Log(3)
+	}
+	return x
+}
+
+// TestLongRunTails checks that the tail measure sees bursts on the side they are on and
+// finds next to nothing in Gaussian noise of the same long-run variance, however
+// correlated.
+func TestLongRunTails(t *testing.T) {
+	const hist, reps = 1440, 100
+	r := rand.New(rand.NewPCG(3, 3))
+	var bu, bd, gu, gd []float64
+	for range reps {
+		x := make([]float64, hist)
+		var b burstNoise
+		for i := range x {
+			x[i] = b.next(r)
+		}
+		_, lr, _, _ := longRun(x, make([]float64, hist), ones(hist))
+		up, down := longRunTails(x)
+		bu, bd = append(bu, up), append(bd, down)
+		// an AR(1) of φ 0.7 with the same long-run variance
+		const phi = 0.7
+		sd := math.Sqrt(lr * (1 - phi) / (1 + phi))
+		a := sd * r.NormFloat64()
+		for i := range x {
+			a = phi*a + sd*math.Sqrt(1-phi*phi)*r.NormFloat64()
+			x[i] = a
+		}
+		up, down = longRunTails(x)
+		gu, gd = append(gu, up), append(gd, down)
+	}
+	q := func(v []float64, p float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[int(p*float64(len(v)))]
+	}
+	med := func(v []float64) float64 { return q(v, 0.5) }
+	if med(bu) < 10*q(gu, 0.9) || med(bu) < 10*q(gd, 0.9) {
+		t.Errorf("bursts' upper tail %.4f (median), not clearly above a Gaussian's %.4f/%.4f (90th percentiles)", med(bu), q(gu, 0.9), q(gd, 0.9))
+	}
+	if med(bd) > 0.2*med(bu) {
+		t.Errorf("bursts on the canary's side gave a lower tail of %.4f against an upper tail of %.4f", med(bd), med(bu))
+	}
+	t.Logf("median tails: bursts up %.4f down %.4f; Gaussian AR(1), 90th percentiles: up %.4f down %.4f", med(bu), med(bd), q(gu, 0.9), q(gd, 0.9))
+}
+
+func ones(n int) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = 1
+	}
+	return v
+}
+
+// TestJumpTermCoverage runs a gauge whose canary sits exactly at the tolerance through
+// burst noise learned from a day of history, and counts runs in which the lower bound ever
+// rises above the truth within two hours of checks every interval. Without the Bernstein
+// term one early burst is enough, far more often than α; with it the rate is within α.
+func TestJumpTermCoverage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("simulation")
+	}
+	const hist, live, reps, alpha, effect = 1440, 120, 1500, 0.05 / 3, 0.1
+	r := rand.New(rand.NewPCG(11, 5))
+	var with, without int
+	for range reps {
+		var b burstNoise
+		obs := make([]GaugeObservation, hist)
+		for i := range obs {
+			obs[i] = GaugeObservation{Canary: b.next(r), SamplingVar: 0.0025}
+		}
+		m := LearnGaugeNoise(obs, Difference)
+		plain := m
+		plain.TailUp, plain.TailDown = 0, 0
+		gw := NewGaugeSequence(GaugeOptions{Scale: Difference, Noise: &m, PlannedIntervals: live})
+		gp := NewGaugeSequence(GaugeOptions{Scale: Difference, Noise: &plain, PlannedIntervals: live})
+		var hitW, hitP bool
+		for range live {
+			d := effect + b.next(r)
+			gw.AddSampled(d, 0, 0.0025)
+			gp.AddSampled(d, 0, 0.0025)
+			hitW = hitW || gw.Interval(alpha).Lower > effect
+			hitP = hitP || gp.Interval(alpha).Lower > effect
+		}
+		if hitW {
+			with++
+		}
+		if hitP {
+			without++
+		}
+	}
+	lo, hi := wilson(with, reps)
+	t.Logf("lower bound above the truth: %d/%d runs with the jump term (95%% CI %.2f–%.2f%%), %d/%d without; α = %.2f%%",
+		with, reps, 100*lo, 100*hi, without, reps, 100*alpha)
+	if float64(with)/reps > alpha {
+		t.Errorf("with the jump term the bound excluded the truth in %d/%d runs, above α = %.3f", with, reps, alpha)
+	}
+	if float64(without)/reps <= alpha {
+		t.Errorf("without the jump term only %d/%d runs: the test no longer shows what the term is for", without, reps)
+	}
+}
+
+// TestProofTimeHeavyTail: a forecast proves non-inferiority with the upper bound, so a
+// heavy lower tail (bursts on the baselines) lengthens it, by the sequence's own term,
+// and a heavy upper tail does not.
+func TestProofTimeHeavyTail(t *testing.T) {
+	base := NoiseModel{Kind: "ratio", Intervals: 1440, ClusterVar: 0.03, LongRunVar: 0.08, OffsetSE: 0.008, Dispersion: 2, BatchSize: 4,
+		Events: 7000, CanaryShare: 1.0 / 3}
+	steps := []ProofStep{{Share: 0.05, Intervals: 10}, {Share: 0.2, Intervals: 30}, {Share: 1.0 / 3, Intervals: 600}}
+	proof := func(m NoiseModel) Proof {
+		return ProofTime(m, math.Log1p(0.10), 0.05/3, false, 0, steps, 2000, RatioOptions{}, 0)
+	}
+	p0 := proof(base)
+	up := base
+	up.TailUp = 0.5
+	down := base
+	down.TailDown = 0.5
+	pu, pd := proof(up), proof(down)
+	if !p0.Reached || pu != p0 {
+		t.Errorf("an upper tail changed the forecast: %+v, without %+v", pu, p0)
+	}
+	if !(pd.Median > p0.Median) {
+		t.Errorf("a heavy lower tail did not lengthen the forecast: median %d, without %d", pd.Median, p0.Median)
+	}
+	t.Logf("median/p90 intervals: Gaussian %d/%d, heavy lower tail %d/%d", p0.Median, p0.P90, pd.Median, pd.P90)
+}
