@@ -210,6 +210,10 @@ type oracleState struct {
 	s, v float64
 	n    int
 	tol  float64 // log scale
+	// k3 is the score's third cumulant, Σ (w·v)³·κ₃ with κ₃ the noise's true long-run
+	// third cumulant: a Bernstein term on the side the noise is skewed to, as Verdict's
+	// sequences have, so that the oracle stays valid when bursts make sums skewed.
+	k3 float64
 }
 
 // logMixPlus is log of the equal-weight mixture over precisions of one-sided
@@ -242,11 +246,20 @@ func (o *oracleState) Interval(alpha float64) analysis.Interval {
 	iv := analysis.Interval{Relative: true, Alpha: alpha, Intervals: o.n, Informative: o.n, Ready: o.n > 0, Dispersion: 1, PValue: 1,
 		Estimate: 0, Lower: -1, Upper: math.Exp(700) - 1}
 	thr := math.Log(1 / alpha)
-	if logMixPlus(o.s, o.v) >= thr {
+	// c·log(1/α) off the statistic on the side its noise is skewed to (c = κ₃/(3V))
+	up, down := o.s, -o.s
+	if o.v > 0 {
+		if c := o.k3 / (3 * o.v); c > 0 {
+			up -= c * thr
+		} else {
+			down += c * thr
+		}
+	}
+	if logMixPlus(up, o.v) >= thr {
 		iv.Lower = tol + 1e-9 // harm
 		iv.Upper = iv.Lower + 1
 	}
-	if logMixPlus(-o.s, o.v) >= thr {
+	if logMixPlus(down, o.v) >= thr {
 		iv.Upper = tol - 1e-9 // non-inferior
 		iv.Lower = -1
 	}
@@ -278,11 +291,12 @@ func (c *cell) oracle(l *latent) Outcome {
 			// not the observed ones: weights that move with the events bias the score.
 			pErr, pSlow := c.scale.ErrorRate*tn.errMean, slow1*tn.slowMean
 			for _, k := range []struct {
-				i    int
-				c, b float64
-				p    float64
-				tau2 float64
-			}{{kpiErrors, iv.Errors[0], bErr, pErr, tn.errTau2(r, split)}, {kpiSlow, iv.Slow[0], bSlow, pSlow, tn.slowTau2(r, split)}} {
+				i        int
+				c, b     float64
+				p        float64
+				tau2, k3 float64
+			}{{kpiErrors, iv.Errors[0], bErr, pErr, tn.errTau2(r, split), tn.errK3At(r, split)},
+				{kpiSlow, iv.Slow[0], bSlow, pSlow, tn.slowTau2(r, split), tn.slowK3At(r, split)}} {
 				e := k.c + k.b
 				phi := math.Exp(logOff + st[k.i].tol)
 				pi := r * phi / (r*phi + 1 - r)
@@ -294,6 +308,7 @@ func (c *cell) oracle(l *latent) Outcome {
 				wt := 1 / (1 + v*k.tau2)
 				st[k.i].s += wt * (k.c - e*pi)
 				st[k.i].v += wt * v
+				st[k.i].k3 += wt * v * wt * v * wt * v * k.k3
 				st[k.i].n++
 			}
 			if cm := iv.Mean(0); cm > 0 && bMean > 0 {

@@ -19,7 +19,11 @@ import (
 type truth struct {
 	shares    []float64
 	err, slow [2][]float64 // [split 0.5, 0.8][share]
-	lat       [2]float64
+	// errK3 and slowK3 are the long-run third cumulants per minute of the same scores,
+	// relative to (π(1−π))³: what makes bursts heavier-tailed than a Gaussian of their
+	// variance, and what the oracle's Bernstein term needs.
+	errK3, slowK3 [2][]float64
+	lat           [2]float64
 	// errMean and slowMean are a baseline cluster's mean error-rate and slow-share
 	// multipliers: with the requests, the expected events the oracle weights by.
 	errMean, slowMean float64
@@ -30,6 +34,9 @@ type truth struct {
 const (
 	truthMinutes = 200_000
 	truthBatch   = 500
+	// truthK3Batch is shorter: bursts last minutes, and a third moment needs many batches
+	// (4,000 here) to be estimated to a few percent.
+	truthK3Batch = 50
 )
 
 // newTruth simulates the world's clusters for truthMinutes and tabulates τ².
@@ -68,9 +75,9 @@ func newTruth(w *World, seed uint64) *truth {
 	x := make([]float64, truthMinutes)
 	for si, split := range []float64{0.5, 0.8} {
 		for _, kpi := range []struct {
-			m   *[nClusters][]float64
-			out *[]float64
-		}{{&em, &tr.err[si]}, {&sm, &tr.slow[si]}} {
+			m      *[nClusters][]float64
+			out, k *[]float64
+		}{{&em, &tr.err[si], &tr.errK3[si]}, {&sm, &tr.slow[si], &tr.slowK3[si]}} {
 			m := kpi.m
 			mc := mean(m[0])
 			mb := split*mean(m[1]) + (1-split)*mean(m[2])
@@ -83,6 +90,7 @@ func newTruth(w *World, seed uint64) *truth {
 				}
 				vbar := pi * (1 - pi) * (r*mc + (1-r)*mb)
 				*kpi.out = append(*kpi.out, longRunVar(x, truthBatch)/(vbar*vbar))
+				*kpi.k = append(*kpi.k, longRunK3(x, truthK3Batch)/(vbar*vbar*vbar))
 			}
 		}
 		for t := range truthMinutes {
@@ -117,6 +125,26 @@ func longRunVar(x []float64, b int) float64 {
 	return ss / float64(m-1) * float64(b)
 }
 
+// longRunK3 is the batch estimate of the long-run third cumulant of x: the third central
+// moment of sums of b consecutive values, per value.
+func longRunK3(x []float64, b int) float64 {
+	m := len(x) / b
+	var mu float64
+	for _, v := range x[:m*b] {
+		mu += v
+	}
+	mu /= float64(m * b)
+	var s3 float64
+	for j := range m {
+		var s float64
+		for _, v := range x[j*b : (j+1)*b] {
+			s += v - mu
+		}
+		s3 += s * s * s
+	}
+	return s3 / float64(m) / float64(b)
+}
+
 func (tr *truth) splitIdx(split float64) int {
 	if split > 0.65 {
 		return 1
@@ -143,6 +171,14 @@ func (tr *truth) errTau2(r, split float64) float64 {
 
 func (tr *truth) slowTau2(r, split float64) float64 {
 	return tr.interp(tr.slow[tr.splitIdx(split)], r)
+}
+
+func (tr *truth) errK3At(r, split float64) float64 {
+	return tr.interp(tr.errK3[tr.splitIdx(split)], r)
+}
+
+func (tr *truth) slowK3At(r, split float64) float64 {
+	return tr.interp(tr.slowK3[tr.splitIdx(split)], r)
 }
 
 func (tr *truth) latVar(split float64) float64 { return tr.lat[tr.splitIdx(split)] }
