@@ -12,7 +12,8 @@
 //     decision path: the experiment is loaded from YAML with the engine's defaults and
 //     fed to engine.Evidence (history, then AddInterval and Decide every interval, its
 //     Advance, Rollback and Promote followed). Beside it, on the same latent worlds: a
-//     valid oracle that knows the true noise model, Kayenta at each step's end and at
+//     valid oracle that knows the true noise model (its long-run variance and third
+//     cumulant, for the same Bernstein term Verdict learns), Kayenta at each step's end and at
 //     every interval, Flagger at several thresholds, naive peeking; and the fixed-sample
 //     non-inferiority sample size as the physical limit.
 //   - Scale (scale.go): many concurrent experiments driven through the real engine,
