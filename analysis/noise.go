@@ -604,7 +604,9 @@ type Proof struct {
 // share plus the model's long-run cluster noise), with the offset's uncertainty folded in
 // as the live sequence folds it (offsetShrink).
 // gauge selects the gauge boundary; histShare is the canary's share in the history (for a
-// gauge's sampling noise; ratio models carry their own).
+// gauge's sampling noise; ratio models carry their own). The proof is the upper bound's,
+// as for a KPI whose increase is the harm: only m.TailDown widens it. For a KPI whose
+// decrease is the harm, pass m with its tails exchanged.
 func ProofTime(m NoiseModel, tol, alpha float64, gauge bool, histShare float64, steps []ProofStep, maxIntervals int, opt RatioOptions, plannedIntervals int) Proof {
 	alpha = validAlpha(alpha)
 	opt.defaults()
