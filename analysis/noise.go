@@ -279,14 +279,10 @@ func longRunTails(x []float64) (up, down float64) {
 	return excess(su, su2), excess(sdn, sdn2)
 }
 
-// medianInPlace is the median of v, which it reorders.
+// medianInPlace is the median of v, which it sorts.
 func medianInPlace(v []float64) float64 {
 	slices.Sort(v)
-	n := len(v)
-	if n%2 == 1 {
-		return v[n/2]
-	}
-	return (v[n/2-1] + v[n/2]) / 2
+	return QuantileType7(v, 0.5)
 }
 
 // jumpScale is the Bernstein scale c of a sum of variance v whose tail on one side has

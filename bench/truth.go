@@ -105,44 +105,43 @@ func newTruth(w *World, seed uint64) *truth {
 	return tr
 }
 
-// longRunVar is the batch-means estimate of the long-run variance of x.
-func longRunVar(x []float64, b int) float64 {
+// batchSums are the sums of consecutive batches of b values of x, each less b times the
+// mean of x: what the long-run moments below are taken from.
+func batchSums(x []float64, b int) []float64 {
 	m := len(x) / b
 	var mu float64
 	for _, v := range x[:m*b] {
 		mu += v
 	}
 	mu /= float64(m * b)
-	var ss float64
-	for j := range m {
-		var s float64
+	out := make([]float64, m)
+	for j := range out {
 		for _, v := range x[j*b : (j+1)*b] {
-			s += v
+			out[j] += v - mu
 		}
-		d := s/float64(b) - mu
-		ss += d * d
 	}
-	return ss / float64(m-1) * float64(b)
+	return out
+}
+
+// longRunVar is the batch-means estimate of the long-run variance of x.
+func longRunVar(x []float64, b int) float64 {
+	var ss float64
+	sums := batchSums(x, b)
+	for _, s := range sums {
+		ss += s * s
+	}
+	return ss / float64(len(sums)-1) / float64(b)
 }
 
 // longRunK3 is the batch estimate of the long-run third cumulant of x: the third central
 // moment of sums of b consecutive values, per value.
 func longRunK3(x []float64, b int) float64 {
-	m := len(x) / b
-	var mu float64
-	for _, v := range x[:m*b] {
-		mu += v
-	}
-	mu /= float64(m * b)
 	var s3 float64
-	for j := range m {
-		var s float64
-		for _, v := range x[j*b : (j+1)*b] {
-			s += v - mu
-		}
+	sums := batchSums(x, b)
+	for _, s := range sums {
 		s3 += s * s * s
 	}
-	return s3 / float64(m) / float64(b)
+	return s3 / float64(len(sums)) / float64(b)
 }
 
 func (tr *truth) splitIdx(split float64) int {
