@@ -39,10 +39,6 @@ type DrillRun struct {
 	r     *Run
 	drill *experiments.Drill // nil when resumed without the drill's file: restore only
 	drain string
-	// firing is when each outcome alarm was first seen firing in a row, alarmErr when its
-	// query began failing; in memory only: after a restart an alarm's `for` starts again.
-	firing   map[string]time.Time
-	alarmErr time.Time
 	// before caches the survivors' KPI data for the window before the drain, which does
 	// not change once read.
 	before []*metrics.Data
@@ -128,7 +124,7 @@ func (e *Engine) StartDrill(ctx context.Context, d *experiments.Drill, drain, sp
 	}
 	r.emit(ev)
 	r.notify(ctx, "start", fmt.Sprintf("Drill %s started: draining %s for %s", d.Metadata.Name, drain, d.Spec.Hold))
-	return &DrillRun{r: r, drill: d, drain: drain, firing: map[string]time.Time{}}, nil
+	return &DrillRun{r: r, drill: d, drain: drain}, nil
 }
 
 // ResumeDrill reloads an unfinished drill run. d is the drill as loaded from its file now;
@@ -158,7 +154,7 @@ func (e *Engine) ResumeDrill(ctx context.Context, runID string, d *experiments.D
 	}
 	r.renew = r.book.Claimed && !r.Done()
 	r.publish()
-	return &DrillRun{r: r, drill: d, drain: drain, firing: map[string]time.Time{}}, nil
+	return &DrillRun{r: r, drill: d, drain: drain}, nil
 }
 
 // Run is the underlying run, for views (Snapshot, Record) and fencing.
@@ -336,15 +332,15 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 		return err
 	}
 	var alarms []string
-	alarmFailed := false
+	alarmFailed, changed := false, false
 	for _, a := range dr.drill.Spec.OutcomeAlarms {
 		firing, value, err := dr.alarm(ctx, a, now)
 		if err != nil {
 			alarmFailed = true
-			if dr.alarmErr.IsZero() {
-				dr.alarmErr = now
+			if r.book.AlarmErrAt.IsZero() {
+				r.book.AlarmErrAt, changed = now, true
 			}
-			if timeout := r.exp.Spec.Analysis.NoDataTimeout.Std(); now.Sub(dr.alarmErr) > timeout {
+			if timeout := r.exp.Spec.Analysis.NoDataTimeout.Std(); now.Sub(r.book.AlarmErrAt) > timeout {
 				return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s could not be evaluated for %s (%v): restoring rather than holding blind", a.Name, timeout, err), who, store.StateRolledBack)
 			}
 			if err := r.fault(ctx, now, "evaluate outcome alarm "+a.Name, err); err != nil {
@@ -352,22 +348,34 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 			}
 			continue
 		}
+		since, ok := r.book.AlarmsFiring[a.Name]
 		if !firing {
-			delete(dr.firing, a.Name)
+			if ok {
+				delete(r.book.AlarmsFiring, a.Name)
+				changed = true
+			}
 			continue
 		}
-		since, ok := dr.firing[a.Name]
 		if !ok {
-			since = now
-			dr.firing[a.Name] = now
+			since, changed = now, true
+			if r.book.AlarmsFiring == nil {
+				r.book.AlarmsFiring = map[string]time.Time{}
+			}
+			r.book.AlarmsFiring[a.Name] = now
 		}
 		alarms = append(alarms, a.Name)
 		if now.Sub(since) >= a.For.Std() {
 			return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s fired during the drill (value %s): restored at once", a.Name, formatValue(value, true)), who, store.StateRolledBack)
 		}
 	}
-	if !alarmFailed {
-		dr.alarmErr = time.Time{}
+	if !alarmFailed && !r.book.AlarmErrAt.IsZero() {
+		r.book.AlarmErrAt, changed = time.Time{}, true
+	}
+	if changed {
+		// An alarm's clock must survive a restart before anything else can fail.
+		if err := r.save(ctx); err != nil {
+			return err
+		}
 	}
 
 	ev, err := dr.evaluate(ctx, now)
@@ -397,6 +405,11 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 		if now.Sub(holdEnd) > r.exp.Spec.Analysis.NoDataTimeout.Std() {
 			return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("the hold ended %s ago and only %d of its %d intervals have data", now.Sub(holdEnd).Truncate(time.Second), ev.Intervals, ev.Planned), who, store.StateRolledBack)
 		}
+		return nil
+	}
+	if len(alarms) > 0 {
+		// An outcome alarm firing for less than its `for` is pending, not quiet: the drill
+		// holds on until it clears or fires, which its `for` bounds.
 		return nil
 	}
 	if len(ev.NoData) > 0 {

@@ -223,6 +223,95 @@ func TestDrillOutcomeAlarmRestores(t *testing.T) {
 	sameOrigins(t, w.PoolWeights(), before)
 }
 
+// TestDrillOutcomeAlarmForSurvivesARestart: an alarm's `for` counts from when it was
+// first seen firing, also across a restart of the engine: a restart in the middle of an
+// outage must not hold the drained pool for another full `for`.
+func TestDrillOutcomeAlarmForSurvivesARestart(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	// The alarm watches the users' traffic, which the KPIs (ratios) do not see: it alone
+	// decides when the drill ends.
+	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
+		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: 4m}`)
+	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raised, seen time.Time
+	for range 60 {
+		w.Advance(w.Now().Add(30 * time.Second))
+		if raised.IsZero() && dr.Run().Record().State == store.StateRamping && w.Now().Sub(dr.Run().Record().StartedAt) >= 4*time.Minute {
+			raised = w.Now()
+			w.Rate /= 4
+		}
+		if err := dr.Step(context.Background(), w.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if dr.Done() {
+			t.Fatalf("drill ended before the restart: %s", dr.Run().Record().Reason)
+		}
+		if ev := dr.Evaluation(); seen.IsZero() && ev != nil && len(ev.Alarms) > 0 {
+			seen = w.Now()
+		}
+		if !seen.IsZero() && w.Now().Sub(seen) >= 2*time.Minute {
+			break
+		}
+	}
+	if seen.IsZero() {
+		t.Fatal("the outcome alarm never fired")
+	}
+	id := dr.ID()
+	resumed := w.Now()
+	again, err := newWorldEngineOnReopenedStore(w).ResumeDrill(context.Background(), id, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Drive(again, 20*time.Minute, nil)
+	rec := again.Run().Record()
+	if rec.State != store.StateRolledBack || !strings.Contains(rec.Reason, "outcome alarm traffic-lost fired") {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	// Seen firing 2m before the restart with `for: 4m`: restored about 2m after it, not 4m.
+	if took := rec.EndedAt.Sub(resumed); took >= 3*time.Minute {
+		t.Errorf("restored %s after the restart (first seen firing %s before it), want the rest of the 4m `for`", took, resumed.Sub(seen))
+	}
+	if took := rec.EndedAt.Sub(seen); took < 4*time.Minute {
+		t.Errorf("restored %s after the alarm was first seen firing, before its 4m `for`", took)
+	}
+	t.Logf("alarm raised +%s, seen +%s, restart +%s, restored +%s", raised.Sub(rec.StartedAt), seen.Sub(rec.StartedAt), resumed.Sub(rec.StartedAt), rec.EndedAt.Sub(rec.StartedAt))
+	sameOrigins(t, w.PoolWeights(), before)
+}
+
+// TestDrillDoesNotPassWithAPendingOutcomeAlarm: an alarm that begins firing shortly before
+// the hold ends is pending, not quiet: the drill holds on and fails when its `for` passes.
+func TestDrillDoesNotPassWithAPendingOutcomeAlarm(t *testing.T) {
+	w := newWorld(t)
+	before := w.PoolWeights()
+	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
+		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: 5m}`)
+	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raised time.Time
+	w.Drive(dr, 40*time.Minute, func(now time.Time) {
+		rec := dr.Run().Record()
+		// 3 minutes before the 10m hold ends
+		if raised.IsZero() && rec.State == store.StateRamping && !dr.Run().book.StepStart.IsZero() && now.Sub(dr.Run().book.StepStart) >= 7*time.Minute {
+			raised = now
+			w.Rate /= 4
+		}
+	})
+	rec := dr.Run().Record()
+	if rec.State != store.StateRolledBack || !strings.Contains(rec.Reason, "outcome alarm traffic-lost fired") {
+		t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+	}
+	if took := rec.EndedAt.Sub(raised); took < 5*time.Minute || took > 7*time.Minute {
+		t.Errorf("failed %s after the traffic dropped, want its 5m `for` and the alarm's 1m rate window", took)
+	}
+	sameOrigins(t, w.PoolWeights(), before)
+}
+
 // writeThenFail lands a weight write and reports it failed, as a process killed right
 // after the load balancer took the write would leave it.
 type writeThenFail struct {
