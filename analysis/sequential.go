@@ -436,7 +436,10 @@ func (r *RatioSequence) Add(canaryEvents, canaryTotal, baselineEvents, baselineT
 		z = r.nearestIdx(off)
 		scale := r.liveScale()
 		f := offsetShrink(r.cur.wv[z], se)
-		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-logMixOneSided(r.cur.ws[z]*f, scale*r.cur.wv[z]*f, r.opt.Precisions))))
+		t, v := r.cur.ws[z]*f, r.cur.wv[z]*f
+		c := jumpScale(f*f*f*r.cur.wv3[z]*jumpTail(t, r.opt.Noise.TailUp, r.opt.Noise.TailDown), v)
+		l := jumpLogEvidence(t, c, func(x float64) float64 { return logMixOneSided(x, scale*v, r.opt.Precisions) })
+		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-l)))
 	} else if r.cur.n >= r.opt.MinIntervals {
 		v := r.dispersion(&r.cur) * r.cur.bv[z]
 		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-logMixOneSided(r.cur.s[z], v, r.opt.Precisions))))
@@ -770,18 +773,49 @@ func offsetShrink(w, se float64) float64 {
 // true variance). At a steady share the term is constant while the boundary grows like
 // √v, so it matters early, and only for skewed noise.
 func jumpAdjust(t, up, down, v, thr float64) float64 {
-	sign, k3 := 1.0, up
-	if t < 0 {
-		sign, k3 = -1, down
-	}
-	c := jumpScale(k3, v)
+	c := jumpScale(jumpTail(t, up, down), v)
 	if c == 0 {
 		return t
 	}
 	if a := math.Abs(t) - c*thr; a > 0 {
-		return sign * a
+		return math.Copysign(a, t)
 	}
 	return 0
+}
+
+// jumpLogEvidence is log(1/p) for a statistic t tested at every α against a boundary
+// whose Gaussian part has log-evidence e (increasing in |t|) plus the Bernstein term
+// c·log(1/α) of t's side: the largest L = log(1/α) with e(|t| − c·L) ≥ L. With c = 0 it
+// is e(|t|), so the running p-value agrees with the bounds it reports beside, heavy tail
+// or not.
+func jumpLogEvidence(t, c float64, e func(x float64) float64) float64 {
+	t = math.Abs(t)
+	top := e(t)
+	if !(top > 0) {
+		return 0
+	}
+	if !(c > 0) {
+		return top
+	}
+	// e(|t| − c·L) − L falls in L: it is positive at 0 and negative at min(top, t/c).
+	lo, hi := 0.0, math.Min(top, t/c)
+	for range 60 {
+		mid := (lo + hi) / 2
+		if e(math.Max(t-c*mid, 0)) >= mid {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// jumpTail is the excess third moment of t's own side.
+func jumpTail(t, up, down float64) float64 {
+	if t < 0 {
+		return down
+	}
+	return up
 }
 
 // modelInterval is Interval with a usable noise model: the weighted score's one-sided
@@ -1002,7 +1036,10 @@ func (g *GaugeSequence) AddSampled(canary, baseline, samplingVar float64) {
 		off, se := g.opt.Noise.offset()
 		if s, v := g.modelSums(off); v > 0 {
 			f := offsetShrink(g.sw, se)
-			g.minP = math.Min(g.minP, nmPValue(s*f, v*f, g.modelRho(0.05)))
+			rho := g.modelRho(0.05)
+			c := jumpScale(f*f*f*g.sw3*jumpTail(s, g.opt.Noise.TailUp, g.opt.Noise.TailDown), g.sw*f)
+			l := jumpLogEvidence(s*f, c, func(x float64) float64 { return -math.Log(nmPValue(x, v*f, rho)) })
+			g.minP = math.Min(g.minP, math.Exp(-l))
 		}
 		return
 	}

@@ -150,3 +150,60 @@ func TestProofTimeHeavyTail(t *testing.T) {
 	}
 	t.Logf("median/p90 intervals: Gaussian %d/%d, heavy lower tail %d/%d", p0.Median, p0.P90, pd.Median, pd.P90)
 }
+
+// TestJumpLogEvidence: without a Bernstein term the p-value's log-evidence is the Gaussian
+// one; with it, it is the root of e(|t| − c·L) = L, smaller the heavier the tail.
+func TestJumpLogEvidence(t *testing.T) {
+	e := func(x float64) float64 { return x*x/2 - 1 }
+	if got := jumpLogEvidence(-4, 0, e); got != 7 {
+		t.Errorf("c = 0: %v, want e(4) = 7", got)
+	}
+	if got := jumpLogEvidence(1, 0.5, e); got != 0 {
+		t.Errorf("no evidence at all: %v, want 0", got)
+	}
+	prev := math.Inf(1)
+	for _, c := range []float64{0.1, 0.3, 1} {
+		l := jumpLogEvidence(4, c, e)
+		if math.Abs(e(4-c*l)-l) > 1e-9 || !(l < prev) || !(l > 0) {
+			t.Errorf("c = %v: L = %v, e(|t| − c·L) = %v; previous L %v", c, l, e(4-c*l), prev)
+		}
+		prev = l
+	}
+}
+
+// TestPValueCarriesTheJumpTerm: the running p-value of a sequence whose noise has a heavy
+// tail on the canary's side is larger than the same sequence's without it, as its bounds
+// are wider, and a heavy tail on the other side changes nothing.
+func TestPValueCarriesTheJumpTerm(t *testing.T) {
+	base := NoiseModel{Kind: "gauge", Intervals: 1440, LongRunVar: 0.01, SamplingVar: 0.0025, OffsetSE: 0.001, Dispersion: 1, BatchSize: 4}
+	up, down := base, base
+	up.TailUp, down.TailDown = 0.004, 0.004
+	run := func(m NoiseModel) float64 {
+		g := NewGaugeSequence(GaugeOptions{Scale: Difference, Noise: &m, PlannedIntervals: 60})
+		for range 30 {
+			g.AddSampled(0.08, 0, 0.0025)
+		}
+		return g.Interval(0.05).PValue
+	}
+	plain, withUp, withDown := run(base), run(up), run(down)
+	t.Logf("gauge p-value: %.3g plain, %.3g with the upper tail, %.3g with the lower", plain, withUp, withDown)
+	if !(plain < 0.01) || !(withUp > 1.5*plain) || withDown != plain {
+		t.Errorf("gauge p-values %v plain, %v with the upper tail, %v with the lower", plain, withUp, withDown)
+	}
+
+	rb := NoiseModel{Kind: "ratio", Intervals: 1440, ClusterVar: 0.001, LongRunVar: 0.002, OffsetSE: 0.001, Dispersion: 1, BatchSize: 4, Events: 600, CanaryShare: 1.0 / 3}
+	rup, rdown := rb, rb
+	rup.TailUp, rdown.TailDown = 0.003, 0.003
+	ratio := func(m NoiseModel) float64 {
+		s := NewRatioSequence(RatioOptions{Noise: &m})
+		for range 30 {
+			s.Add(230, 10000, 400, 20000) // the canary's rate 1.15× the baselines'
+		}
+		return s.Interval(0.05).PValue
+	}
+	plain, withUp, withDown = ratio(rb), ratio(rup), ratio(rdown)
+	t.Logf("ratio p-value: %.3g plain, %.3g with the upper tail, %.3g with the lower", plain, withUp, withDown)
+	if !(plain < 0.01) || !(withUp > 1.5*plain) || withDown != plain {
+		t.Errorf("ratio p-values %v plain, %v with the upper tail, %v with the lower", plain, withUp, withDown)
+	}
+}
