@@ -593,6 +593,17 @@ type Proof struct {
 	Limit float64
 }
 
+// ForHarm is m as ProofTime should see it for a KPI whose harm is in direction h.
+// ProofTime proves the upper bound, as for a KPI whose increase is the harm, and downward
+// bursts widen that bound; where a decrease is the harm the lower bound proves, which
+// upward bursts widen, so the tails trade places.
+func (m NoiseModel) ForHarm(h Direction) NoiseModel {
+	if h == Decrease {
+		m.TailUp, m.TailDown = m.TailDown, m.TailUp
+	}
+	return m
+}
+
 // ProofTime forecasts when a healthy canary is proven non-inferior at tolerance tol (on
 // the log scale for relative KPIs) and level α, following steps and then the last step's
 // share up to maxIntervals. It is the expectation a plan's holds should be sized from: the
@@ -601,8 +612,8 @@ type Proof struct {
 // as the live sequence folds it (offsetShrink).
 // gauge selects the gauge boundary; histShare is the canary's share in the history (for a
 // gauge's sampling noise; ratio models carry their own). The proof is the upper bound's,
-// as for a KPI whose increase is the harm: only m.TailDown widens it. For a KPI whose
-// decrease is the harm, pass m with its tails exchanged.
+// as for a KPI whose increase is the harm: only m.TailDown widens it. Pass
+// m.ForHarm(harm) for any KPI.
 func ProofTime(m NoiseModel, tol, alpha float64, gauge bool, histShare float64, steps []ProofStep, maxIntervals int, opt RatioOptions, plannedIntervals int) Proof {
 	alpha = validAlpha(alpha)
 	opt.defaults()

@@ -148,6 +148,16 @@ func TestProofTimeHeavyTail(t *testing.T) {
 	if !(pd.Median > p0.Median) {
 		t.Errorf("a heavy lower tail did not lengthen the forecast: median %d, without %d", pd.Median, p0.Median)
 	}
+	// Where a decrease is the harm, the lower bound proves: the upper tail lengthens it.
+	if got := proof(up.ForHarm(Decrease)); got != pd {
+		t.Errorf("decrease harm, heavy upper tail: %+v, want %+v (the lower tail's for an increase)", got, pd)
+	}
+	if got := proof(down.ForHarm(Decrease)); got != p0 {
+		t.Errorf("decrease harm, heavy lower tail: %+v, want %+v (no tail)", got, p0)
+	}
+	if got := proof(down.ForHarm(Increase)); got != pd {
+		t.Errorf("increase harm: ForHarm changed the model: %+v, want %+v", got, pd)
+	}
 	t.Logf("median/p90 intervals: Gaussian %d/%d, heavy lower tail %d/%d", p0.Median, p0.P90, pd.Median, pd.P90)
 }
 

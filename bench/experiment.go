@@ -220,7 +220,7 @@ func (w *World) sizePlanOnce(sc Scale, seed uint64) (Plan, error) {
 				plan.Reachable = false
 				continue
 			}
-			pr := analysis.ProofTime(n.Model.Analysis(), math.Log1p(k.Tolerance), aK, n.Model.Kind == "gauge", 1.0/3, ps, total,
+			pr := analysis.ProofTime(n.Model.Analysis().ForHarm(k.Harm), math.Log1p(k.Tolerance), aK, n.Model.Kind == "gauge", 1.0/3, ps, total,
 				analysis.RatioOptions{MinIntervals: probe.Spec.Analysis.MinIntervals}, total)
 			plan.Limit[k.Name] = pr.Limit
 			if pr.Reached {

@@ -250,13 +250,7 @@ func proofForecasts(exp *experiments.Experiment, ev *Evidence, canaryShare float
 		if iv := k.State.Interval(alpha); iv.Relative {
 			tol = math.Log1p(tol)
 		}
-		am := m.Analysis()
-		if k.Harm == analysis.Decrease {
-			// ProofTime proves the upper bound, which downward bursts widen; where a
-			// decrease is the harm the lower bound proves, and upward bursts widen it
-			am.TailUp, am.TailDown = am.TailDown, am.TailUp
-		}
-		p := analysis.ProofTime(am, tol, alpha, gauge, canaryShare, steps, maxIv, analysis.RatioOptions{}, planned)
+		p := analysis.ProofTime(m.Analysis().ForHarm(k.Harm), tol, alpha, gauge, canaryShare, steps, maxIv, analysis.RatioOptions{}, planned)
 		out[i] = &ProofForecast{Median: time.Duration(p.Median) * iv, P90: time.Duration(p.P90) * iv, Reached: p.Reached, Limit: p.Limit}
 	}
 	return out
