@@ -22,7 +22,7 @@ func run() int {
 	fs := flag.NewFlagSet("verdict-bench", flag.ContinueOnError)
 	out := fs.String("out", "bench", "directory for results.md, results.json and the SVG charts")
 	quick := fs.Bool("quick", bench.QuickFromEnv(), "quick mode (also BENCH_QUICK=1): a few worlds at 12k and 700k requests/min, 24 runs per cell, scale worlds of 10 and 100 experiments")
-	runs := fs.Int("runs", 0, "simulated experiments per A/A cell; boundary cells run twice as many, regression cells half (default 300; quick 24)")
+	runs := fs.Int("runs", 0, "simulated experiments per A/A cell; boundary cells run six times as many, regression cells half (default 300; quick 24)")
 	verbose := fs.Bool("v", false, "report each finished world × scale on stderr")
 	worlds := fs.String("worlds", "", "comma-separated world names of the decision part (default: all; quick: a few)")
 	seed := fs.Uint64("seed", 1, "seed of the decision-quality runs")
