@@ -83,30 +83,9 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		}
 	}
 	for _, e := range exps {
-		var pool traffic.Pool
-		var ttl time.Duration
-		var health *traffic.PoolHealth
-		if poolData != nil {
-			if pool, ttl, err = decodePoolFile(e, a.poolFile, poolData); err != nil {
-				return err
-			}
-		} else {
-			// Live: read the pool through the Steerer, exactly as run will.
-			steer, err := steererFor(ctx, g, e)
-			if err != nil {
-				if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
-					return usageErrorf("plan needs the record set: pass --pool-file SETS.json (aws route53 list-resource-record-sets output), or give AWS credentials to read it live: %v", err)
-				}
-				return usageErrorf("plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
-			}
-			if pool, ttl, err = readPoolAndTTL(ctx, steer, e); err != nil {
-				return withCode(exitError, fmt.Errorf("read pool %s: %w", e.Spec.Traffic.PoolRef(), err))
-			}
-			if h, ok, err := traffic.ReadHealth(ctx, steer, e.Spec.Traffic.PoolRef()); err != nil {
-				g.log.Warn("could not read the pool's origin health", "pool", e.Spec.Traffic.PoolRef().String(), "err", err)
-			} else if ok && h.Monitored {
-				health = &h
-			}
+		pool, ttl, health, err := planPool(ctx, g, e, a.poolFile, poolData)
+		if err != nil {
+			return err
 		}
 		plan, err := experiments.WeightPlan(e, poolOrigins(pool))
 		if err != nil {
@@ -128,6 +107,33 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		printSourceDrift(g.stdout, drift, accepted)
 	}
 	return nil
+}
+
+// planPool reads the pool a plan is drawn on: from the --pool-file export when one was
+// given (poolData), otherwise live through the Steerer exactly as a run will, with the
+// load balancer's origin health when a monitor reports on it.
+func planPool(ctx context.Context, g *globals, e *experiments.Experiment, poolFile string, poolData []byte) (pool traffic.Pool, ttl time.Duration, health *traffic.PoolHealth, err error) {
+	if poolData != nil {
+		pool, ttl, err = decodePoolFile(e, poolFile, poolData)
+		return pool, ttl, nil, err
+	}
+	steer, err := steererFor(ctx, g, e)
+	if err != nil {
+		if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
+			return pool, 0, nil, usageErrorf("the plan needs the record set: pass --pool-file SETS.json (aws route53 list-resource-record-sets output), or give AWS credentials to read it live: %v", err)
+		}
+		return pool, 0, nil, usageErrorf("the plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
+	}
+	ref := e.Spec.Traffic.PoolRef()
+	if pool, ttl, err = readPoolAndTTL(ctx, steer, e); err != nil {
+		return pool, 0, nil, withCode(exitError, fmt.Errorf("read pool %s: %w", ref, err))
+	}
+	if h, ok, err := traffic.ReadHealth(ctx, steer, ref); err != nil {
+		g.log.Warn("could not read the pool's origin health", "pool", ref.String(), "err", err)
+	} else if ok && h.Monitored {
+		health = &h
+	}
+	return pool, ttl, health, nil
 }
 
 // planJSON is the JSON view of a plan: the weights, and what the run does around them.

@@ -175,31 +175,17 @@ type switchoverView struct {
 // switchoverPlan reads the pool (live, or --pool-file for a dry run) and plans the
 // switchover, refusing one that cannot move any traffic.
 func switchoverPlan(ctx context.Context, g *globals, a switchoverArgs, file, exp *experiments.Experiment) (*switchoverView, *experiments.Plan, error) {
-	var pool traffic.Pool
-	var ttl time.Duration
-	var health *traffic.PoolHealth
 	ref := exp.Spec.Traffic.PoolRef()
+	var data []byte
 	if a.poolFile != "" {
-		data, err := os.ReadFile(a.poolFile)
-		if err != nil {
+		var err error
+		if data, err = os.ReadFile(a.poolFile); err != nil {
 			return nil, nil, usageErrorf("read pool file: %v", err)
 		}
-		if pool, ttl, err = decodePoolFile(exp, a.poolFile, data); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		steer, err := steererFor(ctx, g, exp)
-		if err != nil {
-			return nil, nil, err
-		}
-		if pool, ttl, err = readPoolAndTTL(ctx, steer, exp); err != nil {
-			return nil, nil, withCode(exitError, fmt.Errorf("read pool %s: %w", ref, err))
-		}
-		if h, ok, err := traffic.ReadHealth(ctx, steer, ref); err != nil {
-			g.log.Warn("could not read the pool's origin health", "pool", ref.String(), "err", err)
-		} else if ok && h.Monitored {
-			health = &h
-		}
+	}
+	pool, ttl, health, err := planPool(ctx, g, exp, a.poolFile, data)
+	if err != nil {
+		return nil, nil, err
 	}
 	origins := exp.Spec.Traffic.Origins()
 	weights := pool.Weights()
