@@ -320,6 +320,32 @@ func AlarmFiring(ctx context.Context, src KPISource, exp *experiments.Experiment
 	return false, 0, nil
 }
 
+// alarmClock is how long an outcome alarm has been pending, kept in the run's book. As
+// Prometheus restores an alert's `for` after a restart, the time the alarm was seen firing
+// before the engine went away counts and the time it was away does not (the alarm may
+// have cleared meanwhile): an evaluation gap longer than gap resumes the count where it
+// stood. A changed query is a new alarm and starts over.
+type alarmClock struct {
+	Query    string    `json:"query"`
+	Since    time.Time `json:"since"`    // when the pending time began, moved past gaps
+	LastSeen time.Time `json:"lastSeen"` // the last evaluation that saw it firing
+}
+
+// observe records the alarm firing at now: how long it has been pending, and whether the
+// clock began or moved (so the book is saved).
+func (c *alarmClock) observe(query string, now time.Time, gap time.Duration) (pending time.Duration, moved bool) {
+	switch {
+	case c.Since.IsZero() || c.Query != query || now.Before(c.LastSeen):
+		*c = alarmClock{Query: query, Since: now}
+		moved = true
+	case now.Sub(c.LastSeen) > gap:
+		c.Since = now.Add(-c.LastSeen.Sub(c.Since))
+		moved = true
+	}
+	c.LastSeen = now
+	return now.Sub(c.Since), moved
+}
+
 // ---- hold ----------------------------------------------------------------------------
 
 func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
@@ -333,6 +359,13 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 	}
 	var alarms []string
 	alarmFailed, changed := false, false
+	for name := range r.book.AlarmsFiring {
+		if !slices.ContainsFunc(dr.drill.Spec.OutcomeAlarms, func(a experiments.Alarm) bool { return a.Name == name }) {
+			delete(r.book.AlarmsFiring, name) // the file resumed with no longer has it
+			changed = true
+		}
+	}
+	gap := max(2*r.exp.Spec.Analysis.Interval.Std(), 2*time.Minute)
 	for _, a := range dr.drill.Spec.OutcomeAlarms {
 		firing, value, err := dr.alarm(ctx, a, now)
 		if err != nil {
@@ -348,23 +381,25 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 			}
 			continue
 		}
-		since, ok := r.book.AlarmsFiring[a.Name]
+		clock := r.book.AlarmsFiring[a.Name]
 		if !firing {
-			if ok {
+			if clock != nil {
 				delete(r.book.AlarmsFiring, a.Name)
 				changed = true
 			}
 			continue
 		}
-		if !ok {
-			since, changed = now, true
+		if clock == nil {
+			clock = &alarmClock{}
 			if r.book.AlarmsFiring == nil {
-				r.book.AlarmsFiring = map[string]time.Time{}
+				r.book.AlarmsFiring = map[string]*alarmClock{}
 			}
-			r.book.AlarmsFiring[a.Name] = now
+			r.book.AlarmsFiring[a.Name] = clock
 		}
+		pending, restarted := clock.observe(a.Query, now, gap)
+		changed = changed || restarted
 		alarms = append(alarms, a.Name)
-		if now.Sub(since) >= a.For.Std() {
+		if pending >= a.For.Std() {
 			return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s fired during the drill (value %s): restored at once", a.Name, formatValue(value, true)), who, store.StateRolledBack)
 		}
 	}
@@ -407,9 +442,10 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 		}
 		return nil
 	}
-	if len(alarms) > 0 {
-		// An outcome alarm firing for less than its `for` is pending, not quiet: the drill
-		// holds on until it clears or fires, which its `for` bounds.
+	if len(alarms) > 0 || alarmFailed {
+		// An outcome alarm firing for less than its `for` is pending, not quiet, and one
+		// that cannot be read is not quiet either: the drill holds on until it clears or
+		// fires, which its `for` (or noDataTimeout) bounds.
 		return nil
 	}
 	if len(ev.NoData) > 0 {

@@ -464,3 +464,30 @@ func TestDrillWithADeadLeafNeverDrains(t *testing.T) {
 		t.Error("a drain was intended while c3's series were stale")
 	}
 }
+
+// TestAlarmClock: the pending time counts what was seen firing, not the time the engine
+// was away (the alarm may have cleared meanwhile), and a changed query starts over.
+func TestAlarmClock(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	var c alarmClock
+	steps := []struct {
+		at      time.Duration
+		query   string
+		pending time.Duration
+		moved   bool
+	}{
+		{0, "q", 0, true},
+		{30 * time.Second, "q", 30 * time.Second, false},
+		{90 * time.Second, "q", 90 * time.Second, false}, // a minute between ticks is no gap
+		{20 * time.Minute, "q", 90 * time.Second, true},  // away 18m30s: the count resumes at 1m30s
+		{20*time.Minute + 30*time.Second, "q", 2 * time.Minute, false},
+		{21 * time.Minute, "other", 0, true}, // a new query is a new alarm
+	}
+	for _, s := range steps {
+		pending, moved := c.observe(s.query, at(s.at), 2*time.Minute)
+		if pending != s.pending || moved != s.moved {
+			t.Errorf("at +%s (%s): pending %s, moved %v; want %s, %v", s.at, s.query, pending, moved, s.pending, s.moved)
+		}
+	}
+}

@@ -62,11 +62,11 @@ type book struct {
 	EndBy      string      `json:"endBy,omitempty"`
 	PauseNote  string      `json:"pauseNote,omitempty"`
 	IntentSeq  int64       `json:"intentSeq,omitempty"`
-	// AlarmsFiring is when each drill outcome alarm was first seen firing in a row, and
-	// AlarmErrAt when an alarm query began failing: kept so that an engine restarted in
-	// the middle of an outage does not start an alarm's `for` (or noDataTimeout) over.
-	AlarmsFiring map[string]time.Time `json:"alarmsFiring,omitempty"`
-	AlarmErrAt   time.Time            `json:"alarmErrAt,omitzero"`
+	// AlarmsFiring are the drill outcome alarms seen firing, by name, and AlarmErrAt when
+	// an alarm query began failing: kept so that an engine restarted in the middle of an
+	// outage does not start an alarm's `for` (or noDataTimeout) over.
+	AlarmsFiring map[string]*alarmClock `json:"alarmsFiring,omitempty"`
+	AlarmErrAt   time.Time              `json:"alarmErrAt,omitzero"`
 	// HistoryRead is set once the history window (the baseline before the variant) is stored.
 	HistoryRead bool `json:"historyRead,omitempty"`
 	// Apply is the variant's arrival phase (hook, ready, done) when the engine brings it
