@@ -438,7 +438,7 @@ func (r *RatioSequence) Add(canaryEvents, canaryTotal, baselineEvents, baselineT
 		f := offsetShrink(r.cur.wv[z], se)
 		t, v := r.cur.ws[z]*f, r.cur.wv[z]*f
 		c := jumpScale(f*f*f*r.cur.wv3[z]*jumpTail(t, r.opt.Noise.TailUp, r.opt.Noise.TailDown), v)
-		l := jumpLogEvidence(t, c, func(x float64) float64 { return logMixOneSided(x, scale*v, r.opt.Precisions) })
+		l := jumpLogEvidence(t, c, 0, func(x float64) float64 { return logMixOneSided(x, scale*v, r.opt.Precisions) })
 		r.minP = math.Min(r.minP, math.Min(1, 2*math.Exp(-l)))
 	} else if r.cur.n >= r.opt.MinIntervals {
 		v := r.dispersion(&r.cur) * r.cur.bv[z]
@@ -785,11 +785,15 @@ func jumpAdjust(t, up, down, v, thr float64) float64 {
 
 // jumpLogEvidence is log(1/p) for a statistic t tested at every α against a boundary
 // whose Gaussian part has log-evidence e (increasing in |t|) plus the Bernstein term
-// c·log(1/α) of t's side: the largest L = log(1/α) with e(|t| − c·L) ≥ L. With c = 0 it
-// is e(|t|), so the running p-value agrees with the bounds it reports beside, heavy tail
-// or not.
-func jumpLogEvidence(t, c float64, e func(x float64) float64) float64 {
+// c·log(1/α) of t's side: the largest L with e(|t| − c·(L + shift)) ≥ L, where shift is
+// log(1/α) − L at the boundary (ln 2 where e is two-sided evidence and the bounds one-sided,
+// 0 where both are one-sided). With c = 0 it is e(|t|), so the running p-value agrees with
+// the bounds it is reported beside, heavy tail or not.
+func jumpLogEvidence(t, c, shift float64, e func(x float64) float64) float64 {
 	t = math.Abs(t)
+	if math.IsInf(t, 1) {
+		return math.Inf(1)
+	}
 	top := e(t)
 	if !(top > 0) {
 		return 0
@@ -797,11 +801,19 @@ func jumpLogEvidence(t, c float64, e func(x float64) float64) float64 {
 	if !(c > 0) {
 		return top
 	}
-	// e(|t| − c·L) − L falls in L: it is positive at 0 and negative at min(top, t/c).
-	lo, hi := 0.0, math.Min(top, t/c)
-	for range 60 {
+	g := func(l float64) float64 { return e(math.Max(t-c*(l+shift), 0)) - l }
+	if !(g(0) > 0) {
+		return 0
+	}
+	// g falls in L: positive at 0, and not positive once the shrunk statistic is 0 or L
+	// passes the unshrunk evidence.
+	lo, hi := 0.0, math.Min(top, math.Max(t/c-shift, 0))
+	for range 100 {
+		if hi-lo <= 1e-10*hi {
+			break
+		}
 		mid := (lo + hi) / 2
-		if e(math.Max(t-c*mid, 0)) >= mid {
+		if g(mid) >= 0 {
 			lo = mid
 		} else {
 			hi = mid
@@ -1038,7 +1050,8 @@ func (g *GaugeSequence) AddSampled(canary, baseline, samplingVar float64) {
 			f := offsetShrink(g.sw, se)
 			rho := g.modelRho(0.05)
 			c := jumpScale(f*f*f*g.sw3*jumpTail(s, g.opt.Noise.TailUp, g.opt.Noise.TailDown), g.sw*f)
-			l := jumpLogEvidence(s*f, c, func(x float64) float64 { return -math.Log(nmPValue(x, v*f, rho)) })
+			// nmPValue is two-sided, the bounds' term one-sided: log(1/α) = L + ln 2
+			l := jumpLogEvidence(s*f, c, math.Ln2, func(x float64) float64 { return -math.Log(nmPValue(x, v*f, rho)) })
 			g.minP = math.Min(g.minP, math.Exp(-l))
 		}
 		return

@@ -165,19 +165,29 @@ func TestProofTimeHeavyTail(t *testing.T) {
 // one; with it, it is the root of e(|t| − c·L) = L, smaller the heavier the tail.
 func TestJumpLogEvidence(t *testing.T) {
 	e := func(x float64) float64 { return x*x/2 - 1 }
-	if got := jumpLogEvidence(-4, 0, e); got != 7 {
+	if got := jumpLogEvidence(-4, 0, 0, e); got != 7 {
 		t.Errorf("c = 0: %v, want e(4) = 7", got)
 	}
-	if got := jumpLogEvidence(1, 0.5, e); got != 0 {
+	if got := jumpLogEvidence(1, 0.5, 0, e); got != 0 {
 		t.Errorf("no evidence at all: %v, want 0", got)
 	}
-	prev := math.Inf(1)
-	for _, c := range []float64{0.1, 0.3, 1} {
-		l := jumpLogEvidence(4, c, e)
-		if math.Abs(e(4-c*l)-l) > 1e-9 || !(l < prev) || !(l > 0) {
-			t.Errorf("c = %v: L = %v, e(|t| − c·L) = %v; previous L %v", c, l, e(4-c*l), prev)
+	for _, shift := range []float64{0, math.Ln2} {
+		prev := math.Inf(1)
+		for _, c := range []float64{0.1, 0.3, 1} {
+			for _, x := range []float64{4, -4} {
+				l := jumpLogEvidence(x, c, shift, e)
+				if math.Abs(e(4-c*(l+shift))-l) > 1e-8 || !(l < prev) || !(l > 0) {
+					t.Errorf("t = %v, c = %v, shift %v: L = %v, e(|t| − c·(L+shift)) = %v; previous L %v", x, c, shift, l, e(4-c*(l+shift)), prev)
+				}
+			}
+			prev = jumpLogEvidence(4, c, shift, e)
 		}
-		prev = l
+	}
+	if got := jumpLogEvidence(math.Inf(-1), 0.3, 0, e); !math.IsInf(got, 1) {
+		t.Errorf("infinite statistic: %v, want +Inf (p = 0)", got)
+	}
+	if got := jumpLogEvidence(math.NaN(), 0.3, 0, e); got != 0 {
+		t.Errorf("NaN statistic: %v, want 0 (p = 1)", got)
 	}
 }
 
@@ -215,5 +225,31 @@ func TestPValueCarriesTheJumpTerm(t *testing.T) {
 	t.Logf("ratio p-value: %.3g plain, %.3g with the upper tail, %.3g with the lower", plain, withUp, withDown)
 	if !(plain < 0.01) || !(withUp > 1.5*plain) || withDown != plain {
 		t.Errorf("ratio p-values %v plain, %v with the upper tail, %v with the lower", plain, withUp, withDown)
+	}
+}
+
+// TestGaugePValueMatchesItsBounds: with a heavy tail, the smallest effect whose lower
+// bound at α = 5% excludes 0 is the smallest whose running p-value is at most 2α (the
+// p-value is two-sided, the bound one-sided), up to the boundary's one-sided correction.
+func TestGaugePValueMatchesItsBounds(t *testing.T) {
+	m := NoiseModel{Kind: "gauge", Intervals: 1440, LongRunVar: 0.01, SamplingVar: 0.0025, OffsetSE: 0.001, Dispersion: 1, BatchSize: 4, TailUp: 0.004}
+	const alpha = 0.05
+	var byBound, byP float64
+	for d := 0.02; d < 0.2 && (byBound == 0 || byP == 0); d += 0.0002 {
+		g := NewGaugeSequence(GaugeOptions{Scale: Difference, Noise: &m, PlannedIntervals: 60})
+		for range 30 {
+			g.AddSampled(d, 0, 0.0025)
+		}
+		iv := g.Interval(alpha)
+		if byBound == 0 && iv.Lower > 0 {
+			byBound = d
+		}
+		if byP == 0 && iv.PValue <= 2*alpha {
+			byP = d
+		}
+	}
+	t.Logf("smallest effect excluded by the bound %.4f, by the p-value %.4f", byBound, byP)
+	if byBound == 0 || byP == 0 || math.Abs(byP-byBound) > 0.01*byBound {
+		t.Errorf("bound excludes 0 from %.4f, p ≤ 2α from %.4f: more than 1%% apart", byBound, byP)
 	}
 }
