@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,7 +84,7 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 		}
 	}
 	for _, e := range exps {
-		pool, ttl, health, err := planPool(ctx, g, e, a.poolFile, poolData)
+		pool, ttl, health, err := planPool(ctx, g, e, a.poolFile, poolData, true)
 		if err != nil {
 			return err
 		}
@@ -109,20 +110,27 @@ func runPlan(ctx context.Context, g *globals, a planArgs) error {
 	return nil
 }
 
-// planPool reads the pool a plan is drawn on: from the --pool-file export when one was
-// given (poolData), otherwise live through the Steerer exactly as a run will, with the
-// load balancer's origin health when a monitor reports on it.
-func planPool(ctx context.Context, g *globals, e *experiments.Experiment, poolFile string, poolData []byte) (pool traffic.Pool, ttl time.Duration, health *traffic.PoolHealth, err error) {
-	if poolData != nil {
+// planPool reads the pool a plan is drawn on: from the --pool-file export when poolFile
+// is set (its contents poolData), otherwise live through the Steerer exactly as a run
+// will, with the load balancer's origin health when a monitor reports on it. fileHint
+// says whether the command takes --pool-file, so missing credentials can suggest it.
+func planPool(ctx context.Context, g *globals, e *experiments.Experiment, poolFile string, poolData []byte, fileHint bool) (pool traffic.Pool, ttl time.Duration, health *traffic.PoolHealth, err error) {
+	if poolFile != "" {
 		pool, ttl, err = decodePoolFile(e, poolFile, poolData)
 		return pool, ttl, nil, err
 	}
 	steer, err := steererFor(ctx, g, e)
 	if err != nil {
-		if e.Spec.Traffic.Provider() == experiments.ProviderRoute53 {
-			return pool, 0, nil, usageErrorf("the plan needs the record set: pass --pool-file SETS.json (aws route53 list-resource-record-sets output), or give AWS credentials to read it live: %v", err)
+		switch {
+		case !fileHint:
+		case e.Spec.Traffic.Provider() == experiments.ProviderRoute53:
+			err = usageErrorf("plan needs the record set: pass --pool-file SETS.json (aws route53 list-resource-record-sets output), or give AWS credentials to read it live: %v", err)
+		default:
+			if _, cerr := traffic.CloudflareOptionsFromEnv(os.LookupEnv); errors.Is(cerr, traffic.ErrNoCredentials) {
+				err = usageErrorf("plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
+			}
 		}
-		return pool, 0, nil, usageErrorf("the plan needs the pool: pass --pool-file POOL.json, or set CLOUDFLARE_API_TOKEN to read it live")
+		return pool, 0, nil, err
 	}
 	ref := e.Spec.Traffic.PoolRef()
 	if pool, ttl, err = readPoolAndTTL(ctx, steer, e); err != nil {

@@ -183,7 +183,7 @@ func switchoverPlan(ctx context.Context, g *globals, a switchoverArgs, file, exp
 			return nil, nil, usageErrorf("read pool file: %v", err)
 		}
 	}
-	pool, ttl, health, err := planPool(ctx, g, exp, a.poolFile, data)
+	pool, ttl, health, err := planPool(ctx, g, exp, a.poolFile, data, a.dryRun)
 	if err != nil {
 		return nil, nil, err
 	}
