@@ -13,7 +13,7 @@ type Options struct {
 	// Quick is the mode `make test` runs (BENCH_QUICK=1): QuickWorlds at two scales, 24
 	// runs per cell, and scale worlds of 10 and 100 experiments, about a minute on 2 cores.
 	Quick bool
-	// Runs per A/A and mismatch cell (boundary cells six times as many, regression cells
+	// Runs per A/A cell (boundary cells six times as many, regression and mismatch cells
 	// half); default 300 (quick: 24). At 140 two false rollbacks in a cell already put its
 	// upper 95% bound above α = 5%; at 300 it takes eight.
 	Runs int
