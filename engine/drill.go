@@ -365,6 +365,8 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 			changed = true
 		}
 	}
+	// A clock's LastSeen reaches the store with the book, at least once an interval: a
+	// gap shorter than two intervals is the last save's age, not an absence.
 	gap := max(2*r.exp.Spec.Analysis.Interval.Std(), 2*time.Minute)
 	for _, a := range dr.drill.Spec.OutcomeAlarms {
 		firing, value, err := dr.alarm(ctx, a, now)

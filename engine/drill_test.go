@@ -223,20 +223,27 @@ func TestDrillOutcomeAlarmRestores(t *testing.T) {
 	sameOrigins(t, w.PoolWeights(), before)
 }
 
+// trafficLostDrill starts a drill of c2 whose one outcome alarm, traffic-lost, fires
+// after forDur when the users' traffic drops: the KPIs (ratios) do not see that, so the
+// alarm alone decides when the drill ends.
+func (w *world) trafficLostDrill(forDur string) (*experiments.Drill, *DrillRun) {
+	w.t.Helper()
+	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
+		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: `+forDur+`}`)
+	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return d, dr
+}
+
 // TestDrillOutcomeAlarmForSurvivesARestart: an alarm's `for` counts from when it was
 // first seen firing, also across a restart of the engine: a restart in the middle of an
 // outage must not hold the drained pool for another full `for`.
 func TestDrillOutcomeAlarmForSurvivesARestart(t *testing.T) {
 	w := newWorld(t)
 	before := w.PoolWeights()
-	// The alarm watches the users' traffic, which the KPIs (ratios) do not see: it alone
-	// decides when the drill ends.
-	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
-		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: 4m}`)
-	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, dr := w.trafficLostDrill("4m")
 	var raised, seen time.Time
 	for range 60 {
 		w.Advance(w.Now().Add(30 * time.Second))
@@ -287,12 +294,7 @@ func TestDrillOutcomeAlarmForSurvivesARestart(t *testing.T) {
 func TestDrillDoesNotPassWithAPendingOutcomeAlarm(t *testing.T) {
 	w := newWorld(t)
 	before := w.PoolWeights()
-	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
-		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: 5m}`)
-	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dr := w.trafficLostDrill("5m")
 	var raised time.Time
 	w.Drive(dr, 40*time.Minute, func(now time.Time) {
 		rec := dr.Run().Record()
