@@ -209,6 +209,11 @@ func (h *HTTPNotifier) work(key string, t *targetQueue) {
 		q.mu.Unlock()
 
 		err := h.deliver(ctx, d)
+		// Reported while d still counts as in flight, so a Flush or Close that returns has
+		// seen Failed told: the engine turns failures into events right after a flush.
+		if err != nil {
+			h.report([]failure{{d, err}})
+		}
 
 		q.mu.Lock()
 		t.inflight = nil
@@ -219,9 +224,6 @@ func (h *HTTPNotifier) work(key string, t *targetQueue) {
 		}
 		q.signal()
 		q.mu.Unlock()
-		if err != nil {
-			h.report([]failure{{d, err}})
-		}
 	}
 }
 
@@ -241,8 +243,9 @@ func (q *notifyQueue) outstanding(seq uint64) int {
 	return n
 }
 
-// Flush waits until every notification queued before the call is delivered or given up,
-// or ctx ends; then it returns an *UndeliveredError. Delivery goes on either way.
+// Flush waits until every notification queued before the call is delivered or given up
+// (and Failed told), or ctx ends; then it returns an *UndeliveredError. Delivery goes on
+// either way.
 func (h *HTTPNotifier) Flush(ctx context.Context) error {
 	q := &h.q
 	q.mu.Lock()

@@ -422,3 +422,36 @@ func TestNotifierFlushLeavesItOpen(t *testing.T) {
 		t.Errorf("delivered %v, want verdict and end", got)
 	}
 }
+
+// TestNotifierFlushWaitsForFailedToBeTold: Flush and Close return only once Failed has
+// been told about what they waited for; the engine reads the failures right after a flush
+// (a slow Failed makes the once-rare interleaving certain).
+func TestNotifierFlushWaitsForFailedToBeTold(t *testing.T) {
+	refused := newNotifyServer(t, func(int, http.Header) int { return http.StatusBadRequest })
+	for _, how := range []string{"flush", "close"} {
+		t.Run(how, func(t *testing.T) {
+			var f notifyFailures
+			h := fastNotifier(&f)
+			h.Failed = func(n Notification, target string, err error) {
+				time.Sleep(100 * time.Millisecond)
+				f.record(n, target, err)
+			}
+			h.Notify(context.Background(), []experiments.Notify{notifyWebhook(refused.URL)}, notifyNote("end", 1))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var err error
+			if how == "flush" {
+				err = h.Flush(ctx)
+				defer closeNotifier(t, h, 5*time.Second)
+			} else {
+				err = h.Close(ctx)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if list, _ := f.get(); len(list) != 1 || !strings.Contains(list[0], "HTTP 400") {
+				t.Errorf("Failed told %v when %s returned, want the HTTP 400", list, how)
+			}
+		})
+	}
+}
