@@ -346,19 +346,13 @@ func (c *alarmClock) observe(query string, now time.Time, gap time.Duration) (pe
 	return now.Sub(c.Since), moved
 }
 
-// ---- hold ----------------------------------------------------------------------------
-
-func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
+// outcomeAlarms evaluates the drill's outcome alarms and keeps their clocks in the book. It
+// returns the alarms firing for less than their `for` (pending) and whether any could not
+// be read. stop is true when the hold must not go on: the drill is being restored because
+// one fired for its `for` or went unread for noDataTimeout, or err.
+func (dr *DrillRun) outcomeAlarms(ctx context.Context, now time.Time) (pending []string, failed, stop bool, err error) {
 	r := dr.r
-	who := r.e.opts.Who
-	if dr.drill == nil {
-		return r.rollback(ctx, now, VerdictAborted, "resumed without the drill's file: restoring the weights the drill found", who, store.StateAborted)
-	}
-	if stop, err := r.checkDrift(ctx, now); err != nil || stop {
-		return err
-	}
-	var alarms []string
-	alarmFailed, changed := false, false
+	changed := false
 	for name := range r.book.AlarmsFiring {
 		if !slices.ContainsFunc(dr.drill.Spec.OutcomeAlarms, func(a experiments.Alarm) bool { return a.Name == name }) {
 			delete(r.book.AlarmsFiring, name) // the file resumed with no longer has it
@@ -371,15 +365,15 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 	for _, a := range dr.drill.Spec.OutcomeAlarms {
 		firing, value, err := dr.alarm(ctx, a, now)
 		if err != nil {
-			alarmFailed = true
+			failed = true
 			if r.book.AlarmErrAt.IsZero() {
 				r.book.AlarmErrAt, changed = now, true
 			}
 			if timeout := r.exp.Spec.Analysis.NoDataTimeout.Std(); now.Sub(r.book.AlarmErrAt) > timeout {
-				return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s could not be evaluated for %s (%v): restoring rather than holding blind", a.Name, timeout, err), who, store.StateRolledBack)
+				return nil, false, true, r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s could not be evaluated for %s (%v): restoring rather than holding blind", a.Name, timeout, err), r.e.opts.Who, store.StateRolledBack)
 			}
 			if err := r.fault(ctx, now, "evaluate outcome alarm "+a.Name, err); err != nil {
-				return err
+				return nil, false, true, err
 			}
 			continue
 		}
@@ -398,21 +392,39 @@ func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
 			}
 			r.book.AlarmsFiring[a.Name] = clock
 		}
-		pending, restarted := clock.observe(a.Query, now, gap)
+		firingFor, restarted := clock.observe(a.Query, now, gap)
 		changed = changed || restarted
-		alarms = append(alarms, a.Name)
-		if pending >= a.For.Std() {
-			return r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s fired during the drill (value %s): restored at once", a.Name, formatValue(value, true)), who, store.StateRolledBack)
+		pending = append(pending, a.Name)
+		if firingFor >= a.For.Std() {
+			return nil, false, true, r.rollback(ctx, now, VerdictFailed, fmt.Sprintf("outcome alarm %s fired during the drill (value %s): restored at once", a.Name, formatValue(value, true)), r.e.opts.Who, store.StateRolledBack)
 		}
 	}
-	if !alarmFailed && !r.book.AlarmErrAt.IsZero() {
+	if !failed && !r.book.AlarmErrAt.IsZero() {
 		r.book.AlarmErrAt, changed = time.Time{}, true
 	}
 	if changed {
 		// An alarm's clock must survive a restart before anything else can fail.
 		if err := r.save(ctx); err != nil {
-			return err
+			return nil, false, true, err
 		}
+	}
+	return pending, failed, false, nil
+}
+
+// ---- hold ----------------------------------------------------------------------------
+
+func (dr *DrillRun) hold(ctx context.Context, now time.Time) error {
+	r := dr.r
+	who := r.e.opts.Who
+	if dr.drill == nil {
+		return r.rollback(ctx, now, VerdictAborted, "resumed without the drill's file: restoring the weights the drill found", who, store.StateAborted)
+	}
+	if stop, err := r.checkDrift(ctx, now); err != nil || stop {
+		return err
+	}
+	alarms, alarmFailed, stop, err := dr.outcomeAlarms(ctx, now)
+	if stop {
+		return err
 	}
 
 	ev, err := dr.evaluate(ctx, now)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/verdict-dev/verdict/experiments"
 	"github.com/verdict-dev/verdict/store"
@@ -226,11 +229,11 @@ func TestDrillOutcomeAlarmRestores(t *testing.T) {
 // trafficLostDrill starts a drill of c2 whose one outcome alarm, traffic-lost, fires
 // after forDur when the users' traffic drops: the KPIs (ratios) do not see that, so the
 // alarm alone decides when the drill ends.
-func (w *world) trafficLostDrill(forDur string) (*experiments.Drill, *DrillRun) {
+func (w *world) trafficLostDrill(forDur string, opts ...func(*Options)) (*experiments.Drill, *DrillRun) {
 	w.t.Helper()
 	d := w.drill(`{name: errors-burning, query: 'sum(rate(http_requests_total{code="500"}[1m])) > 50'}`,
 		`{name: traffic-lost, query: 'sum(rate(http_requests_total[1m])) < 100', for: `+forDur+`}`)
-	dr, err := w.engine().StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
+	dr, err := w.engine(opts...).StartDrill(context.Background(), d, "c2", "drill.yaml", w.Now())
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -312,6 +315,81 @@ func TestDrillDoesNotPassWithAPendingOutcomeAlarm(t *testing.T) {
 		t.Errorf("failed %s after the traffic dropped, want its 5m `for` and the alarm's 1m rate window", took)
 	}
 	sameOrigins(t, w.PoolWeights(), before)
+}
+
+// unreadableAlarms fails the instant queries (the outcome alarms') while failing is set,
+// as a Prometheus that answers range queries but times out on an alarm's would.
+type unreadableAlarms struct {
+	KPISource
+	failing atomic.Bool
+}
+
+func (s *unreadableAlarms) Instant(ctx context.Context, query string, t time.Time) (model.Value, []string, error) {
+	if s.failing.Load() {
+		return nil, nil, errors.New("query timed out in expression evaluation")
+	}
+	return s.KPISource.Instant(ctx, query, t)
+}
+
+// TestDrillHoldsWhileAnOutcomeAlarmCannotBeRead: an alarm that cannot be read is not
+// quiet. A drill whose alarm query fails at the end of the hold neither passes nor fails
+// at once: it holds on until the query answers again (and passes if the alarm is quiet),
+// or restores the pool once it has been unread for noDataTimeout.
+func TestDrillHoldsWhileAnOutcomeAlarmCannotBeRead(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		outage   time.Duration // from 7m into the 10m hold
+		want     store.State
+		inReason string
+	}{
+		{"recovers", 5 * time.Minute, store.StatePromoted, ""},
+		{"stays unreadable", time.Hour, store.StateRolledBack, "outcome alarm traffic-lost could not be evaluated for 10m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			before := w.PoolWeights()
+			var src *unreadableAlarms
+			_, dr := w.trafficLostDrill("2m", func(o *Options) {
+				src = &unreadableAlarms{KPISource: o.Metrics}
+				o.Metrics = src
+			})
+			var broke, mended time.Time
+			w.Drive(dr, time.Hour, func(now time.Time) {
+				start := dr.Run().book.StepStart
+				if broke.IsZero() && dr.Run().Record().State == store.StateRamping && !start.IsZero() && now.Sub(start) >= 7*time.Minute {
+					broke = now
+					src.failing.Store(true)
+				}
+				if !broke.IsZero() && mended.IsZero() && now.Sub(broke) >= tc.outage {
+					mended = now
+					src.failing.Store(false)
+				}
+			})
+			rec := dr.Run().Record()
+			if broke.IsZero() {
+				t.Fatalf("the drill ended %s before its hold: %s", rec.State, rec.Reason)
+			}
+			if rec.State != tc.want || !strings.Contains(rec.Reason, tc.inReason) {
+				t.Fatalf("drill ended %s (%s): %s", rec.State, rec.Verdict, rec.Reason)
+			}
+			took := rec.EndedAt.Sub(broke)
+			switch tc.want {
+			case store.StatePromoted:
+				// The hold ended 3m into the outage; the pass waits for the query to answer.
+				if mended.IsZero() || rec.EndedAt.Before(mended) || rec.EndedAt.Sub(mended) > 2*time.Minute {
+					t.Errorf("passed %s after the query failed (it answered again after %s)", took, tc.outage)
+				}
+			default:
+				if took < 10*time.Minute || took > 12*time.Minute {
+					t.Errorf("restored %s after the alarm query began failing, want its 10m noDataTimeout", took)
+				}
+			}
+			if n := w.eventTypes()[EventFault]; n == 0 {
+				t.Error("no fault event for the failing alarm query")
+			}
+			sameOrigins(t, w.PoolWeights(), before)
+		})
+	}
 }
 
 // writeThenFail lands a weight write and reports it failed, as a process killed right
