@@ -224,6 +224,18 @@ func (c *Cluster) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(o.status)
 	fmt.Fprintf(w, `{"cluster":%q,"status":%d}`+"\n", c.name, o.status)
+	c.record(route, o, observed)
+}
+
+// simulate serves one request to route arriving at at without HTTP or waiting: how the
+// fleet's history is made on virtual time.
+func (c *Cluster) simulate(at time.Time, route string) {
+	o := c.b.draw(at, route)
+	c.record(route, o, o.latency)
+}
+
+// record instruments one served request.
+func (c *Cluster) record(route string, o outcome, observed time.Duration) {
 	c.requests.WithLabelValues(strconv.Itoa(o.status), route).Inc()
 	c.duration.WithLabelValues(route).Observe(observed.Seconds())
 	c.cpu.Add(o.cpu)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -34,6 +35,7 @@ import (
 	"time"
 
 	"github.com/verdict-dev/verdict/experiments"
+	"github.com/verdict-dev/verdict/internal/randx"
 	"github.com/verdict-dev/verdict/metrics/embedded"
 	"github.com/verdict-dev/verdict/traffic/cfemu"
 )
@@ -266,6 +268,9 @@ func (f *Fleet) startAll() error {
 			return fmt.Errorf("sim: %w", err)
 		}
 	}
+	if err := f.warmHistory(sc.History.D()); err != nil {
+		return fmt.Errorf("sim: history: %w", err)
+	}
 	if err := f.prom.Start(); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -288,6 +293,43 @@ func (f *Fleet) startAll() error {
 	f.ctlCancel, f.ctlDone = cancel, make(chan struct{})
 	go f.control(ctx, f.poolWeights())
 	f.log.Info("sim: fleet started", "scenario", sc.Name, "prometheus", f.PrometheusURL(), "cloudflare", f.CloudflareBaseURL(), "pool", f.poolID, "data", f.DataURL())
+	return nil
+}
+
+// warmHistory serves the fleet's last d of traffic on virtual time before the real load
+// begins, and stores it as the embedded Prometheus would have scraped it. Each cluster
+// draws its share of the scenario's load (the pool's starting weights, the load's wave,
+// Poisson arrivals) from its own profile, epochs, drift and bursts included, and at every
+// scrape interval its registry is stored as a scrape taken then. A production fleet has
+// hours of same-code history in Prometheus; this is the demo's, for experiments to learn
+// their noise from. The canary serves its own profile: the variant comes later.
+func (f *Fleet) warmHistory(d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	step := f.sc.ScrapeInterval.D()
+	total := 0.0
+	for _, spec := range f.specs {
+		total += spec.Weight
+	}
+	rng := mrand.New(mrand.NewPCG(f.opts.Seed^0x8ebc6af09c88c6e3, f.opts.Seed^0x589965cc75374cc3))
+	for at := f.start.Add(-d); at.Before(f.start); at = at.Add(step) {
+		mean := f.sc.Load.rate(at.Sub(f.start)) * step.Seconds() / total
+		for i, c := range f.clusters {
+			n := int(randx.Poisson(rng, mean*f.specs[i].Weight))
+			for k := range n {
+				_, route := pickRoute(rng.Float64())
+				c.simulate(at.Add(time.Duration((float64(k)+0.5)/float64(n)*float64(step))), route)
+			}
+			mfs, err := c.reg.Gather()
+			if err != nil {
+				return fmt.Errorf("cluster %s: %w", c.Name(), err)
+			}
+			if err := f.prom.AppendScrape(c.MetricsURL(), at.Add(step), mfs); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

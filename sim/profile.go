@@ -219,8 +219,11 @@ type behaviour struct {
 
 const rateTau = 2.0 // seconds
 
+// noEpoch is no epoch drawn yet: epochs before start (history) are negative.
+const noEpoch = math.MinInt64
+
 func newBehaviour(p Profile, seed uint64, start time.Time) *behaviour {
-	b := &behaviour{p: p, rng: mrand.New(mrand.NewPCG(seed, seed^0xda942042e4dd58b5)), start: start, epoch: -1}
+	b := &behaviour{p: p, rng: mrand.New(mrand.NewPCG(seed, seed^0xda942042e4dd58b5)), start: start, epoch: noEpoch}
 	for i := range b.phase {
 		b.phase[i] = b.rng.Float64() * 2 * math.Pi
 	}
@@ -236,7 +239,7 @@ func (b *behaviour) profile() Profile {
 func (b *behaviour) setProfile(p Profile) {
 	b.mu.Lock()
 	b.p = p
-	b.epoch = -1 // redraw the noise for the new profile
+	b.epoch = noEpoch // redraw the noise for the new profile
 	b.mu.Unlock()
 }
 
@@ -273,7 +276,8 @@ func (b *behaviour) draw(now time.Time, route string) outcome {
 	if epochLen <= 0 {
 		epochLen = 10
 	}
-	if e := int64(t / epochLen); e != b.epoch {
+	// Floor, not truncation: history drawn before start has epochs of their own length.
+	if e := int64(math.Floor(t / epochLen)); e != b.epoch {
 		b.epoch = e
 		b.latMult = math.Exp(p.LatencyNoise * b.rng.NormFloat64())
 		b.errMult = 1

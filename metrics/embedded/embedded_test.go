@@ -495,6 +495,75 @@ func TestScrape(t *testing.T) {
 	}
 }
 
+// TestAppendScrape backfills an hour of scrapes of a target's registry on past timestamps
+// before Start, then scrapes it live: one series per counter across both, so increase()
+// over the history and a range query spanning the handover see one continuous counter.
+func TestAppendScrape(t *testing.T) {
+	s, err := embedded.New(embedded.Options{ScrapeInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ft := newTarget(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(ft.requests)
+	if err := s.AddTarget(ft.srv.URL, map[string]string{"cluster": "canary"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	from := now.Add(-time.Hour)
+	for at := from; at.Before(now); at = at.Add(time.Minute) {
+		ft.requests.WithLabelValues("200", "c").Add(60) // 1 request/s
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendScrape(ft.srv.URL, at, mfs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendScrape(ft.srv.URL, from, nil); err == nil {
+		t.Error("a scrape older than the last one: want an error")
+	}
+	if err := s.AppendScrape("http://127.0.0.1:1/metrics", now, nil); err == nil {
+		t.Error("an unknown target: want an error")
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendScrape(ft.srv.URL, now.Add(time.Second), nil); err == nil {
+		t.Error("AppendScrape after Start: want an error")
+	}
+	ctx := context.Background()
+	if err := s.Scrape(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := client(t, s)
+	// 30 minutes into the history: 30 one-minute steps of 60 requests.
+	v, _, _, err := a.Query(ctx, `increase(http_requests_total{cluster="canary"}[30m])`, from.Add(45*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vec := v.(model.Vector); len(vec) != 1 || math.Abs(float64(vec[0].Value)-30*60) > 60 {
+		t.Errorf("increase over 30m of history = %v, want about 1800", vec)
+	}
+	// The live scrape continues the same series: no reset, one series.
+	v, _, _, err = a.Query(ctx, `http_requests_total{cluster="canary"}`, time.Now().Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vec := v.(model.Vector); len(vec) != 1 || vec[0].Value != 3600 {
+		t.Errorf("live series = %v, want the one series at 3600", vec)
+	}
+	v, _, _, err = a.Query(ctx, `count_over_time(up{cluster="canary"}[2h])`, time.Now().Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vec := v.(model.Vector); len(vec) != 1 || vec[0].Value != 61 {
+		t.Errorf("up samples = %v, want 60 backfilled and 1 live", vec)
+	}
+}
+
 // TestScrapeLoop runs the periodic loop: a fast interval, waiting (without asserting any
 // duration) until the counter's growth shows up.
 func TestScrapeLoop(t *testing.T) {

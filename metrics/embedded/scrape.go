@@ -44,13 +44,11 @@ type target struct {
 // (Options.ClusterLabel); "job" defaults to "verdict" and "instance" to the URL's host:port.
 // Scraping starts at Start, or at once if the server has started.
 func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("embedded Prometheus: target %q is not an http(s) URL", rawURL)
+	key, err := targetKey(rawURL)
+	if err != nil {
+		return err
 	}
-	if u.Path == "" {
-		u.Path = "/metrics"
-	}
+	u, _ := url.Parse(key)
 	if lbls[s.opts.ClusterLabel] == "" {
 		return fmt.Errorf("embedded Prometheus: target %s has no %q label", u.Redacted(), s.opts.ClusterLabel)
 	}
@@ -60,7 +58,6 @@ func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
 	for k, v := range lbls {
 		b.Set(k, v)
 	}
-	key := u.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -77,24 +74,33 @@ func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
 	return nil
 }
 
-// RemoveTarget stops scraping rawURL and marks its series stale, so queries see the cluster
-// stop reporting at once instead of after the lookback delta.
-func (s *Server) RemoveTarget(rawURL string) error {
+// targetKey is rawURL as targets are keyed: an http(s) URL, /metrics when it has no path.
+func targetKey(rawURL string) (string, error) {
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		return fmt.Errorf("embedded Prometheus: target %q: %w", rawURL, err)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("embedded Prometheus: target %q is not an http(s) URL", rawURL)
 	}
 	if u.Path == "" {
 		u.Path = "/metrics"
 	}
+	return u.String(), nil
+}
+
+// RemoveTarget stops scraping rawURL and marks its series stale, so queries see the cluster
+// stop reporting at once instead of after the lookback delta.
+func (s *Server) RemoveTarget(rawURL string) error {
+	key, err := targetKey(rawURL)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
-	t, ok := s.targets[u.String()]
+	t, ok := s.targets[key]
 	if ok {
-		delete(s.targets, u.String())
+		delete(s.targets, key)
 	}
 	s.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("embedded Prometheus: no target %s", u.Redacted())
+		return fmt.Errorf("embedded Prometheus: no target %s", redact(key))
 	}
 	if t.running {
 		t.stop()
@@ -160,12 +166,18 @@ func (s *Server) scrapeOnce(ctx context.Context, t *target) error {
 	if ts <= t.lastTS {
 		ts = t.lastTS + 1 // two scrapes in one millisecond: keep timestamps increasing
 	}
-	t.lastTS = ts
 	samples, err := s.fetch(ctx, t, start)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	dur := s.opts.Now().Sub(start).Seconds()
+	return s.store(t, ts, samples, err, s.opts.Now().Sub(start))
+}
+
+// store writes one scrape of t taken at ts (ms), as Prometheus does: up and
+// scrape_duration_seconds, the samples, and staleness markers for the series that are
+// gone. t.mu must be held.
+func (s *Server) store(t *target, ts int64, samples []sample, err error, dur time.Duration) error {
+	t.lastTS = ts
 	app := s.db.Appender(context.Background())
 	up := 1.0
 	if err != nil {
@@ -177,7 +189,7 @@ func (s *Server) scrapeOnce(ctx context.Context, t *target) error {
 		_, aerr := app.Append(0, b.Labels(), ts, v)
 		return aerr
 	}
-	if aerr := errors.Join(meta("up", up), meta("scrape_duration_seconds", dur)); aerr != nil {
+	if aerr := errors.Join(meta("up", up), meta("scrape_duration_seconds", dur.Seconds())); aerr != nil {
 		_ = app.Rollback()
 		return fmt.Errorf("append scrape metadata: %w", aerr)
 	}
@@ -213,6 +225,38 @@ func (s *Server) scrapeOnce(ctx context.Context, t *target) error {
 		s.opts.Logger.Debug("samples rejected by the TSDB", "target", redact(t.url), "count", appendErrs)
 	}
 	return nil
+}
+
+// AppendScrape stores families as a scrape of the target rawURL (as given to AddTarget)
+// taken at at, with the target's labels, as if Prometheus had scraped it then: how a
+// simulation backfills the history a real fleet's Prometheus would already hold. Scrapes
+// of one target must come in time order, before the server starts scraping it (Start).
+func (s *Server) AppendScrape(rawURL string, at time.Time, families []*dto.MetricFamily) error {
+	key, err := targetKey(rawURL)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	t, ok := s.targets[key]
+	started := s.started
+	s.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("embedded Prometheus: AppendScrape: no target %s", redact(key))
+	case started:
+		return errors.New("embedded Prometheus: AppendScrape after Start: the scrape loop owns the target's timestamps")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ts := at.UnixMilli()
+	if ts <= t.lastTS {
+		return fmt.Errorf("embedded Prometheus: AppendScrape of %s at %s: not after its last scrape", redact(key), at.UTC().Format(time.RFC3339Nano))
+	}
+	var samples []sample
+	for _, mf := range families {
+		samples = appendFamily(samples, mf, t.labels)
+	}
+	return s.store(t, ts, samples, nil, 0)
 }
 
 // markStaleExcept writes a staleness marker for every series of t's last scrape that is not
