@@ -302,7 +302,10 @@ func (f *Fleet) startAll() error {
 // Poisson arrivals) from its own profile, epochs, drift and bursts included, and at every
 // scrape interval its registry is stored as a scrape taken then. A production fleet has
 // hours of same-code history in Prometheus; this is the demo's, for experiments to learn
-// their noise from. The canary serves its own profile: the variant comes later.
+// their noise from. The canary serves its own profile: the variant comes later. The
+// history is the world without its transport: latencies as drawn (a live request also
+// waits on the machine) and shares exactly by weight (behind DNS, clients' caches make the
+// live shares noisier); and the seconds spent making it pass without scrapes.
 func (f *Fleet) warmHistory(d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -313,19 +316,37 @@ func (f *Fleet) warmHistory(d time.Duration) error {
 		total += spec.Weight
 	}
 	rng := mrand.New(mrand.NewPCG(f.opts.Seed^0x8ebc6af09c88c6e3, f.opts.Seed^0x589965cc75374cc3))
-	for at := f.start.Add(-d); at.Before(f.start); at = at.Add(step) {
+	scrape := func(c *Cluster, at time.Time) error {
+		mfs, err := c.reg.Gather()
+		if err != nil {
+			return fmt.Errorf("cluster %s: %w", c.Name(), err)
+		}
+		return f.prom.AppendScrape(c.MetricsURL(), at, mfs)
+	}
+	// Whole scrape intervals ending at the start, and a first scrape before any request,
+	// so that the first interval's increase is there too.
+	steps := int(d / step)
+	from := f.start.Add(-time.Duration(steps) * step)
+	for _, c := range f.clusters {
+		if err := scrape(c, from); err != nil {
+			return err
+		}
+	}
+	var times []time.Time
+	var routes []string
+	for k := range steps {
+		at := from.Add(time.Duration(k) * step)
 		mean := f.sc.Load.rate(at.Sub(f.start)) * step.Seconds() / total
 		for i, c := range f.clusters {
 			n := int(randx.Poisson(rng, mean*f.specs[i].Weight))
-			for k := range n {
+			times, routes = times[:0], routes[:0]
+			for j := range n {
 				_, route := pickRoute(rng.Float64())
-				c.simulate(at.Add(time.Duration((float64(k)+0.5)/float64(n)*float64(step))), route)
+				times = append(times, at.Add(time.Duration((float64(j)+0.5)/float64(n)*float64(step))))
+				routes = append(routes, route)
 			}
-			mfs, err := c.reg.Gather()
-			if err != nil {
-				return fmt.Errorf("cluster %s: %w", c.Name(), err)
-			}
-			if err := f.prom.AppendScrape(c.MetricsURL(), at.Add(step), mfs); err != nil {
+			c.simulate(times, routes)
+			if err := scrape(c, at.Add(step)); err != nil {
 				return err
 			}
 		}

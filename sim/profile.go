@@ -258,6 +258,23 @@ func routeFactor(route string) float64 {
 func (b *behaviour) draw(now time.Time, route string) outcome {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.drawLocked(now, route)
+}
+
+// drawAll samples the outcomes of requests arriving at times (in order) to routes, under
+// one lock: the history a fleet makes at start is a million draws.
+func (b *behaviour) drawAll(times []time.Time, routes []string) []outcome {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]outcome, len(times))
+	for i, t := range times {
+		out[i] = b.drawLocked(t, routes[i])
+	}
+	return out
+}
+
+// drawLocked is draw with b.mu held.
+func (b *behaviour) drawLocked(now time.Time, route string) outcome {
 	p := &b.p
 
 	// Arrival rate, for the capacity model.

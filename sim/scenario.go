@@ -237,13 +237,13 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 	return sc, nil
 }
 
-// withDefaults returns a copy of s, sharing nothing mutable with it, with the defaults of
-// fields a Go caller may leave empty: pool name, scrape interval, rate, origin names, and
-// when the variant and events apply.
 // MaxHistory bounds Scenario.History: the fleet serves it on virtual time at start, which
 // costs about a second of CPU per 10 minutes at 800 requests/s.
 const MaxHistory = time.Hour
 
+// withDefaults returns a copy of s, sharing nothing mutable with it, with the defaults of
+// fields a Go caller may leave empty: pool name, scrape interval, rate, origin names, and
+// when the variant and events apply.
 func (s *Scenario) withDefaults() *Scenario {
 	c := *s
 	c.Clusters = slices.Clone(s.Clusters)

@@ -66,7 +66,9 @@ func startDemoFleet(t *testing.T, args ...string) (out *syncBuffer, stop func() 
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
-	deadline := time.Now().Add(10 * time.Second)
+	// The fleet serves its scenario's history before it prints: about 2s, and several
+	// times that under the race detector.
+	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(out.String(), "\n") {
 		select {
 		case err := <-done:
@@ -74,7 +76,7 @@ func startDemoFleet(t *testing.T, args ...string) (out *syncBuffer, stop func() 
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no output within 10s")
+			t.Fatal("no output within 60s")
 		}
 	}
 	return out, stop

@@ -170,13 +170,17 @@ func (s *Server) scrapeOnce(ctx context.Context, t *target) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return s.store(t, ts, samples, err, s.opts.Now().Sub(start))
+	rejected, err := s.store(t, ts, samples, err, s.opts.Now().Sub(start))
+	if rejected > 0 {
+		s.opts.Logger.Debug("samples rejected by the TSDB", "target", redact(t.url), "count", rejected)
+	}
+	return err
 }
 
 // store writes one scrape of t taken at ts (ms), as Prometheus does: up and
 // scrape_duration_seconds, the samples, and staleness markers for the series that are
-// gone. t.mu must be held.
-func (s *Server) store(t *target, ts int64, samples []sample, err error, dur time.Duration) error {
+// gone, and how many samples the TSDB rejected (out of order, say). t.mu must be held.
+func (s *Server) store(t *target, ts int64, samples []sample, err error, dur time.Duration) (rejected int, _ error) {
 	t.lastTS = ts
 	app := s.db.Appender(context.Background())
 	up := 1.0
@@ -191,40 +195,36 @@ func (s *Server) store(t *target, ts int64, samples []sample, err error, dur tim
 	}
 	if aerr := errors.Join(meta("up", up), meta("scrape_duration_seconds", dur.Seconds())); aerr != nil {
 		_ = app.Rollback()
-		return fmt.Errorf("append scrape metadata: %w", aerr)
+		return 0, fmt.Errorf("append scrape metadata: %w", aerr)
 	}
 	seen := make(map[string]labels.Labels, len(samples))
-	var appendErrs int
 	for _, smp := range samples {
 		k := smp.l.String()
 		if _, dup := seen[k]; dup {
 			continue
 		}
 		seen[k] = smp.l
-		t := ts
+		at := ts
 		if smp.t != 0 {
-			t = smp.t
+			at = smp.t // the exposition's own timestamp
 		}
-		if _, aerr := app.Append(0, smp.l, t, smp.v); aerr != nil {
-			appendErrs++
+		if _, aerr := app.Append(0, smp.l, at, smp.v); aerr != nil {
+			rejected++
 		}
 	}
 	if cerr := app.Commit(); cerr != nil {
-		return fmt.Errorf("commit scrape of %s: %w", redact(t.url), cerr)
+		return rejected, fmt.Errorf("commit scrape of %s: %w", redact(t.url), cerr)
 	}
 	if err != nil {
 		seen = nil
 	}
 	if serr := s.markStaleExcept(t, time.UnixMilli(ts), seen); serr != nil {
-		return serr
+		return rejected, serr
 	}
 	if err != nil {
-		return fmt.Errorf("scrape %s: %w", redact(t.url), err)
+		return rejected, fmt.Errorf("scrape %s: %w", redact(t.url), err)
 	}
-	if appendErrs > 0 {
-		s.opts.Logger.Debug("samples rejected by the TSDB", "target", redact(t.url), "count", appendErrs)
-	}
-	return nil
+	return rejected, nil
 }
 
 // AppendScrape stores families as a scrape of the target rawURL (as given to AddTarget)
@@ -238,9 +238,11 @@ func (s *Server) AppendScrape(rawURL string, at time.Time, families []*dto.Metri
 	}
 	s.mu.Lock()
 	t, ok := s.targets[key]
-	started := s.started
+	started, closed := s.started, s.closed
 	s.mu.Unlock()
 	switch {
+	case closed:
+		return errors.New("embedded Prometheus: AppendScrape after Close")
 	case !ok:
 		return fmt.Errorf("embedded Prometheus: AppendScrape: no target %s", redact(key))
 	case started:
@@ -256,7 +258,11 @@ func (s *Server) AppendScrape(rawURL string, at time.Time, families []*dto.Metri
 	for _, mf := range families {
 		samples = appendFamily(samples, mf, t.labels)
 	}
-	return s.store(t, ts, samples, nil, 0)
+	rejected, err := s.store(t, ts, samples, nil, 0)
+	if err == nil && rejected > 0 {
+		err = fmt.Errorf("embedded Prometheus: AppendScrape of %s at %s: the TSDB rejected %d sample(s)", redact(key), at.UTC().Format(time.RFC3339Nano), rejected)
+	}
+	return err
 }
 
 // markStaleExcept writes a staleness marker for every series of t's last scrape that is not
