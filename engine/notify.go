@@ -78,8 +78,7 @@ type HTTPNotifier struct {
 	// Failed, when set, is told about every notification that was not delivered: given up
 	// after its attempts, refused with a 4xx, dropped from a full queue, or abandoned at
 	// Close. It is never given the URL, which is a secret, and err's text never holds it.
-	// It is called from the notifier's workers and from Notify, and must not block, nor
-	// call Flush or Close: a failure is reported before Flush and Close stop waiting for it.
+	// It is called from the notifier's workers and from Notify, and must not block.
 	Failed func(n Notification, target string, err error)
 
 	// QueueSize bounds the notifications waiting across all targets; default 256.

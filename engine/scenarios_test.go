@@ -20,7 +20,7 @@ import (
 // by the embedded Prometheus. Each scenario says what a correct engine concludes.
 func TestScenariosOnTheFleet(t *testing.T) {
 	if testing.Short() || raceEnabled {
-		t.Skip("runs five experiments of up to eight minutes in real time; skipped with -short and -race")
+		t.Skip("runs five experiments of up to four minutes in real time; skipped with -short and -race")
 	}
 	check := map[string]func(t *testing.T, rec store.Run){
 		"good": func(t *testing.T, rec store.Run) {
@@ -133,7 +133,7 @@ func runScenario(t *testing.T, name string) (store.Run, traffic.Weights, traffic
 	if err != nil {
 		t.Fatal(err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, 9*time.Minute)
+	dctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel()
 	if err := r.Drive(dctx, engine.RealClock{}, time.Second); err != nil {
 		t.Fatalf("drive: %v (state %s)", err, r.Record().State)

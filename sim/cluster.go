@@ -224,60 +224,15 @@ func (c *Cluster) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(o.status)
 	fmt.Fprintf(w, `{"cluster":%q,"status":%d}`+"\n", c.name, o.status)
-	c.record(route, o, observed)
-}
-
-// simulate serves requests arriving at times (in order) to routes without HTTP or
-// waiting, and instruments them as serve does, each latency as drawn: how the fleet's
-// history is made on virtual time. Counters are added once per status and route, since
-// a fleet's history is a million requests.
-func (c *Cluster) simulate(times []time.Time, routes []string) {
-	outs := c.b.drawAll(times, routes)
-	type key struct {
-		status int
-		route  string
-	}
-	counts := map[key]int{}
-	observers := map[string]prometheus.Observer{}
-	var cpu float64
-	for i, o := range outs {
-		counts[key{o.status, routes[i]}]++
-		h := observers[routes[i]]
-		if h == nil {
-			h = c.duration.WithLabelValues(routes[i])
-			observers[routes[i]] = h
-		}
-		h.Observe(o.latency.Seconds())
-		cpu += o.cpu
-	}
-	for k, n := range counts {
-		c.requests.WithLabelValues(strconv.Itoa(k.status), k.route).Add(float64(n))
-	}
-	c.cpu.Add(cpu)
-	c.cpuMu.Lock()
-	for _, o := range outs {
-		c.cpuAverage(o.cpu)
-	}
-	c.cpuPer.Set(c.cpuEWMA)
-	c.cpuMu.Unlock()
-}
-
-// record instruments one served request.
-func (c *Cluster) record(route string, o outcome, observed time.Duration) {
 	c.requests.WithLabelValues(strconv.Itoa(o.status), route).Inc()
 	c.duration.WithLabelValues(route).Observe(observed.Seconds())
 	c.cpu.Add(o.cpu)
 	c.cpuMu.Lock()
-	c.cpuAverage(o.cpu)
+	if c.cpuEWMA == 0 {
+		c.cpuEWMA = o.cpu
+	} else {
+		c.cpuEWMA += 0.01 * (o.cpu - c.cpuEWMA)
+	}
 	c.cpuPer.Set(c.cpuEWMA)
 	c.cpuMu.Unlock()
-}
-
-// cpuAverage folds one request's CPU into the recent average; c.cpuMu must be held.
-func (c *Cluster) cpuAverage(cpu float64) {
-	if c.cpuEWMA == 0 {
-		c.cpuEWMA = cpu
-	} else {
-		c.cpuEWMA += 0.01 * (cpu - c.cpuEWMA)
-	}
 }

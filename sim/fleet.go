@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,7 +34,6 @@ import (
 	"time"
 
 	"github.com/verdict-dev/verdict/experiments"
-	"github.com/verdict-dev/verdict/internal/randx"
 	"github.com/verdict-dev/verdict/metrics/embedded"
 	"github.com/verdict-dev/verdict/traffic/cfemu"
 )
@@ -268,9 +266,6 @@ func (f *Fleet) startAll() error {
 			return fmt.Errorf("sim: %w", err)
 		}
 	}
-	if err := f.warmHistory(sc.History.D()); err != nil {
-		return fmt.Errorf("sim: history: %w", err)
-	}
 	if err := f.prom.Start(); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -293,64 +288,6 @@ func (f *Fleet) startAll() error {
 	f.ctlCancel, f.ctlDone = cancel, make(chan struct{})
 	go f.control(ctx, f.poolWeights())
 	f.log.Info("sim: fleet started", "scenario", sc.Name, "prometheus", f.PrometheusURL(), "cloudflare", f.CloudflareBaseURL(), "pool", f.poolID, "data", f.DataURL())
-	return nil
-}
-
-// warmHistory serves the fleet's last d of traffic on virtual time before the real load
-// begins, and stores it as the embedded Prometheus would have scraped it. Each cluster
-// draws its share of the scenario's load (the pool's starting weights, the load's wave,
-// Poisson arrivals) from its own profile, epochs, drift and bursts included, and at every
-// scrape interval its registry is stored as a scrape taken then. A production fleet has
-// hours of same-code history in Prometheus; this is the demo's, for experiments to learn
-// their noise from. The canary serves its own profile: the variant comes later. The
-// history is the world without its transport: latencies as drawn (a live request also
-// waits on the machine) and shares exactly by weight (behind DNS, clients' caches make the
-// live shares noisier); and the seconds spent making it pass without scrapes.
-func (f *Fleet) warmHistory(d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	step := f.sc.ScrapeInterval.D()
-	total := 0.0
-	for _, spec := range f.specs {
-		total += spec.Weight
-	}
-	rng := mrand.New(mrand.NewPCG(f.opts.Seed^0x8ebc6af09c88c6e3, f.opts.Seed^0x589965cc75374cc3))
-	scrape := func(c *Cluster, at time.Time) error {
-		mfs, err := c.reg.Gather()
-		if err != nil {
-			return fmt.Errorf("cluster %s: %w", c.Name(), err)
-		}
-		return f.prom.AppendScrape(c.MetricsURL(), at, mfs)
-	}
-	// Whole scrape intervals ending at the start, and a first scrape before any request,
-	// so that the first interval's increase is there too.
-	steps := int(d / step)
-	from := f.start.Add(-time.Duration(steps) * step)
-	for _, c := range f.clusters {
-		if err := scrape(c, from); err != nil {
-			return err
-		}
-	}
-	var times []time.Time
-	var routes []string
-	for k := range steps {
-		at := from.Add(time.Duration(k) * step)
-		mean := f.sc.Load.rate(at.Sub(f.start)) * step.Seconds() / total
-		for i, c := range f.clusters {
-			n := int(randx.Poisson(rng, mean*f.specs[i].Weight))
-			times, routes = times[:0], routes[:0]
-			for j := range n {
-				_, route := pickRoute(rng.Float64())
-				times = append(times, at.Add(time.Duration((float64(j)+0.5)/float64(n)*float64(step))))
-				routes = append(routes, route)
-			}
-			c.simulate(times, routes)
-			if err := scrape(c, at.Add(step)); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
 }
 

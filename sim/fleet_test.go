@@ -196,12 +196,7 @@ func checkShares(t *testing.T, after, before LoadStats, want map[string]float64)
 // TestPrometheusHasEveryClusterQuickly checks that the embedded Prometheus holds series for
 // every cluster, labelled with its name, within two scrape intervals of the start.
 func TestPrometheusHasEveryClusterQuickly(t *testing.T) {
-	sc, err := LoadScenario("good")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc.History = 0 // live scrapes only: history would hold every series before the start
-	f := startFleet(t, "", Options{Scenario: sc, Fast: true})
+	f := startFleet(t, "good", Options{Fast: true})
 	interval := f.Scenario().ScrapeInterval.D()
 	var got map[string]float64
 	waitFor(t, 2*interval, "a series per cluster", func() bool {
@@ -380,44 +375,5 @@ func TestNoTrafficHonour(t *testing.T) {
 	}
 	if pinned < 0.4 || pinned > 0.6 {
 		t.Errorf("pinned share %.3f, want ≈ 0.5", pinned)
-	}
-}
-
-// TestFleetHistory starts a fleet with 10 minutes of history: Prometheus holds each
-// cluster's share of the load before the fleet started, scraped every scrape interval,
-// continuing into the live series.
-func TestFleetHistory(t *testing.T) {
-	sc := flat(t, "good")
-	sc.History = Duration(10 * time.Minute)
-	began := time.Now()
-	f := startFleet(t, "", Options{Scenario: sc, NoLoad: true, Fast: true})
-	t.Logf("10m of history at %g requests/s made in %s", sc.Load.Rate, time.Since(began).Round(time.Millisecond))
-	// 5 minutes of the history, ending 2 minutes before the start.
-	got := promQuery(t, f, `sum by (cluster) (increase(http_requests_total[5m] offset 2m))`)
-	for _, c := range sc.Clusters {
-		want := sc.Load.Rate * c.Weight * 300
-		if sd := math.Sqrt(want); math.Abs(got[c.Name]-want) > 4*sd+0.01*want {
-			t.Errorf("%s served %.0f requests in 5 minutes of history, want %.0f", c.Name, got[c.Name], want)
-		}
-	}
-	errs := promQuery(t, f, `sum by (cluster) (increase(http_requests_total{code=~"5.."}[8m] offset 1m)) / sum by (cluster) (increase(http_requests_total[8m] offset 1m))`)
-	if r, want := errs[f.Canary()], sc.Profile.ErrorRate; !(r > want/2 && r < want*2) {
-		t.Errorf("the canary's error ratio in its history is %g, want about its profile's %g", r, want)
-	}
-	scrapes := promQuery(t, f, `count_over_time(up[15m])`)
-	for _, c := range sc.Clusters {
-		if n := scrapes[c.Name]; n < 600 {
-			t.Errorf("%s has %g scrapes in its history, want 600 (one a second for 10 minutes)", c.Name, n)
-		}
-	}
-	// The live scrapes continue the same series: no counter reset at the start.
-	resets := promQuery(t, f, `sum by (cluster) (resets(http_requests_total[15m]))`)
-	if len(resets) != len(sc.Clusters) {
-		t.Errorf("resets per cluster: %v", resets)
-	}
-	for c, n := range resets {
-		if n != 0 {
-			t.Errorf("%s: %g counter resets between history and live", c, n)
-		}
 	}
 }

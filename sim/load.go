@@ -82,18 +82,6 @@ func newGenerator(target string, l Load, seed uint64, maxInFlight int, originOf 
 	}
 }
 
-// pickRoute is the request a uniform x in [0, 1) draws: the load's mix of listings,
-// searches and checkouts.
-func pickRoute(x float64) (method, route string) {
-	switch {
-	case x < 0.1:
-		return http.MethodPost, routeCheckout
-	case x < 0.3:
-		return http.MethodGet, routeSearch
-	}
-	return http.MethodGet, routeItems
-}
-
 // rate is the arrival rate at elapsed time t.
 func (l Load) rate(t time.Duration) float64 {
 	r := l.Rate
@@ -161,7 +149,13 @@ func (g *generator) fire(ctx context.Context) {
 	session := g.rng.Uint64()
 	x := g.rng.Float64()
 	g.mu.Unlock()
-	method, route := pickRoute(x)
+	method, route := http.MethodGet, routeItems
+	switch {
+	case x < 0.1:
+		method, route = http.MethodPost, routeCheckout
+	case x < 0.3:
+		route = routeSearch
+	}
 	g.wg.Add(1)
 	go func() {
 		defer func() { <-g.sem; g.wg.Done() }()

@@ -219,11 +219,8 @@ type behaviour struct {
 
 const rateTau = 2.0 // seconds
 
-// noEpoch is no epoch drawn yet: epochs before start (history) are negative.
-const noEpoch = math.MinInt64
-
 func newBehaviour(p Profile, seed uint64, start time.Time) *behaviour {
-	b := &behaviour{p: p, rng: mrand.New(mrand.NewPCG(seed, seed^0xda942042e4dd58b5)), start: start, epoch: noEpoch}
+	b := &behaviour{p: p, rng: mrand.New(mrand.NewPCG(seed, seed^0xda942042e4dd58b5)), start: start, epoch: -1}
 	for i := range b.phase {
 		b.phase[i] = b.rng.Float64() * 2 * math.Pi
 	}
@@ -239,7 +236,7 @@ func (b *behaviour) profile() Profile {
 func (b *behaviour) setProfile(p Profile) {
 	b.mu.Lock()
 	b.p = p
-	b.epoch = noEpoch // redraw the noise for the new profile
+	b.epoch = -1 // redraw the noise for the new profile
 	b.mu.Unlock()
 }
 
@@ -258,23 +255,6 @@ func routeFactor(route string) float64 {
 func (b *behaviour) draw(now time.Time, route string) outcome {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.drawLocked(now, route)
-}
-
-// drawAll samples the outcomes of requests arriving at times (in order) to routes, under
-// one lock: the history a fleet makes at start is a million draws.
-func (b *behaviour) drawAll(times []time.Time, routes []string) []outcome {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]outcome, len(times))
-	for i, t := range times {
-		out[i] = b.drawLocked(t, routes[i])
-	}
-	return out
-}
-
-// drawLocked is draw with b.mu held.
-func (b *behaviour) drawLocked(now time.Time, route string) outcome {
 	p := &b.p
 
 	// Arrival rate, for the capacity model.
@@ -293,8 +273,7 @@ func (b *behaviour) drawLocked(now time.Time, route string) outcome {
 	if epochLen <= 0 {
 		epochLen = 10
 	}
-	// Floor, not truncation: history drawn before start has epochs of their own length.
-	if e := int64(math.Floor(t / epochLen)); e != b.epoch {
+	if e := int64(t / epochLen); e != b.epoch {
 		b.epoch = e
 		b.latMult = math.Exp(p.LatencyNoise * b.rng.NormFloat64())
 		b.errMult = 1

@@ -71,12 +71,6 @@ type Scenario struct {
 	// Affinity is the fraction of sessions the load balancer keeps on the origin it first
 	// chose, ignoring weight changes, as session affinity does. 0 honours every change.
 	Affinity float64 `yaml:"affinity"`
-	// History is how much of the fleet's past its Prometheus holds when the fleet starts:
-	// the scenario's load served on virtual time before the real load begins, so that an
-	// experiment's analysis.history has same-code history to learn its noise from, as in
-	// production. At most 1h; it needs a variant that arrives later (variant.from:
-	// trigger). Default 0: no history.
-	History Duration `yaml:"history"`
 	// Events change the world during the run (a Prometheus outage, a recovery).
 	Events []Event `yaml:"events"`
 	// Experiment is the experiment file to run against the fleet, with the Placeholder*
@@ -237,10 +231,6 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 	return sc, nil
 }
 
-// MaxHistory bounds Scenario.History: the fleet serves it on virtual time at start, which
-// costs about a second of CPU per 10 minutes at 800 requests/s.
-const MaxHistory = time.Hour
-
 // withDefaults returns a copy of s, sharing nothing mutable with it, with the defaults of
 // fields a Go caller may leave empty: pool name, scrape interval, rate, origin names, and
 // when the variant and events apply.
@@ -335,12 +325,6 @@ func (s *Scenario) Validate() error {
 	}
 	if s.ScrapeInterval.D() < 100*time.Millisecond {
 		add("scrapeInterval: %s is below 100ms", s.ScrapeInterval.D())
-	}
-	switch h := s.History.D(); {
-	case h < 0 || h > MaxHistory:
-		add("history: %s must be between 0 and %s", h, MaxHistory)
-	case h > 0 && s.Variant.From == FromStart:
-		add("history: a canary that is the variant from the start has no same-code history; use variant.from: trigger")
 	}
 	if s.Load.Rate <= 0 {
 		add("load.rate: %g must be positive", s.Load.Rate)

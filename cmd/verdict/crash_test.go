@@ -37,8 +37,7 @@ func crashScenario(t *testing.T) *sim.Scenario {
 		"{weight: 50%, hold: 60s}": "{weight: 50%, hold: 6s}",
 		"interval: 5s":             "interval: 3s",
 		"minIntervals: 6":          "minIntervals: 3",
-		"maxDuration: 8m":          "maxDuration: 60s",
-		"      history: 20m":       "      prePeriod: 0s",
+		"maxDuration: 6m":          "maxDuration: 60s",
 		"noDataTimeout: 1m":        "noDataTimeout: 20s",
 		// Wide margins so that about half the runs are promoted within the short horizon and
 		// both endings are exercised under kills.
@@ -54,7 +53,6 @@ func crashScenario(t *testing.T) *sim.Scenario {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc.History = 0 // the runs learn nothing from history: no time spent making it
 	return sc
 }
 

@@ -264,11 +264,8 @@ func printFleet(g *globals, f *sim.Fleet) error {
 		}
 		fmt.Fprintf(w, "  scheduled      %s after %s: %s\n", e.At.D(), after, e)
 	}
-	if h := sc.History.D(); h > 0 {
-		fmt.Fprintf(w, "  history        %s of same-code history in Prometheus before the start\n", h)
-	}
 	fmt.Fprintf(w, "\nIn another shell")
-	if exps, err := experiments.LoadFile(f.ExperimentFile(), experiments.LoadOptions{}); err == nil && len(exps) > 0 && sc.History == 0 {
+	if exps, err := experiments.LoadFile(f.ExperimentFile(), experiments.LoadOptions{}); err == nil && len(exps) > 0 {
 		a := exps[0].Spec.Analysis
 		fmt.Fprintf(w, " (check and run want %d intervals of data: wait %s after the start)", a.MinIntervals, time.Duration(a.MinIntervals)*a.Interval.Std())
 	}

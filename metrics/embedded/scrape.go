@@ -44,11 +44,13 @@ type target struct {
 // (Options.ClusterLabel); "job" defaults to "verdict" and "instance" to the URL's host:port.
 // Scraping starts at Start, or at once if the server has started.
 func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
-	key, err := targetKey(rawURL)
-	if err != nil {
-		return err
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("embedded Prometheus: target %q is not an http(s) URL", rawURL)
 	}
-	u, _ := url.Parse(key)
+	if u.Path == "" {
+		u.Path = "/metrics"
+	}
 	if lbls[s.opts.ClusterLabel] == "" {
 		return fmt.Errorf("embedded Prometheus: target %s has no %q label", u.Redacted(), s.opts.ClusterLabel)
 	}
@@ -58,6 +60,7 @@ func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
 	for k, v := range lbls {
 		b.Set(k, v)
 	}
+	key := u.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -74,33 +77,24 @@ func (s *Server) AddTarget(rawURL string, lbls map[string]string) error {
 	return nil
 }
 
-// targetKey is rawURL as targets are keyed: an http(s) URL, /metrics when it has no path.
-func targetKey(rawURL string) (string, error) {
+// RemoveTarget stops scraping rawURL and marks its series stale, so queries see the cluster
+// stop reporting at once instead of after the lookback delta.
+func (s *Server) RemoveTarget(rawURL string) error {
 	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("embedded Prometheus: target %q is not an http(s) URL", rawURL)
+	if err != nil {
+		return fmt.Errorf("embedded Prometheus: target %q: %w", rawURL, err)
 	}
 	if u.Path == "" {
 		u.Path = "/metrics"
 	}
-	return u.String(), nil
-}
-
-// RemoveTarget stops scraping rawURL and marks its series stale, so queries see the cluster
-// stop reporting at once instead of after the lookback delta.
-func (s *Server) RemoveTarget(rawURL string) error {
-	key, err := targetKey(rawURL)
-	if err != nil {
-		return err
-	}
 	s.mu.Lock()
-	t, ok := s.targets[key]
+	t, ok := s.targets[u.String()]
 	if ok {
-		delete(s.targets, key)
+		delete(s.targets, u.String())
 	}
 	s.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("embedded Prometheus: no target %s", redact(key))
+		return fmt.Errorf("embedded Prometheus: no target %s", u.Redacted())
 	}
 	if t.running {
 		t.stop()
@@ -166,22 +160,12 @@ func (s *Server) scrapeOnce(ctx context.Context, t *target) error {
 	if ts <= t.lastTS {
 		ts = t.lastTS + 1 // two scrapes in one millisecond: keep timestamps increasing
 	}
+	t.lastTS = ts
 	samples, err := s.fetch(ctx, t, start)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	rejected, err := s.store(t, ts, samples, err, s.opts.Now().Sub(start))
-	if rejected > 0 {
-		s.opts.Logger.Debug("samples rejected by the TSDB", "target", redact(t.url), "count", rejected)
-	}
-	return err
-}
-
-// store writes one scrape of t taken at ts (ms), as Prometheus does: up and
-// scrape_duration_seconds, the samples, and staleness markers for the series that are
-// gone, and how many samples the TSDB rejected (out of order, say). t.mu must be held.
-func (s *Server) store(t *target, ts int64, samples []sample, err error, dur time.Duration) (rejected int, _ error) {
-	t.lastTS = ts
+	dur := s.opts.Now().Sub(start).Seconds()
 	app := s.db.Appender(context.Background())
 	up := 1.0
 	if err != nil {
@@ -193,76 +177,42 @@ func (s *Server) store(t *target, ts int64, samples []sample, err error, dur tim
 		_, aerr := app.Append(0, b.Labels(), ts, v)
 		return aerr
 	}
-	if aerr := errors.Join(meta("up", up), meta("scrape_duration_seconds", dur.Seconds())); aerr != nil {
+	if aerr := errors.Join(meta("up", up), meta("scrape_duration_seconds", dur)); aerr != nil {
 		_ = app.Rollback()
-		return 0, fmt.Errorf("append scrape metadata: %w", aerr)
+		return fmt.Errorf("append scrape metadata: %w", aerr)
 	}
 	seen := make(map[string]labels.Labels, len(samples))
+	var appendErrs int
 	for _, smp := range samples {
 		k := smp.l.String()
 		if _, dup := seen[k]; dup {
 			continue
 		}
 		seen[k] = smp.l
-		at := ts
+		t := ts
 		if smp.t != 0 {
-			at = smp.t // the exposition's own timestamp
+			t = smp.t
 		}
-		if _, aerr := app.Append(0, smp.l, at, smp.v); aerr != nil {
-			rejected++
+		if _, aerr := app.Append(0, smp.l, t, smp.v); aerr != nil {
+			appendErrs++
 		}
 	}
 	if cerr := app.Commit(); cerr != nil {
-		return rejected, fmt.Errorf("commit scrape of %s: %w", redact(t.url), cerr)
+		return fmt.Errorf("commit scrape of %s: %w", redact(t.url), cerr)
 	}
 	if err != nil {
 		seen = nil
 	}
 	if serr := s.markStaleExcept(t, time.UnixMilli(ts), seen); serr != nil {
-		return rejected, serr
+		return serr
 	}
 	if err != nil {
-		return rejected, fmt.Errorf("scrape %s: %w", redact(t.url), err)
+		return fmt.Errorf("scrape %s: %w", redact(t.url), err)
 	}
-	return rejected, nil
-}
-
-// AppendScrape stores families as a scrape of the target rawURL (as given to AddTarget)
-// taken at at, with the target's labels, as if Prometheus had scraped it then: how a
-// simulation backfills the history a real fleet's Prometheus would already hold. Scrapes
-// of one target must come in time order, before the server starts scraping it (Start).
-func (s *Server) AppendScrape(rawURL string, at time.Time, families []*dto.MetricFamily) error {
-	key, err := targetKey(rawURL)
-	if err != nil {
-		return err
+	if appendErrs > 0 {
+		s.opts.Logger.Debug("samples rejected by the TSDB", "target", redact(t.url), "count", appendErrs)
 	}
-	s.mu.Lock()
-	t, ok := s.targets[key]
-	started, closed := s.started, s.closed
-	s.mu.Unlock()
-	switch {
-	case closed:
-		return errors.New("embedded Prometheus: AppendScrape after Close")
-	case !ok:
-		return fmt.Errorf("embedded Prometheus: AppendScrape: no target %s", redact(key))
-	case started:
-		return errors.New("embedded Prometheus: AppendScrape after Start: the scrape loop owns the target's timestamps")
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ts := at.UnixMilli()
-	if ts <= t.lastTS {
-		return fmt.Errorf("embedded Prometheus: AppendScrape of %s at %s: not after its last scrape", redact(key), at.UTC().Format(time.RFC3339Nano))
-	}
-	var samples []sample
-	for _, mf := range families {
-		samples = appendFamily(samples, mf, t.labels)
-	}
-	rejected, err := s.store(t, ts, samples, nil, 0)
-	if err == nil && rejected > 0 {
-		err = fmt.Errorf("embedded Prometheus: AppendScrape of %s at %s: the TSDB rejected %d sample(s)", redact(key), at.UTC().Format(time.RFC3339Nano), rejected)
-	}
-	return err
+	return nil
 }
 
 // markStaleExcept writes a staleness marker for every series of t's last scrape that is not
